@@ -1,0 +1,43 @@
+"""``ADDONS = {"scrapy_sticky_proxy.Addon": 100}`` wires everything."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+MIDDLEWARE = "scrapy_sticky_proxy.StickyProxyMiddleware"
+MIDDLEWARE_PRIORITY = 740  # before HttpProxyMiddleware (750) adds the auth header
+INHERIT = "scrapy_sticky_proxy.StickyProxyInheritMiddleware"
+EXTENSION = "scrapy_sticky_proxy.StickyProxyStats"
+HANDLER = "scrapy_sticky_proxy.StickyProxyDownloadHandler"
+_DEFAULT_HANDLER = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
+
+
+class Addon:
+    def update_settings(self, settings: BaseSettings) -> None:
+        settings["DOWNLOADER_MIDDLEWARES"].set(MIDDLEWARE, MIDDLEWARE_PRIORITY, "addon")
+        settings["SPIDER_MIDDLEWARES"].set(INHERIT, 600, "addon")
+        settings["EXTENSIONS"].set(EXTENSION, 500, "addon")
+        handlers = settings.getwithbase("DOWNLOAD_HANDLERS")
+        for scheme in ("http", "https"):
+            current = handlers.get(scheme)
+            current_name = (
+                current
+                if isinstance(current, str) or current is None
+                else f"{current.__module__}.{current.__qualname__}"
+            )
+            if current_name == _DEFAULT_HANDLER:
+                settings["DOWNLOAD_HANDLERS"].set(scheme, HANDLER, "addon")
+            else:
+                logger.warning(
+                    "scrapy-sticky-proxy: %s uses %s, so plain-http proxy "
+                    "connections may be shared between sessions; see the README "
+                    "section 'Connection pinning'",
+                    scheme,
+                    current_name,
+                )

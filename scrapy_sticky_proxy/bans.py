@@ -1,0 +1,103 @@
+"""Deciding whether a response or a download error means "this exit is banned".
+
+A ban verdict is a short reason string, used in stats and give-up records:
+``status/403``, ``pattern/0`` (the index of the matching body pattern), or
+``exception/TunnelError``. ``None`` means "not a ban".
+
+To take full control, point ``STICKY_PROXY_BAN_POLICY`` at a subclass of
+:class:`BanPolicy` and override :meth:`BanPolicy.response_ban` and/or
+:meth:`BanPolicy.exception_ban`; call ``super()`` to keep the defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+    from .config import StickyProxyConfig
+
+DEFAULT_BAN_STATUSES = (401, 403, 429)
+
+# Errors that mean "the exit (or the path through it) failed", not "the
+# gateway is unreachable". Refused connections and DNS failures concern the
+# gateway itself: burning the session would not help, so they are left to
+# Scrapy's RetryMiddleware.
+DEFAULT_BAN_EXCEPTIONS = (
+    "scrapy.core.downloader.handlers.http11.TunnelError",
+    "scrapy.exceptions.DownloadFailedError",
+    "scrapy.exceptions.DownloadTimeoutError",
+    "scrapy.exceptions.ResponseDataLossError",
+    "twisted.web.client.ResponseNeverReceived",
+    "twisted.web.client.ResponseFailed",
+    "twisted.internet.error.ConnectionLost",
+    "twisted.internet.error.TimeoutError",
+    "twisted.internet.error.TCPTimedOutError",
+    "builtins.ConnectionResetError",
+)
+
+
+class BanPolicy:
+    """The default ban policy: statuses, body patterns and exception types."""
+
+    def __init__(
+        self,
+        statuses: Iterable[int] = DEFAULT_BAN_STATUSES,
+        patterns: Iterable[re.Pattern[bytes]] = (),
+        exceptions: tuple[type[BaseException], ...] = (),
+    ):
+        self.statuses = frozenset(statuses)
+        self.patterns = tuple(patterns)
+        self.exceptions = exceptions
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> BanPolicy:
+        from .config import StickyProxyConfig
+
+        return cls.from_config(StickyProxyConfig.from_settings(crawler.settings))
+
+    @classmethod
+    def from_config(cls, config: StickyProxyConfig) -> BanPolicy:
+        return cls(config.ban_statuses, config.ban_patterns, config.ban_exceptions)
+
+    def response_ban(self, response: Response) -> str | None:
+        """Return a ban reason for *response*, or ``None`` if it is fine."""
+        if response.status in self.statuses:
+            return f"status/{response.status}"
+        if self.patterns and response.status < 300:
+            body = response.body
+            for index, pattern in enumerate(self.patterns):
+                if pattern.search(body):
+                    return f"pattern/{index}"
+        return None
+
+    def exception_ban(self, exception: BaseException) -> str | None:
+        """Return a ban reason for a download error, or ``None``."""
+        if isinstance(exception, self.exceptions):
+            return f"exception/{type(exception).__name__}"
+        return None
+
+
+def compile_patterns(
+    values: Iterable[Any], setting: str
+) -> tuple[re.Pattern[bytes], ...]:
+    """Compile body regexes (str or bytes) as bytes patterns, naming *setting*
+    in the error of one that does not compile."""
+    compiled = []
+    for value in values:
+        raw = value.encode() if isinstance(value, str) else value
+        if not isinstance(raw, bytes):
+            raise ConfigError(setting, f"expected regex strings, got {value!r}")
+        try:
+            compiled.append(re.compile(raw))
+        except re.error as exc:
+            raise ConfigError(
+                setting, f"regex {value!r} does not compile: {exc}"
+            ) from None
+    return tuple(compiled)

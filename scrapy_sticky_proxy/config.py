@@ -1,0 +1,304 @@
+"""Every STICKY_PROXY_* setting, read and validated once.
+
+``StickyProxyConfig.from_settings`` turns Scrapy settings into a frozen
+object. A bad value raises :class:`~scrapy_sticky_proxy.errors.ConfigError`,
+whose message starts with the setting's name and never holds a password.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .bans import DEFAULT_BAN_EXCEPTIONS, DEFAULT_BAN_STATUSES, compile_patterns
+from .errors import ConfigError
+from .keys import load_key_policy
+from .providers import ProviderSpec, ProxyTemplate, get_preset
+from .store import DEFAULT_MAX_KEYS, Rotation
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("memory", "redis")
+
+
+@dataclass(frozen=True)
+class StaticProxy:
+    """One entry of STICKY_PROXY_LIST. ``id`` (host:port) is what logs,
+    stats, download slots and shared stores see; never the URL."""
+
+    id: str
+    template: ProxyTemplate
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class StickyProxyConfig:
+    enabled: bool = True
+    provider: ProviderSpec = field(default_factory=lambda: get_preset("generic"))
+    gateway: ProxyTemplate | None = None
+    static_proxies: tuple[StaticProxy, ...] = ()
+    key_func: Callable[[Any], str] | None = None
+    max_rerolls: int = 5
+    ban_statuses: frozenset[int] = frozenset(DEFAULT_BAN_STATUSES)
+    ban_patterns: tuple[re.Pattern[bytes], ...] = ()
+    ban_exceptions: tuple[type[BaseException], ...] = ()
+    ban_policy_cls: type | None = None
+    backend: str = "memory"
+    redis_url: str | None = None
+    namespace: str = "sticky_proxy"
+    rotation: Rotation = field(default_factory=Rotation)
+    max_keys: int = DEFAULT_MAX_KEYS
+    gave_up_file: str | None = None
+    inherit_key: bool = False
+    slot_per_proxy: bool = True
+    log_interval: float = 60.0
+    secrets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> StickyProxyConfig:
+        enabled = _bool(settings, "STICKY_PROXY_ENABLED", True)
+        provider = get_preset(_str(settings, "STICKY_PROXY_PROVIDER") or "generic")
+        lifetime = _int(settings, "STICKY_PROXY_SESSION_LIFETIME", None, minimum=0)
+        url = _str(settings, "STICKY_PROXY_URL") or os.environ.get("STICKY_PROXY_URL")
+        static = _static_list(settings.get("STICKY_PROXY_LIST"))
+        if url and static:
+            raise ConfigError(
+                "STICKY_PROXY_URL",
+                "set either STICKY_PROXY_URL (a gateway) or STICKY_PROXY_LIST "
+                "(static proxies), not both",
+            )
+        if not url and not static and provider.name == "sandbox" and enabled:
+            from .sandbox import embedded
+
+            url = embedded().gateway_url
+        gateway = None
+        if url:
+            gateway = ProxyTemplate.parse(url, provider, lifetime)
+        elif not static and enabled:
+            raise ConfigError(
+                "STICKY_PROXY_URL",
+                "not set: give your gateway URL (http://user:pass@host:port), "
+                "or STICKY_PROXY_LIST, or STICKY_PROXY_PROVIDER = 'sandbox' "
+                "for the offline sandbox",
+            )
+        secrets = tuple(
+            s
+            for s in [gateway.password if gateway else None]
+            + [p.template.password for p in static]
+            if s
+        )
+        backend = (_str(settings, "STICKY_PROXY_BACKEND") or "memory").lower()
+        if backend not in BACKENDS:
+            raise ConfigError(
+                "STICKY_PROXY_BACKEND",
+                f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}",
+            )
+        policy_path = _str(settings, "STICKY_PROXY_BAN_POLICY")
+        return cls(
+            enabled=enabled,
+            provider=provider,
+            gateway=gateway,
+            static_proxies=static,
+            key_func=load_key_policy(settings.get("STICKY_PROXY_KEY") or "url"),
+            max_rerolls=_int(settings, "STICKY_PROXY_MAX_REROLLS", 5, minimum=0) or 0,
+            ban_statuses=_statuses(settings),
+            ban_patterns=compile_patterns(
+                _list(settings, "STICKY_PROXY_BAN_PATTERNS"),
+                "STICKY_PROXY_BAN_PATTERNS",
+            ),
+            ban_exceptions=_exceptions(settings),
+            ban_policy_cls=_load_class(policy_path, "STICKY_PROXY_BAN_POLICY")
+            if policy_path
+            else None,
+            backend=backend,
+            redis_url=_str(settings, "STICKY_PROXY_REDIS_URL")
+            or _str(settings, "REDIS_URL"),
+            namespace=_str(settings, "STICKY_PROXY_NAMESPACE") or "sticky_proxy",
+            rotation=Rotation(
+                max_age=_float(settings, "STICKY_PROXY_SESSION_MAX_AGE", None),
+                max_uses=_int(settings, "STICKY_PROXY_SESSION_MAX_USES", None, 1),
+            ),
+            max_keys=_int(settings, "STICKY_PROXY_MAX_KEYS", DEFAULT_MAX_KEYS, 1)
+            or DEFAULT_MAX_KEYS,
+            gave_up_file=_str(settings, "STICKY_PROXY_GAVE_UP_FILE"),
+            inherit_key=_bool(settings, "STICKY_PROXY_INHERIT_KEY", False),
+            slot_per_proxy=_bool(settings, "STICKY_PROXY_SLOT_PER_PROXY", True),
+            log_interval=_float(settings, "STICKY_PROXY_LOG_INTERVAL", 60.0, True)
+            or 0.0,
+            secrets=secrets,
+        )
+
+    def redact(self, text: str) -> str:
+        """*text* with every configured password replaced by ``***``."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+# -- readers: each names its setting in the error ---------------------------
+
+
+def _str(settings: BaseSettings, name: str) -> str | None:
+    value = settings.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(name, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _bool(settings: BaseSettings, name: str, default: bool) -> bool:
+    try:
+        return settings.getbool(name, default)
+    except ValueError:
+        raise ConfigError(
+            name, f"expected True/False, got {settings.get(name)!r}"
+        ) from None
+
+
+def _int(
+    settings: BaseSettings, name: str, default: int | None, minimum: int = 0
+) -> int | None:
+    value = settings.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+        if isinstance(value, float) and value != number:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"expected a whole number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {number}")
+    return number
+
+
+def _float(
+    settings: BaseSettings, name: str, default: float | None, allow_zero: bool = False
+) -> float | None:
+    value = settings.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            name, f"expected a number of seconds, got {value!r}"
+        ) from None
+    if number < 0 or (number == 0 and not allow_zero):
+        raise ConfigError(name, f"must be positive, got {number}")
+    return number
+
+
+def _list(settings: BaseSettings, name: str) -> list[Any]:
+    value = settings.get(name)
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    raise ConfigError(name, f"expected a list, got {type(value).__name__}")
+
+
+def _statuses(settings: BaseSettings) -> frozenset[int]:
+    name = "STICKY_PROXY_BAN_STATUSES"
+    if settings.get(name) is None:
+        return frozenset(DEFAULT_BAN_STATUSES)
+    statuses = set()
+    for value in _list(settings, name):
+        try:
+            status = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"{value!r} is not an HTTP status") from None
+        if not 100 <= status <= 599:
+            raise ConfigError(name, f"{status} is not an HTTP status (100-599)")
+        if status == 407:
+            raise ConfigError(
+                name,
+                "407 comes from the gateway (bad credentials), not from the "
+                "target; it always stops the crawl and cannot be a ban status",
+            )
+        statuses.add(status)
+    return frozenset(statuses)
+
+
+def _exceptions(settings: BaseSettings) -> tuple[type[BaseException], ...]:
+    name = "STICKY_PROXY_BAN_EXCEPTIONS"
+    if settings.get(name) is None:
+        found = []
+        for path in DEFAULT_BAN_EXCEPTIONS:
+            # Some of these names only exist in newer Scrapy versions.
+            try:
+                found.append(_load_class(path, name))
+            except ConfigError:
+                continue
+        return tuple(found)
+    classes = []
+    for path in _list(settings, name):
+        cls = path if isinstance(path, type) else _load_class(path, name)
+        if not issubclass(cls, BaseException):
+            raise ConfigError(name, f"{path!r} is not an exception class")
+        classes.append(cls)
+    return tuple(classes)
+
+
+def _load_class(path: str, name: str) -> type:
+    module_name, _, attr = path.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(name, f"cannot import {path!r}: {exc}") from None
+    if not isinstance(obj, type):
+        raise ConfigError(name, f"{path!r} is not a class")
+    return obj
+
+
+def _static_list(value: Any) -> tuple[StaticProxy, ...]:
+    name = "STICKY_PROXY_LIST"
+    if value is None or value in ("", [], {}):
+        return ()
+    if isinstance(value, str):
+        value = [line.strip() for line in value.splitlines() if line.strip()]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = [(url, 1.0) for url in value]
+    else:
+        raise ConfigError(name, "expected a list of proxy URLs or a {url: weight} dict")
+    generic = get_preset("generic")
+    proxies: list[StaticProxy] = []
+    seen: dict[str, int] = {}
+    for index, (url, raw_weight) in enumerate(items):
+        try:
+            weight = float(raw_weight)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"entry {index}: weight must be a number") from None
+        if weight <= 0:
+            raise ConfigError(name, f"entry {index}: weight must be positive")
+        template = ProxyTemplate.parse(
+            url, generic, None, setting=name, require_session=False
+        )
+        proxy_id = template.hostport
+        seen[proxy_id] = seen.get(proxy_id, 0) + 1
+        if seen[proxy_id] > 1:
+            # The same gateway with other accounts: keep ids distinct
+            # without exposing the credentials.
+            proxy_id = f"{proxy_id}#{seen[proxy_id]}"
+        proxies.append(StaticProxy(proxy_id, template, weight))
+    return tuple(proxies)
+
+
+def hostport(url: str) -> str:
+    """``host:port`` of a URL, for messages."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    return f"{parts.hostname}:{parts.port}"

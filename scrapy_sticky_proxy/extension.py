@@ -1,0 +1,72 @@
+"""A progress line every STICKY_PROXY_LOG_INTERVAL seconds and a summary at
+close, both built from the ``sticky_proxy/`` stats."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.asyncio import create_looping_call
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+PREFIX = "sticky_proxy/"
+
+
+class StickyProxyStats:
+    def __init__(self, crawler: Crawler):
+        if not crawler.settings.getbool("STICKY_PROXY_ENABLED", True):
+            raise NotConfigured
+        self.crawler = crawler
+        self.interval = crawler.settings.getfloat("STICKY_PROXY_LOG_INTERVAL", 60.0)
+        self._task: Any = None
+        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> StickyProxyStats:
+        return cls(crawler)
+
+    def spider_opened(self) -> None:
+        if self.interval > 0:
+            self._task = create_looping_call(self.log_progress)
+            self._task.start(self.interval, now=False)
+
+    def spider_closed(self, reason: str) -> None:
+        if self._task is not None and self._task.running:
+            self._task.stop()
+        self._publish_tracked_keys()
+        logger.info("Sticky proxy summary (%s): %s", reason, self.summary())
+
+    def log_progress(self) -> None:
+        self._publish_tracked_keys()
+        logger.info("Sticky proxy: %s", self.summary())
+
+    def summary(self) -> str:
+        assert self.crawler.stats is not None
+        stats = self.crawler.stats.get_stats()
+        value = {k[len(PREFIX) :]: v for k, v in stats.items() if k.startswith(PREFIX)}
+        bans = ", ".join(
+            f"{k[len('bans/') :]}={v}"
+            for k, v in sorted(value.items())
+            if k.startswith("bans/")
+        )
+        return (
+            f"requests={value.get('requests', 0)} "
+            f"tracked_keys={value.get('tracked_keys', 0)} "
+            f"bans={value.get('bans', 0)}{f' ({bans})' if bans else ''} "
+            f"rerolls={value.get('rerolls', 0)} "
+            f"rotations={value.get('rotations', 0)} "
+            f"gave_up={value.get('gave_up', 0)}"
+        )
+
+    def _publish_tracked_keys(self) -> None:
+        from .middleware import StickyProxyMiddleware
+
+        mw = self.crawler.get_downloader_middleware(StickyProxyMiddleware)
+        if mw is not None and self.crawler.stats is not None:
+            self.crawler.stats.set_value(f"{PREFIX}tracked_keys", len(mw.store))

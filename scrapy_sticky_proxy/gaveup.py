@@ -1,0 +1,42 @@
+"""Records of requests that ran out of re-rolls, for users to find and replay.
+
+A record is a JSON object: ``url``, ``method``, ``key``, ``reasons`` (one per
+attempt), ``attempts``, ``time`` (Unix seconds), ``spider``, and ``body``
+(text, or base64 with ``body_encoding: "base64"``) when the request had one.
+Headers are left out: they may hold cookies or credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import meta as M
+
+if TYPE_CHECKING:
+    from scrapy import Request
+
+
+def give_up_record(
+    request: Request, reasons: list[str], redact: Callable[[str], str]
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "url": redact(request.url),
+        "method": request.method,
+        "key": redact(str(request.meta.get(M.KEY, ""))),
+        "reasons": reasons,
+        "attempts": len(reasons),
+        "time": round(time.time(), 3),
+    }
+    if request.body:
+        try:
+            record["body"] = redact(request.body.decode("utf-8"))
+        except UnicodeDecodeError:
+            record["body"] = base64.b64encode(request.body).decode("ascii")
+            record["body_encoding"] = "base64"
+    callback = getattr(request.callback, "__name__", None)
+    if callback:
+        record["callback"] = callback
+    return record

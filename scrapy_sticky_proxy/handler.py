@@ -1,0 +1,125 @@
+"""An HTTP/1.1 download handler whose connection pool is keyed by proxy session.
+
+Scrapy's HTTP/1.1 handler caches plain-http proxy connections under the key
+``(b"http-proxy", proxy_host, proxy_port, bind_address)``: the credentials are
+not part of it. A request of session B can therefore be sent over a
+keep-alive connection that session A opened, and a gateway that picks the exit
+once per TCP connection sends B out through A's exit. HTTPS targets are not
+affected (CONNECT tunnels are keyed by the Proxy-Authorization value), but one
+tunnel per session can pile up idle sockets.
+
+This handler changes two things and nothing else:
+
+* the pool key of a proxied request gets a digest of its Proxy-Authorization
+  header, so a connection is only reused by the session that opened it;
+* the number of idle connections kept in the pool is capped
+  (``STICKY_PROXY_POOL_MAX_IDLE``), oldest first out, and empty per-key lists
+  are dropped, so one session per URL cannot grow the pool without bound.
+
+The digest reaches the pool through a context variable set for the duration
+of ``download_request``: the Agent asks the pool for a connection
+synchronously, inside that call, and the pool remembers the key it handed out
+when the connection is returned. No private Scrapy class is subclassed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
+from twisted.web.client import HTTPConnectionPool
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from twisted.internet.interfaces import IStreamClientEndpoint
+
+_SESSION_DIGEST: ContextVar[bytes | None] = ContextVar(
+    "sticky_proxy_session_digest", default=None
+)
+_KEY_ATTR = "_sticky_proxy_pool_key"
+DEFAULT_MAX_IDLE = 256
+
+
+class SessionKeyedPool(HTTPConnectionPool):
+    """A Twisted connection pool that separates proxy sessions and caps idle
+    connections."""
+
+    def __init__(
+        self, reactor: Any, persistent: bool = True, max_idle: int = DEFAULT_MAX_IDLE
+    ):
+        super().__init__(reactor, persistent)
+        self.max_idle = max_idle
+
+    def getConnection(self, key: Hashable, endpoint: IStreamClientEndpoint) -> Any:
+        digest = _SESSION_DIGEST.get()
+        if digest is not None:
+            key = (*key, digest)  # type: ignore[misc]
+        result = super().getConnection(key, endpoint)
+        if not self._connections.get(key):
+            self._connections.pop(key, None)
+        return result
+
+    def _putConnection(self, key: Hashable, connection: Any) -> None:
+        super()._putConnection(key, connection)
+        if connection not in self._timeouts:
+            return
+        setattr(connection, _KEY_ATTR, key)
+        # _timeouts holds exactly the idle connections, in the order they
+        # went idle: the first one is the longest unused.
+        while len(self._timeouts) > self.max_idle:
+            oldest = next(iter(self._timeouts))
+            self._timeouts[oldest].cancel()
+            self._removeConnection(getattr(oldest, _KEY_ATTR), oldest)
+
+    def _removeConnection(self, key: Hashable, connection: Any) -> None:
+        super()._removeConnection(key, connection)
+        if not self._connections.get(key):
+            self._connections.pop(key, None)
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._timeouts)
+
+    @property
+    def pool_keys(self) -> int:
+        return len(self._connections)
+
+
+class StickyProxyDownloadHandler(HTTP11DownloadHandler):
+    """Scrapy's HTTP/1.1 handler with a session-keyed, bounded pool.
+
+    The addon installs it for ``http`` and ``https`` when those schemes use
+    Scrapy's default handler.
+    """
+
+    def __init__(self, crawler: Crawler):
+        super().__init__(crawler)
+        from twisted.internet import reactor
+
+        old = self._pool
+        pool = SessionKeyedPool(
+            reactor,
+            persistent=True,
+            max_idle=crawler.settings.getint(
+                "STICKY_PROXY_POOL_MAX_IDLE", DEFAULT_MAX_IDLE
+            ),
+        )
+        pool.maxPersistentPerHost = old.maxPersistentPerHost
+        pool._factory = old._factory
+        self._pool = pool
+
+    async def download_request(self, request: Request) -> Response:
+        auth = request.headers.get(b"Proxy-Authorization")
+        if not auth or not request.meta.get("proxy"):
+            return await super().download_request(request)
+        token = _SESSION_DIGEST.set(hashlib.blake2b(auth, digest_size=8).digest())
+        try:
+            return await super().download_request(request)
+        finally:
+            _SESSION_DIGEST.reset(token)

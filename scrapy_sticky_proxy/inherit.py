@@ -1,0 +1,56 @@
+"""Spider middleware: follow-up requests inherit their parent's session key.
+
+Enabled by ``STICKY_PROXY_INHERIT_KEY = True``. A request yielded from a
+callback that has no ``sticky_proxy_key`` of its own gets the key of the
+response it came from, so a page's API calls, media and thumbnails leave
+through the page's exit without the spider passing the key by hand. Leave it
+off when a listing page links to items that each deserve their own exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any
+
+from scrapy import Request
+from scrapy.exceptions import NotConfigured
+
+from . import meta as M
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+
+class StickyProxyInheritMiddleware:
+    def __init__(self, crawler: Crawler):
+        settings = crawler.settings
+        if not (
+            settings.getbool("STICKY_PROXY_ENABLED", True)
+            and settings.getbool("STICKY_PROXY_INHERIT_KEY", False)
+        ):
+            raise NotConfigured
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> StickyProxyInheritMiddleware:
+        return cls(crawler)
+
+    @staticmethod
+    def _inherit(response: Response, result: Any) -> Any:
+        if isinstance(result, Request) and M.KEY not in result.meta:
+            key = response.meta.get(M.KEY)
+            if key and not result.meta.get(M.DONT):
+                result.meta[M.KEY] = key
+        return result
+
+    def process_spider_output(
+        self, response: Response, result: Iterable[Any]
+    ) -> Iterable[Any]:
+        for item in result:
+            yield self._inherit(response, item)
+
+    async def process_spider_output_async(
+        self, response: Response, result: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        async for item in result:
+            yield self._inherit(response, item)

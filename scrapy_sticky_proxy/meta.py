@@ -1,0 +1,17 @@
+"""Request.meta keys. Public ones are documented in README.md; the ones that
+start with an underscore are private and may change."""
+
+# public
+KEY = "sticky_proxy_key"
+DONT = "dont_sticky_proxy"
+MAX_REROLLS = "sticky_proxy_max_rerolls"
+SESSION = "sticky_proxy_session"
+GENERATION = "sticky_proxy_generation"
+
+# private
+ROUTE = "_sticky_proxy_route"  # gateway host:port or static proxy id we routed to
+SLOT = "_sticky_proxy_slot"  # we set download_slot (static proxies)
+PROBE = "_sticky_proxy_probe"  # this request tests the route's credentials
+REROLLS = "_sticky_proxy_rerolls"
+REASONS = "_sticky_proxy_reasons"
+BANNED_ON = "_sticky_proxy_banned_on"  # static proxy the last ban came from

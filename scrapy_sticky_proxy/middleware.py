@@ -1,0 +1,336 @@
+"""The downloader middleware: one sticky session per key, bans re-rolled."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from scrapy.downloadermiddlewares.retry import get_retry_request
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.utils.conf import build_component_list
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.misc import build_from_crawler
+from twisted.internet.defer import Deferred
+
+from . import meta as M
+from .bans import BanPolicy
+from .config import StickyProxyConfig
+from .errors import ConfigError
+from .gaveup import give_up_record
+from .keys import session_id
+from .pool import ProxyPool
+from .store import HealthStore, MemoryStore
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+    from .config import StaticProxy
+
+logger = logging.getLogger(__name__)
+
+AUTH_FAILED = "sticky_proxy_auth_failed"
+NO_PROXIES = "sticky_proxy_no_proxies_left"
+_HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
+
+
+class _AuthGate:
+    """Holds a route's requests until one of them proved the credentials.
+
+    Without it, a crawl with a wrong password would send a full round of
+    concurrent requests before the first 407 came back.
+    """
+
+    __slots__ = ("state", "waiters")
+
+    def __init__(self) -> None:
+        self.state = "unknown"  # -> "probing" -> "ok" | "failed"
+        self.waiters: list[Deferred[None]] = []
+
+    def settle(self, state: str) -> None:
+        self.state = state
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+
+class StickyProxyMiddleware:
+    """Sets ``meta["proxy"]`` to a per-key session of the configured gateway
+    (or a static proxy), and re-rolls banned requests onto a new session."""
+
+    def __init__(self, crawler: Crawler, store: HealthStore | None = None):
+        settings = crawler.settings
+        config = StickyProxyConfig.from_settings(settings)
+        if not config.enabled:
+            raise NotConfigured("STICKY_PROXY_ENABLED is False")
+        _check_httpproxy(settings)
+        self.crawler = crawler
+        self.config = config
+        self.stats = crawler.stats
+        self.store: HealthStore = store or self._make_store(config)
+        self.policy: BanPolicy = (
+            build_from_crawler(config.ban_policy_cls, crawler)
+            if config.ban_policy_cls
+            else BanPolicy.from_config(config)
+        )
+        self.key_func = config.key_func
+        self.id_rules = config.provider.id_rules
+        self.pool: ProxyPool | None = None
+        self.proxies: dict[str, StaticProxy] = {}
+        if config.static_proxies:
+            self.proxies = {p.id: p for p in config.static_proxies}
+            self.pool = ProxyPool(
+                [p.id for p in config.static_proxies],
+                [p.weight for p in config.static_proxies],
+            )
+        self._gates: dict[str, _AuthGate] = {}
+        self._closing = False
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> StickyProxyMiddleware:
+        return cls(crawler)
+
+    @staticmethod
+    def _make_store(config: StickyProxyConfig) -> HealthStore:
+        if config.backend == "redis":
+            raise ConfigError(
+                "STICKY_PROXY_BACKEND", "the redis backend is not available yet"
+            )
+        return MemoryStore(config.max_keys, config.rotation, config.gave_up_file)
+
+    # -- requests ------------------------------------------------------------
+
+    async def process_request(self, request: Request) -> None:
+        meta = request.meta
+        if meta.get(M.DONT) or ("proxy" in meta and M.ROUTE not in meta):
+            return
+        key = meta.get(M.KEY)
+        if not key:
+            key = meta[M.KEY] = self.key_func(request)  # type: ignore[misc]
+        now = time.monotonic()
+        generation, rotated = self.store.acquire(key, now)
+        if rotated:
+            self._inc("rotations")
+        sid = session_id(key, generation, self.id_rules)
+        if self.pool is None:
+            assert self.config.gateway is not None
+            route = self.config.gateway.hostport
+            proxy_url = self.config.gateway.render(sid)
+        else:
+            route = self._pick_proxy(key, generation, now, meta.get(M.BANNED_ON))
+            static = self.proxies[route]
+            proxy_url = static.template.render(sid)
+            if self.config.slot_per_proxy and (
+                "download_slot" not in meta or meta.get(M.SLOT)
+            ):
+                meta["download_slot"] = meta[M.SLOT] = route
+        gate = self._gates.get(route)
+        if gate is None:
+            gate = self._gates[route] = _AuthGate()
+        if gate.state != "ok":
+            await self._pass_gate(gate, request)
+        meta["proxy"] = proxy_url
+        meta[M.ROUTE] = route
+        meta[M.SESSION] = sid
+        meta[M.GENERATION] = generation
+        self._inc("requests")
+
+    def _pick_proxy(
+        self, key: str, generation: int, now: float, avoid: str | None
+    ) -> str:
+        assert self.pool is not None
+        picked = self.pool.pick(key, generation, now, avoid=avoid)
+        if picked is None:
+            self._close(NO_PROXIES, "every proxy of STICKY_PROXY_LIST is dead")
+            raise IgnoreRequest("no usable proxy left in STICKY_PROXY_LIST")
+        return picked
+
+    async def _pass_gate(self, gate: _AuthGate, request: Request) -> None:
+        while True:
+            if gate.state == "ok":
+                return
+            if gate.state == "failed":
+                raise IgnoreRequest("the proxy rejected the credentials (407)")
+            if gate.state == "unknown":
+                gate.state = "probing"
+                request.meta[M.PROBE] = True
+                return
+            waiter: Deferred[None] = Deferred()
+            gate.waiters.append(waiter)
+            await maybe_deferred_to_future(waiter)
+
+    # -- responses -------------------------------------------------------------
+
+    def process_response(
+        self, request: Request, response: Response
+    ) -> Request | Response:
+        meta = request.meta
+        route = meta.get(M.ROUTE)
+        if route is None or meta.get(M.DONT):
+            return response
+        if response.status == 407:
+            self._auth_failed(request, route)
+        self._gate_ok(request, route)
+        reason = self.policy.response_ban(response)
+        if reason is None:
+            if self.pool is not None:
+                self.pool.success(route, time.monotonic())
+            return response
+        return self._ban(request, reason)
+
+    def process_exception(
+        self, request: Request, exception: Exception
+    ) -> Request | None:
+        meta = request.meta
+        route = meta.get(M.ROUTE)
+        if route is None or meta.get(M.DONT) or isinstance(exception, IgnoreRequest):
+            return None
+        if _is_tunnel_407(exception):
+            self._auth_failed(request, route)
+        reason = self.policy.exception_ban(exception)
+        if meta.pop(M.PROBE, False):
+            # The probe failed for another reason: let the next request try.
+            gate = self._gates[route]
+            if gate.state == "probing":
+                gate.settle("unknown")
+        if reason is None:
+            return None
+        return self._ban(request, reason)
+
+    def _gate_ok(self, request: Request, route: str) -> None:
+        request.meta.pop(M.PROBE, None)
+        gate = self._gates.get(route)
+        if gate is not None and gate.state != "ok":
+            gate.settle("ok")
+
+    def _auth_failed(self, request: Request, route: str) -> None:
+        self._gates.setdefault(route, _AuthGate()).settle("failed")
+        self._inc("auth_failed")
+        self._close(
+            AUTH_FAILED,
+            f"the proxy {route} answered 407 Proxy Authentication Required: "
+            "check the credentials in STICKY_PROXY_URL / STICKY_PROXY_LIST",
+        )
+        raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
+
+    # -- bans ------------------------------------------------------------------
+
+    def _ban(self, request: Request, reason: str) -> Request:
+        meta = request.meta
+        key, generation, route = meta[M.KEY], meta[M.GENERATION], meta[M.ROUTE]
+        now = time.monotonic()
+        self._inc("bans")
+        self._inc(f"bans/{reason}")
+        self.store.ban(key, generation, now)
+        if self.pool is not None:
+            self.pool.failure(route, now)
+        rerolls = meta.get(M.REROLLS, 0)
+        reasons = [*meta.get(M.REASONS, ()), reason]
+        limit = meta.get(M.MAX_REROLLS)
+        if limit is None:
+            limit = self.config.max_rerolls
+        if rerolls >= limit:
+            self._give_up(request, reasons)
+        retry_times = meta.get("retry_times")
+        spider = self.crawler.spider
+        assert spider is not None
+        new = get_retry_request(
+            request,
+            spider=spider,
+            reason=reason,
+            max_retry_times=(retry_times or 0) + 1,
+            stats_base_key="sticky_proxy/rerolls",
+            logger=logger,
+        )
+        assert new is not None
+        # Re-rolls have their own budget: leave RetryMiddleware's untouched.
+        if retry_times is None:
+            del new.meta["retry_times"]
+        else:
+            new.meta["retry_times"] = retry_times
+        _strip_route(new)
+        new.meta[M.REROLLS] = rerolls + 1
+        new.meta[M.REASONS] = reasons
+        if self.pool is not None:
+            new.meta[M.BANNED_ON] = route
+        self._inc("rerolls")
+        return new
+
+    def _give_up(self, request: Request, reasons: list[str]) -> None:
+        record = give_up_record(request, reasons, self.config.redact)
+        self._inc("gave_up")
+        logger.warning(
+            "Gave up on %(url)s after %(attempts)d attempts (%(reasons)s)",
+            {
+                "url": record["url"],
+                "attempts": len(reasons),
+                "reasons": ", ".join(reasons),
+            },
+            extra={"spider": self.crawler.spider},
+        )
+        self.store.record_give_up(record)
+        raise IgnoreRequest(f"sticky proxy gave up: {', '.join(reasons)}")
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _inc(self, name: str, count: int = 1) -> None:
+        assert self.stats is not None
+        self.stats.inc_value(f"sticky_proxy/{name}", count)
+
+    def _close(self, reason: str, message: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        logger.error("Closing the spider (%s): %s", reason, message)
+        engine = self.crawler.engine
+        assert engine is not None
+        deferred_from_coro(engine.close_spider_async(reason=reason))
+
+
+def _strip_route(request: Request) -> None:
+    """Drop what this middleware and HttpProxyMiddleware put on a request,
+    so its copy carries no credentials (it may be queued, even in Redis) and
+    gets a fresh route."""
+    meta = request.meta
+    for name in ("proxy", "_auth_proxy", M.ROUTE, M.PROBE, M.SESSION):
+        meta.pop(name, None)
+    if meta.pop(M.SLOT, None):
+        meta.pop("download_slot", None)
+    request.headers.pop(b"Proxy-Authorization", None)
+
+
+def _is_tunnel_407(exception: Exception) -> bool:
+    # Scrapy reports a refused CONNECT only as text:
+    # "Could not open CONNECT tunnel with proxy h:p [{'status': 407, ...}]"
+    return type(exception).__name__ == "TunnelError" and "'status': 407" in str(
+        exception
+    )
+
+
+def _check_httpproxy(settings: Any) -> None:
+    if not settings.getbool("HTTPPROXY_ENABLED"):
+        raise ConfigError(
+            "HTTPPROXY_ENABLED",
+            "scrapy-sticky-proxy needs Scrapy's HttpProxyMiddleware to turn "
+            "proxy credentials into the Proxy-Authorization header",
+        )
+    order = build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
+    ours = "scrapy_sticky_proxy.middleware.StickyProxyMiddleware"
+    names = [
+        p if isinstance(p, str) else f"{p.__module__}.{p.__qualname__}" for p in order
+    ]
+    names = [
+        ours if n == "scrapy_sticky_proxy.StickyProxyMiddleware" else n for n in names
+    ]
+    if (
+        _HTTPPROXY in names
+        and ours in names
+        and names.index(ours) > names.index(_HTTPPROXY)
+    ):
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            "StickyProxyMiddleware must have a lower priority number than "
+            "HttpProxyMiddleware (750); use 740 or the addon",
+        )

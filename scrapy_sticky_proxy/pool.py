@@ -1,0 +1,274 @@
+"""Static proxy list: per-proxy health and sticky, deterministic picks.
+
+Pure logic: time is the ``now`` argument (seconds), jitter an injected Random.
+Weighted rendezvous hashing: for a key, each usable proxy scores ``-w / ln(u)``,
+``u`` in (0, 1) from ``blake2b(f"{id}\\0{key}\\0{generation}", digest_size=8)``;
+the highest wins. Same answer in every process and run, shares follow weights,
+and benching a proxy moves only its own keys (back when it recovers). ``pick``
+is O(n) proxies with one blake2b copy and one log each; ``snapshot``,
+``counts``, ``all_dead`` O(n); the rest O(1).
+
+DEGRADED proxies keep full weight: a cut would move keys after one failure,
+the churn stickiness exists to avoid. Failures reported while a proxy is
+benched are ignored: they come from requests already in flight, and one burst
+must not push a proxy straight to DEAD. Messages never hold proxy ids, which
+are often URLs with credentials.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["PoolPolicy", "ProxyPool", "ProxyState"]
+
+# u = (top 52 bits + 0.5) / 2**52 is exact in a double and strictly inside (0, 1).
+_U_SHIFT = 64 - 52
+_U_SCALE = 2.0**-52
+# Caps 2 ** (f - unhealthy_after) so a huge restored count cannot overflow.
+_MAX_DOUBLINGS = 64
+
+
+class ProxyState(enum.Enum):
+    """Health from the consecutive failure count ``f`` (see :class:`PoolPolicy`).
+
+    UNKNOWN: never reported. HEALTHY: last report a success. DEGRADED:
+    ``0 < f < unhealthy_after``. UNHEALTHY: benched until ``retry_at``, then on
+    probation: a success heals it, a failure benches it twice as long (capped,
+    jittered). DEAD: ``f >= dead_after``, benched ``backoff_max`` per failure,
+    then on probation too, but ``all_dead`` counts it as gone.
+    """
+
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    DEAD = "dead"
+
+
+def _is_finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _is_count(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    """Failure thresholds and backoff timing (seconds) for :class:`ProxyPool`."""
+
+    unhealthy_after: int = 3
+    dead_after: int = 12
+    backoff_base: float = 30.0
+    backoff_max: float = 1800.0
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not _is_count(self.unhealthy_after, 1):
+            raise ValueError("unhealthy_after must be an integer >= 1")
+        if not _is_count(self.dead_after, self.unhealthy_after + 1):
+            raise ValueError("dead_after must be an integer > unhealthy_after")
+        for name in ("backoff_base", "backoff_max"):
+            seconds = getattr(self, name)
+            if not _is_finite(seconds) or seconds <= 0:
+                raise ValueError(f"{name} must be a positive finite number")
+        if self.backoff_max < self.backoff_base:
+            raise ValueError("backoff_max must not be less than backoff_base")
+        if not _is_finite(self.jitter) or not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
+
+
+def _encode(text: str) -> bytes:
+    # surrogatepass: a key built from a badly decoded URL must still hash.
+    return text.encode("utf-8", "surrogatepass")
+
+
+class _Proxy:
+    """Mutable per-proxy record; ``retry_at`` is set while benched or on probation."""
+
+    __slots__ = ("ever_ok", "failures", "hasher", "proxy_id", "retry_at", "weight")
+
+    def __init__(self, proxy_id: str, weight: float) -> None:
+        self.proxy_id = proxy_id
+        self.weight = weight
+        # Hash state after "{proxy_id}\0"; pick() copies it and adds the key.
+        self.hasher = hashlib.blake2b(_encode(proxy_id + "\x00"), digest_size=8)
+        self.failures = 0
+        self.retry_at: float | None = None
+        self.ever_ok = False
+
+
+class ProxyPool:
+    """Sticky proxy choice per session key, with health tracking and backoff.
+
+    At least one id, all unique non-empty strings; weights (default 1.0) are
+    positive and finite; else ValueError. An id not in the pool: KeyError.
+    """
+
+    def __init__(
+        self,
+        proxy_ids: Sequence[str],
+        weights: Sequence[float] | None = None,
+        policy: PoolPolicy = PoolPolicy(),
+        rng: random.Random | None = None,
+    ) -> None:
+        if isinstance(proxy_ids, str) or not proxy_ids:
+            raise ValueError("proxy_ids must be a non-empty sequence of strings")
+        if weights is None:
+            weights = [1.0] * len(proxy_ids)
+        if len(weights) != len(proxy_ids):
+            raise ValueError(f"{len(weights)} weights for {len(proxy_ids)} proxies")
+        self._policy = policy
+        self._rng = rng if rng is not None else random.Random()
+        self._proxies: list[_Proxy] = []
+        self._by_id: dict[str, _Proxy] = {}
+        for index, proxy_id in enumerate(proxy_ids):
+            weight = weights[index]
+            if not isinstance(proxy_id, str) or not proxy_id:
+                raise ValueError(f"proxy #{index}: id must be a non-empty string")
+            if proxy_id in self._by_id:
+                raise ValueError(f"proxy #{index}: duplicate id")
+            if not _is_finite(weight) or weight <= 0:
+                raise ValueError(f"proxy #{index}: weight must be positive and finite")
+            self._by_id[proxy_id] = proxy = _Proxy(proxy_id, float(weight))
+            self._proxies.append(proxy)
+
+    @property
+    def policy(self) -> PoolPolicy:
+        """The thresholds and backoff timing in force."""
+        return self._policy
+
+    @property
+    def proxy_ids(self) -> tuple[str, ...]:
+        """The proxy ids, in the order given."""
+        return tuple(proxy.proxy_id for proxy in self._proxies)
+
+    def pick(
+        self, key: str, generation: int, now: float, avoid: str | None = None
+    ) -> str | None:
+        """The proxy for ``(key, generation)``, skipping ``avoid`` (the one just
+        banned for this key) if another is usable. With none usable, the non-DEAD
+        one whose ``retry_at`` is soonest (better than stalling), else None."""
+        suffix = _encode(f"{key}\x00{generation}")
+        log = math.log
+        from_bytes = int.from_bytes
+        best: _Proxy | None = None
+        best_score = 0.0  # every score is > 0
+        avoided: _Proxy | None = None
+        for proxy in self._proxies:
+            retry_at = proxy.retry_at
+            if retry_at is not None and now < retry_at:
+                continue
+            if proxy.proxy_id == avoid:
+                avoided = proxy
+                continue
+            hasher = proxy.hasher.copy()
+            hasher.update(suffix)
+            u = ((from_bytes(hasher.digest(), "big") >> _U_SHIFT) + 0.5) * _U_SCALE
+            score = -proxy.weight / log(u)
+            if score > best_score:
+                best, best_score = proxy, score
+        if best is None:
+            best = avoided or self._soonest_retry(avoid)
+        return None if best is None else best.proxy_id
+
+    def _soonest_retry(self, avoid: str | None) -> _Proxy | None:
+        benched = [p for p in self._proxies if p.failures < self._policy.dead_after]
+        preferred = [p for p in benched if p.proxy_id != avoid] or benched
+        # All are benched here, so retry_at is set; ties go to list order.
+        return min(preferred, key=lambda p: p.retry_at or 0.0, default=None)
+
+    def usable(self, proxy_id: str, now: float) -> bool:
+        """Whether ``pick`` may choose this proxy at ``now`` (not benched)."""
+        retry_at = self._get(proxy_id).retry_at
+        return retry_at is None or now >= retry_at
+
+    def success(self, proxy_id: str, now: float) -> None:
+        """A request through this proxy succeeded: it becomes HEALTHY."""
+        proxy = self._get(proxy_id)
+        proxy.failures = 0
+        proxy.retry_at = None
+        proxy.ever_ok = True
+
+    def failure(self, proxy_id: str, now: float) -> ProxyState:
+        """A request through this proxy failed (ignored while benched)."""
+        proxy = self._get(proxy_id)
+        if proxy.retry_at is not None and now < proxy.retry_at:
+            return self._state_of(proxy)
+        proxy.failures += 1
+        failures = proxy.failures
+        policy = self._policy
+        if failures >= policy.dead_after:
+            proxy.retry_at = now + policy.backoff_max
+        elif failures >= policy.unhealthy_after:
+            doublings = min(failures - policy.unhealthy_after, _MAX_DOUBLINGS)
+            delay = min(policy.backoff_base * 2.0**doublings, policy.backoff_max)
+            jitter = policy.jitter
+            proxy.retry_at = now + delay * self._rng.uniform(1 - jitter, 1 + jitter)
+        return self._state_of(proxy)
+
+    def state(self, proxy_id: str, now: float) -> ProxyState:
+        """Health of one proxy (from counts only; :meth:`usable` looks at ``now``)."""
+        return self._state_of(self._get(proxy_id))
+
+    def snapshot(self, now: float) -> dict[str, ProxyState]:
+        """Every proxy's state, in list order."""
+        return {proxy.proxy_id: self._state_of(proxy) for proxy in self._proxies}
+
+    def counts(self, now: float) -> dict[ProxyState, int]:
+        """How many proxies are in each state; every state is a key."""
+        counts = dict.fromkeys(ProxyState, 0)
+        for proxy in self._proxies:
+            counts[self._state_of(proxy)] += 1
+        return counts
+
+    def all_dead(self, now: float) -> bool:
+        """True when every proxy is DEAD, even if some are on probation."""
+        dead_after = self._policy.dead_after
+        return all(proxy.failures >= dead_after for proxy in self._proxies)
+
+    def restore(
+        self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool
+    ) -> None:
+        """Overwrite one proxy's health with state learned elsewhere.
+
+        The inverse of :meth:`export`. ``retry_at`` is on the ``now`` clock, so
+        processes sharing state must use wall-clock time. It is dropped when
+        ``failures < unhealthy_after``; a higher count without it is probation.
+        """
+        proxy = self._get(proxy_id)
+        if not _is_count(failures, 0):
+            raise ValueError("failures must be an integer >= 0")
+        if retry_at is not None and not _is_finite(retry_at):
+            raise ValueError("retry_at must be a finite number or None")
+        proxy.failures = failures
+        benched = failures >= self._policy.unhealthy_after
+        proxy.retry_at = float(retry_at) if benched and retry_at is not None else None
+        proxy.ever_ok = bool(ever_ok)
+
+    def export(self, proxy_id: str) -> tuple[int, float | None, bool]:
+        """``(failures, retry_at, ever_ok)`` of one proxy; see :meth:`restore`."""
+        proxy = self._get(proxy_id)
+        return proxy.failures, proxy.retry_at, proxy.ever_ok
+
+    def _get(self, proxy_id: str) -> _Proxy:
+        try:
+            return self._by_id[proxy_id]
+        except KeyError:
+            # The id may hold credentials: keep it out of the exception.
+            raise KeyError("proxy not in this pool") from None
+
+    def _state_of(self, proxy: _Proxy) -> ProxyState:
+        failures = proxy.failures
+        if failures >= self._policy.dead_after:
+            return ProxyState.DEAD
+        if failures >= self._policy.unhealthy_after:
+            return ProxyState.UNHEALTHY
+        if failures:
+            return ProxyState.DEGRADED
+        return ProxyState.HEALTHY if proxy.ever_ok else ProxyState.UNKNOWN

@@ -1,0 +1,369 @@
+"""The sandbox's demo site: items, follow-up parts, client address, bans.
+
+Also holds the small HTTP/1.1 helpers shared with the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import html
+import ipaddress
+import json
+import logging
+import re
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+logger = logging.getLogger(__name__)
+
+Headers = list[tuple[str, str]]
+BanRule = Callable[[str, str], "str | None"]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+BAN_KINDS = ("403", "429", "captcha")
+BACKLOG = 1024  # benchmarks open many connections at once
+_ITEM_RE = re.compile(r"^/item/(\d{1,9})(?:/(detail|media|thumb))?/?$")
+_HTML = ("Content-Type", "text/html; charset=utf-8")
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+
+
+# ---- HTTP/1.1 helpers (shared with the gateway) ----------------------------
+
+
+class BadRequest(ValueError):
+    """The peer sent something that is not HTTP/1.1 we understand."""
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[str, Headers] | None:
+    """Read a start line and headers; None on a clean EOF before any byte."""
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial.strip():
+            return None
+        raise BadRequest("truncated head") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise BadRequest("head too large") from exc
+    lines = raw.decode("latin-1").lstrip("\r\n").split("\r\n")
+    headers: Headers = []
+    for line in filter(None, lines[1:]):
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise BadRequest("bad header line")
+        headers.append((name.strip(), value.strip()))
+    return lines[0], headers
+
+
+def split_request_line(line: str) -> tuple[str, str, str]:
+    """(method, target, version) of a request line."""
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest("bad request line")
+    return parts[0], parts[1], parts[2]
+
+
+def get_header(headers: Headers, name: str) -> str | None:
+    """Value of the first header called ``name`` (case-insensitive)."""
+    lname = name.lower()
+    return next((v for k, v in headers if k.lower() == lname), None)
+
+
+def has_token(headers: Headers, name: str, token: str) -> bool:
+    """Whether a comma-separated header such as Connection lists ``token``."""
+    return any(
+        k.lower() == name and token in (t.strip().lower() for t in v.split(","))
+        for k, v in headers
+    )
+
+
+async def read_body(
+    reader: asyncio.StreamReader, headers: Headers, *, to_eof: bool = False
+) -> bytes:
+    """Read a body framed by chunked, Content-Length or (``to_eof``) EOF."""
+    if has_token(headers, "transfer-encoding", "chunked"):
+        parts: list[bytes] = []
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError as exc:
+                raise BadRequest("bad chunk size") from exc
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass  # trailers are dropped
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length = get_header(headers, "content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise BadRequest("bad Content-Length")
+        return await reader.readexactly(int(length))
+    return await reader.read() if to_eof else b""
+
+
+def wants_close(version: str, headers: Headers) -> bool:
+    """Whether the connection must close after this message."""
+    if has_token(headers, "connection", "close"):
+        return True
+    return version == "HTTP/1.0" and not has_token(headers, "connection", "keep-alive")
+
+
+def build_response(
+    status: int, headers: Headers, body: bytes, *, length: bool = True
+) -> bytes:
+    """Serialise a response; adds Content-Length unless ``length`` is False."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers)]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def check_loopback_bind(host: str) -> None:
+    """Refuse to listen anywhere but 127.0.0.0/8."""
+    if ipaddress.ip_address(host) not in ipaddress.ip_network("127.0.0.0/8"):
+        raise ValueError(f"the sandbox binds only 127.0.0.0/8, not {host}")
+
+
+class ConnectionTracker:
+    """Runs connection handlers and can drop all their connections at once."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._conns: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+
+    def wrap(self, handler: Handler) -> Handler:
+        async def serve(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._conns[task] = writer
+            try:
+                await handler(reader, writer)
+            except asyncio.CancelledError:
+                pass  # only drop_all() cancels; 3.11 streams log cancelled handlers
+            except (BadRequest, asyncio.IncompleteReadError, OSError) as exc:
+                logger.debug("%s connection ended: %r", self._name, exc)
+            except Exception:
+                logger.debug("%s connection failed", self._name, exc_info=True)
+            finally:
+                if task is not None:
+                    self._conns.pop(task, None)
+                writer.close()
+
+        return serve
+
+    async def drop_all(self) -> None:
+        conns, self._conns = self._conns, {}
+        for writer in conns.values():
+            writer.transport.abort()  # handlers see EOF and finish
+        if conns:
+            _, stuck = await asyncio.wait(conns, timeout=2)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.wait(stuck, timeout=2)
+
+
+async def close_server(server: asyncio.AbstractServer) -> None:
+    server.close()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), 5)
+
+
+# ---- the demo site -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request the demo site received."""
+
+    time: float
+    scheme: str  # "http" or "https"
+    method: str
+    path: str  # with the query
+    client_ip: str
+    client_port: int
+    status: int
+    proxy_authorization: bool  # a Proxy-Authorization header reached the site
+    headers: dict[str, str] = field(default_factory=dict)  # lowercased names
+
+
+def make_tls_context() -> tuple[ssl.SSLContext, bytes]:
+    """A server context with a fresh self-signed EC cert for 127.0.0.1/localhost."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:  # load_cert_chain wants files
+        (Path(tmp) / "cert.pem").write_bytes(cert_pem)
+        (Path(tmp) / "key.pem").write_bytes(key_pem)
+        ctx.load_cert_chain(Path(tmp) / "cert.pem", Path(tmp) / "key.pem")
+    return ctx, cert_pem
+
+
+class DemoSite:
+    """Items at /item/{i} with three follow-up parts each; optional bans."""
+
+    def __init__(
+        self,
+        *,
+        items: int = 50,
+        ban_rule: BanRule | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.items = items
+        self.ban_rule = ban_rule
+        self.hits: list[Hit] = []
+        self.cert_pem = b""
+        self.port = 0
+        self.https_port = 0
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._conns = ConnectionTracker("site")
+
+    async def start(self, host: str = "127.0.0.1") -> None:
+        """Listen for http and https on free ports of ``host``."""
+        check_loopback_bind(host)
+        ctx, self.cert_pem = make_tls_context()
+
+        async def http(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await self._serve(r, w, "http")
+
+        async def https(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await self._serve(r, w, "https")
+
+        wrap = self._conns.wrap
+        plain = await asyncio.start_server(wrap(http), host, 0, backlog=BACKLOG)
+        tls = await asyncio.start_server(wrap(https), host, 0, backlog=BACKLOG, ssl=ctx)
+        self._servers = [plain, tls]
+        self.port = plain.sockets[0].getsockname()[1]
+        self.https_port = tls.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        await self._conns.drop_all()
+        for server in self._servers:
+            await close_server(server)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.hits = []
+        self.ban_rule = None
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str
+    ) -> None:
+        ip, port = writer.get_extra_info("peername")[:2]
+        while (head := await read_head(reader)) is not None:
+            method, target, version = split_request_line(head[0])
+            await read_body(reader, head[1])
+            status, headers, body = self._respond(method, target, ip)
+            close = wants_close(version, head[1])
+            if close:
+                headers.append(("Connection", "close"))
+            seen: dict[str, str] = {}
+            for key, value in head[1]:
+                old = seen.get(key.lower())
+                seen[key.lower()] = value if old is None else f"{old}, {value}"
+            hit = Hit(
+                self._clock(), scheme, method, target, ip, port, status,
+                "proxy-authorization" in seen, seen,
+            )  # fmt: skip
+            with self._lock:
+                self.hits.append(hit)
+            logger.debug("site %s", hit)
+            writer.write(build_response(status, headers, body))
+            await writer.drain()
+            if close:
+                return
+
+    def _respond(
+        self, method: str, target: str, client_ip: str
+    ) -> tuple[int, Headers, bytes]:
+        rule = self.ban_rule
+        kind = rule(client_ip, target) if rule is not None else None
+        if kind == "429":
+            return 429, [("Retry-After", "1"), _TEXT], b"too many requests\n"
+        if kind == "captcha":
+            captcha = '<h1>Check</h1>\n<div class="g-recaptcha">Are you a robot?</div>'
+            return 200, [_HTML], _page("Just a moment", captcha)
+        if kind is not None:
+            return 403, [_TEXT], b"forbidden\n"
+        if method not in ("GET", "POST"):
+            return 405, [("Allow", "GET, POST"), _TEXT], b"method not allowed\n"
+        url = urlsplit(target)
+        if url.path == "/":
+            args = parse_qs(url.query)
+            n = args.get("n", [""])[0]
+            count = int(n) if n.isdigit() else self.items
+            links = "\n".join(
+                f'<li><a class="item" href="/item/{i}">Item {i}</a></li>'
+                for i in range(count)
+            )
+            return 200, [_HTML], _page("Items", f"<h1>Items</h1>\n<ul>\n{links}\n</ul>")
+        match = _ITEM_RE.match(url.path)
+        if match is None:
+            return 404, [_TEXT], b"not found\n"
+        item, part = int(match.group(1)), match.group(2)
+        if part is None:
+            links = "\n".join(
+                f'<a class="follow" href="/item/{item}/{p}">{p}</a>'
+                for p in ("detail", "media", "thumb")
+            )
+            client = (
+                f'<p>Seen from <span id="client">{html.escape(client_ip)}</span></p>'
+            )
+            return (
+                200,
+                [_HTML],
+                _page(f"Item {item}", f"<h1>Item {item}</h1>\n{client}\n{links}"),
+            )
+        doc = {"item": item, "part": part, "client": client_ip}
+        return 200, [("Content-Type", "application/json")], json.dumps(doc).encode()
+
+
+def _page(title: str, body: str) -> bytes:
+    return (
+        f"<!DOCTYPE html>\n<html><head><title>{html.escape(title)}</title></head>\n"
+        f"<body>\n{body}\n</body></html>\n"
+    ).encode()

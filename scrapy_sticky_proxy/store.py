@@ -1,0 +1,172 @@
+"""The health store: which generation each session key is on.
+
+A key starts at generation 0. A ban on (key, gen) moves it to gen + 1 -- once,
+however many requests of that key report the same ban (compare and
+increment). Optional proactive rotation moves a key on after a maximum age or
+number of uses, without a ban.
+
+This module is pure: no Scrapy, no I/O besides the optional give-up file, and
+time is always a parameter. The Redis backend implements the same interface
+and keeps one of these as its local view.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import IO, Any
+
+DEFAULT_MAX_KEYS = 100_000
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """Proactive rotation limits; ``None`` disables a limit."""
+
+    max_age: float | None = None
+    max_uses: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age is not None or self.max_uses is not None
+
+
+class HealthStore(ABC):
+    """What the middleware needs from a store. Every method is local and
+    fast: a backend that shares state does its I/O in the background."""
+
+    @abstractmethod
+    def acquire(self, key: str, now: float) -> tuple[int, bool]:
+        """Return the generation to use for *key* and whether it was just
+        rotated (max age or max uses reached); counts one use."""
+
+    @abstractmethod
+    def generation(self, key: str) -> int:
+        """The current generation of *key*, without counting a use."""
+
+    @abstractmethod
+    def ban(self, key: str, generation: int, now: float) -> int:
+        """Record a ban of (*key*, *generation*); return the key's generation
+        afterwards. Banning a generation that is already behind changes
+        nothing."""
+
+    @abstractmethod
+    def record_give_up(self, record: dict[str, Any]) -> None:
+        """Keep a request that ran out of re-rolls where the user finds it."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """How many keys the store tracks (keys never banned nor rotated are
+        not tracked when rotation is off)."""
+
+    async def open(self) -> None:  # noqa: B027
+        """Start background work (connections, subscriptions)."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Stop background work and release resources."""
+
+
+class MemoryStore(HealthStore):
+    """A per-process store, bounded to *max_keys* (least recently used keys
+    are forgotten first; a forgotten key restarts at generation 0).
+
+    Without rotation only keys that have been banned take memory: a key at
+    generation 0 needs no entry. With rotation every key has an entry of
+    ``[generation, born, uses]``.
+    """
+
+    def __init__(
+        self,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        rotation: Rotation = Rotation(),
+        gave_up_file: str | None = None,
+    ):
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self.max_keys = max_keys
+        self.rotation = rotation
+        self.gave_up_file = gave_up_file
+        self.evicted = 0
+        # key -> generation (no rotation) or [generation, born, uses]
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._gave_up: IO[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def generation(self, key: str) -> int:
+        entry = self._entries.get(key)
+        if entry is None:
+            return 0
+        return entry if isinstance(entry, int) else entry[0]
+
+    def acquire(self, key: str, now: float) -> tuple[int, bool]:
+        entries = self._entries
+        if not self.rotation.enabled:
+            generation = entries.get(key)
+            if generation is None:
+                return 0, False
+            entries.move_to_end(key)
+            return generation, False
+        entry = entries.get(key)
+        if entry is None:
+            self._put(key, [0, now, 1])
+            return 0, False
+        entries.move_to_end(key)
+        rotated = False
+        max_age, max_uses = self.rotation.max_age, self.rotation.max_uses
+        if (max_uses is not None and entry[2] >= max_uses) or (
+            max_age is not None and now - entry[1] >= max_age
+        ):
+            entry[0] += 1
+            entry[1] = now
+            entry[2] = 0
+            rotated = True
+        entry[2] += 1
+        return entry[0], rotated
+
+    def ban(self, key: str, generation: int, now: float) -> int:
+        current = self.generation(key)
+        if current > generation:
+            return current
+        new = generation + 1
+        self.set_generation(key, new, now)
+        return new
+
+    def set_generation(self, key: str, generation: int, now: float) -> None:
+        """Move *key* to *generation* if that is ahead of where it is (used to
+        apply what other processes learned)."""
+        if generation <= self.generation(key):
+            if key in self._entries:
+                self._entries.move_to_end(key)
+            return
+        if self.rotation.enabled:
+            self._put(key, [generation, now, 0])
+        else:
+            self._put(key, generation)
+
+    def _put(self, key: str, value: Any) -> None:
+        entries = self._entries
+        entries[key] = value
+        entries.move_to_end(key)
+        while len(entries) > self.max_keys:
+            entries.popitem(last=False)
+            self.evicted += 1
+
+    def record_give_up(self, record: dict[str, Any]) -> None:
+        if not self.gave_up_file:
+            return
+        if self._gave_up is None:
+            # Line-buffered append: a record is on disk as soon as it is
+            # written, even if the process is killed afterwards.
+            self._gave_up = open(  # noqa: SIM115
+                self.gave_up_file, "a", encoding="utf-8", buffering=1
+            )
+        self._gave_up.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    async def close(self) -> None:
+        if self._gave_up is not None:
+            self._gave_up.close()
+            self._gave_up = None

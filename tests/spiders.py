@@ -1,0 +1,52 @@
+"""Spiders the crawl tests run against the sandbox's demo site."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from scrapy import Request, Spider
+from scrapy.http import Response
+
+ITEM_PATH = re.compile(r"^/item/(\d+)(?:/(detail|media|thumb))?$")
+
+
+class ItemsSpider(Spider):
+    """Fetches /item/0 .. /item/{n-1}; each item page's three follow-ups are
+    sent with the page's session key, so they must share its exit."""
+
+    name = "items"
+
+    def __init__(self, base: str, n: int, follow: bool = True, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.base = base
+        self.n = int(n)
+        self.follow = follow
+
+    async def start(self) -> AsyncIterator[Any]:
+        for i in range(self.n):
+            yield Request(f"{self.base}/item/{i}", callback=self.parse_item)
+
+    def parse_item(self, response: Response) -> Iterator[Any]:
+        yield {
+            "item": int(response.url.rsplit("/", 1)[1]),
+            "part": "page",
+            "exit": response.css("#client::text").get(),
+            "session": response.meta["sticky_proxy_session"],
+        }
+        if self.follow:
+            key = response.meta["sticky_proxy_key"]
+            for href in response.css("a.follow::attr(href)").getall():
+                yield response.follow(
+                    href, callback=self.parse_part, meta={"sticky_proxy_key": key}
+                )
+
+    def parse_part(self, response: Response) -> dict[str, Any]:
+        data = response.json()
+        return {"item": data["item"], "part": data["part"], "exit": data["client"]}
+
+
+def item_of(path: str) -> int | None:
+    match = ITEM_PATH.match(path.split("?", 1)[0])
+    return int(match.group(1)) if match else None

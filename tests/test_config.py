@@ -1,0 +1,206 @@
+"""Every bad setting stops the crawl at start with an error naming it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from scrapy.settings import Settings
+
+from scrapy_sticky_proxy.config import StickyProxyConfig
+from scrapy_sticky_proxy.errors import ConfigError
+
+URL = "http://user-{session}:s3cret-pw@gw.example:8000"
+PLAIN = "http://user:s3cret-pw@gw.example:8000"
+
+
+def config(**values: Any) -> StickyProxyConfig:
+    values.setdefault("STICKY_PROXY_URL", URL)
+    return StickyProxyConfig.from_settings(Settings(values))
+
+
+def sticky_key(request: Any) -> str:
+    return "k"
+
+
+NOT_CALLABLE = 42
+
+
+@pytest.mark.parametrize(
+    ("values", "setting", "message"),
+    [
+        ({"STICKY_PROXY_PROVIDER": "nosuch"}, "STICKY_PROXY_PROVIDER", "nosuch"),
+        ({"STICKY_PROXY_URL": "http://user:pw@:8000"}, "STICKY_PROXY_URL", "host"),
+        ({"STICKY_PROXY_URL": "http://user:pw@gw.example"}, "STICKY_PROXY_URL", "port"),
+        (
+            {"STICKY_PROXY_URL": "https://u-{session}:pw@gw.example:8000"},
+            "STICKY_PROXY_URL",
+            "TLS",
+        ),
+        (
+            {"STICKY_PROXY_URL": "socks5://u-{session}:pw@gw.example:8000"},
+            "STICKY_PROXY_URL",
+            "socks",
+        ),
+        (
+            {"STICKY_PROXY_URL": "http://u-{sesion}:pw@gw.example:8000"},
+            "STICKY_PROXY_URL",
+            "sesion",
+        ),
+        ({"STICKY_PROXY_URL": PLAIN}, "STICKY_PROXY_URL", r"\{session\}"),
+        (
+            {
+                "STICKY_PROXY_URL": "http://gw.example:8000",
+                "STICKY_PROXY_PROVIDER": "brightdata",
+            },
+            "STICKY_PROXY_URL",
+            "username",
+        ),
+        (
+            {
+                "STICKY_PROXY_URL": "http://user@gw.example:8000",
+                "STICKY_PROXY_PROVIDER": "packetstream",
+            },
+            "STICKY_PROXY_URL",
+            "password",
+        ),
+        (
+            {
+                "STICKY_PROXY_URL": PLAIN,
+                "STICKY_PROXY_PROVIDER": "oxylabs",
+                "STICKY_PROXY_SESSION_LIFETIME": 90,
+            },
+            "STICKY_PROXY_SESSION_LIFETIME",
+            "whole number of minutes",
+        ),
+        (
+            {
+                "STICKY_PROXY_URL": PLAIN,
+                "STICKY_PROXY_PROVIDER": "geonode",
+                "STICKY_PROXY_SESSION_LIFETIME": 60,
+            },
+            "STICKY_PROXY_SESSION_LIFETIME",
+            "out of range",
+        ),
+        (
+            {
+                "STICKY_PROXY_URL": PLAIN,
+                "STICKY_PROXY_PROVIDER": "brightdata",
+                "STICKY_PROXY_SESSION_LIFETIME": 600,
+            },
+            "STICKY_PROXY_SESSION_LIFETIME",
+            "no lifetime",
+        ),
+        ({"STICKY_PROXY_MAX_REROLLS": -1}, "STICKY_PROXY_MAX_REROLLS", "at least 0"),
+        (
+            {"STICKY_PROXY_MAX_REROLLS": "many"},
+            "STICKY_PROXY_MAX_REROLLS",
+            "whole number",
+        ),
+        (
+            {"STICKY_PROXY_BAN_PATTERNS": ["captcha(("]},
+            "STICKY_PROXY_BAN_PATTERNS",
+            "does not compile",
+        ),
+        ({"STICKY_PROXY_BAN_STATUSES": [403, 999]}, "STICKY_PROXY_BAN_STATUSES", "999"),
+        ({"STICKY_PROXY_BAN_STATUSES": [407]}, "STICKY_PROXY_BAN_STATUSES", "407"),
+        (
+            {"STICKY_PROXY_BAN_POLICY": "nosuch.module.Policy"},
+            "STICKY_PROXY_BAN_POLICY",
+            "cannot import",
+        ),
+        (
+            {"STICKY_PROXY_BAN_EXCEPTIONS": ["builtins.len"]},
+            "STICKY_PROXY_BAN_EXCEPTIONS",
+            "not a class",
+        ),
+        ({"STICKY_PROXY_KEY": "nosuch.module.func"}, "STICKY_PROXY_KEY", "nosuch"),
+        (
+            {"STICKY_PROXY_KEY": f"{__name__}.NOT_CALLABLE"},
+            "STICKY_PROXY_KEY",
+            "callable",
+        ),
+        ({"STICKY_PROXY_BACKEND": "mongo"}, "STICKY_PROXY_BACKEND", "mongo"),
+        (
+            {"STICKY_PROXY_SESSION_MAX_AGE": -5},
+            "STICKY_PROXY_SESSION_MAX_AGE",
+            "positive",
+        ),
+        (
+            {"STICKY_PROXY_SESSION_MAX_USES": 0},
+            "STICKY_PROXY_SESSION_MAX_USES",
+            "at least 1",
+        ),
+        ({"STICKY_PROXY_MAX_KEYS": 0}, "STICKY_PROXY_MAX_KEYS", "at least 1"),
+        ({"STICKY_PROXY_ENABLED": "maybe"}, "STICKY_PROXY_ENABLED", "True/False"),
+        (
+            {"STICKY_PROXY_URL": None, "STICKY_PROXY_LIST": None},
+            "STICKY_PROXY_URL",
+            "not set",
+        ),
+        ({"STICKY_PROXY_LIST": ["http://a:1"]}, "STICKY_PROXY_URL", "not both"),
+        (
+            {"STICKY_PROXY_URL": None, "STICKY_PROXY_LIST": {"http://a:1": 0}},
+            "STICKY_PROXY_LIST",
+            "positive",
+        ),
+        (
+            {"STICKY_PROXY_URL": None, "STICKY_PROXY_LIST": ["https://a:1"]},
+            "STICKY_PROXY_LIST",
+            "TLS",
+        ),
+        (
+            {"STICKY_PROXY_URL": None, "STICKY_PROXY_LIST": 5},
+            "STICKY_PROXY_LIST",
+            "list",
+        ),
+    ],
+)
+def test_bad_setting(values: dict[str, Any], setting: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        config(**values)
+    assert str(info.value).startswith(f"{setting}: ")
+    assert info.value.setting == setting
+    assert "s3cret-pw" not in str(info.value)
+    assert "pw@" not in str(info.value)
+
+
+def test_defaults() -> None:
+    cfg = config(STICKY_PROXY_URL="http://u-{session}:s3cret-pw@gw.example:8000")
+    assert cfg.enabled and cfg.max_rerolls == 5 and cfg.backend == "memory"
+    assert cfg.ban_statuses == {401, 403, 429}
+    assert cfg.gateway is not None and cfg.gateway.hostport == "gw.example:8000"
+    assert cfg.redact("x s3cret-pw y") == "x *** y"
+
+
+def test_key_policy_callable() -> None:
+    cfg = config(
+        STICKY_PROXY_URL=PLAIN,
+        STICKY_PROXY_PROVIDER="brightdata",
+        STICKY_PROXY_KEY=f"{__name__}.sticky_key",
+    )
+    assert cfg.key_func is not None and cfg.key_func(object()) == "k"
+
+
+def test_static_list_ids_hide_credentials() -> None:
+    cfg = config(
+        STICKY_PROXY_URL=None,
+        STICKY_PROXY_LIST={
+            "http://a:s3cret-pw@p1.example:3128": 2,
+            "http://b:s3cret-pw@p1.example:3128": 1,
+            "http://p2.example:3128": 1,
+        },
+    )
+    assert [p.id for p in cfg.static_proxies] == [
+        "p1.example:3128",
+        "p1.example:3128#2",
+        "p2.example:3128",
+    ]
+    assert [p.weight for p in cfg.static_proxies] == [2.0, 1.0, 1.0]
+    assert cfg.secrets == ("s3cret-pw", "s3cret-pw")
+
+
+def test_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STICKY_PROXY_URL", "http://u-{session}:s3cret-pw@env.example:1")
+    cfg = StickyProxyConfig.from_settings(Settings({}))
+    assert cfg.gateway is not None and cfg.gateway.hostport == "env.example:1"
