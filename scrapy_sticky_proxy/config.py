@@ -14,11 +14,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .bans import DEFAULT_BAN_EXCEPTIONS, DEFAULT_BAN_STATUSES, compile_patterns
 from .errors import ConfigError
 from .keys import load_key_policy
+from .pool import PoolPolicy
 from .providers import ProviderSpec, ProxyTemplate, get_preset
 from .store import DEFAULT_MAX_KEYS, Rotation
 
@@ -46,6 +46,7 @@ class StickyProxyConfig:
     provider: ProviderSpec = field(default_factory=lambda: get_preset("generic"))
     gateway: ProxyTemplate | None = None
     static_proxies: tuple[StaticProxy, ...] = ()
+    pool_policy: PoolPolicy = field(default_factory=PoolPolicy)
     key_func: Callable[[Any], str] | None = None
     max_rerolls: int = 5
     ban_statuses: frozenset[int] = frozenset(DEFAULT_BAN_STATUSES)
@@ -91,10 +92,11 @@ class StickyProxyConfig:
                 "for the offline sandbox",
             )
         secrets = tuple(
-            s
-            for s in [gateway.password if gateway else None]
-            + [p.template.password for p in static]
-            if s
+            secret
+            for template in [gateway, *(p.template for p in static)]
+            if template is not None
+            for secret in template.secrets
+            if secret
         )
         backend = (_str(settings, "STICKY_PROXY_BACKEND") or "memory").lower()
         if backend not in BACKENDS:
@@ -108,6 +110,7 @@ class StickyProxyConfig:
             provider=provider,
             gateway=gateway,
             static_proxies=static,
+            pool_policy=_pool_policy(settings),
             key_func=load_key_policy(settings.get("STICKY_PROXY_KEY") or "url"),
             max_rerolls=_int(settings, "STICKY_PROXY_MAX_REROLLS", 5, minimum=0) or 0,
             ban_statuses=_statuses(settings),
@@ -252,6 +255,29 @@ def _exceptions(settings: BaseSettings) -> tuple[type[BaseException], ...]:
     return tuple(classes)
 
 
+def _pool_policy(settings: BaseSettings) -> PoolPolicy:
+    default = PoolPolicy()
+    values = {
+        "unhealthy_after": _int(
+            settings, "STICKY_PROXY_LIST_UNHEALTHY_AFTER", default.unhealthy_after, 1
+        ),
+        "dead_after": _int(
+            settings, "STICKY_PROXY_LIST_DEAD_AFTER", default.dead_after, 2
+        ),
+        "backoff_base": _float(
+            settings, "STICKY_PROXY_LIST_BACKOFF", default.backoff_base
+        ),
+        "backoff_max": _float(
+            settings, "STICKY_PROXY_LIST_BACKOFF_MAX", default.backoff_max
+        ),
+    }
+    try:
+        return PoolPolicy(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        name = "BACKOFF_MAX" if "backoff" in str(exc) else "DEAD_AFTER"
+        raise ConfigError(f"STICKY_PROXY_LIST_{name}", str(exc)) from None
+
+
 def _load_class(path: str, name: str) -> type:
     module_name, _, attr = path.rpartition(".")
     try:
@@ -296,9 +322,3 @@ def _static_list(value: Any) -> tuple[StaticProxy, ...]:
             proxy_id = f"{proxy_id}#{seen[proxy_id]}"
         proxies.append(StaticProxy(proxy_id, template, weight))
     return tuple(proxies)
-
-
-def hostport(url: str) -> str:
-    """``host:port`` of a URL, for messages."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    return f"{parts.hostname}:{parts.port}"

@@ -6,12 +6,15 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from scrapy import exceptions
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.conf import build_component_list
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.misc import build_from_crawler
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError as TxConnectionRefusedError
+from twisted.internet.error import DNSLookupError
 
 from . import meta as M
 from .bans import BanPolicy
@@ -84,6 +87,7 @@ class StickyProxyMiddleware:
             self.pool = ProxyPool(
                 [p.id for p in config.static_proxies],
                 [p.weight for p in config.static_proxies],
+                config.pool_policy,
             )
         self._gates: dict[str, _AuthGate] = {}
         self._closing = False
@@ -114,52 +118,56 @@ class StickyProxyMiddleware:
         if rotated:
             self._inc("rotations")
         sid = session_id(key, generation, self.id_rules)
+        while True:
+            if self.pool is None:
+                assert self.config.gateway is not None
+                route = self.config.gateway.hostport
+            else:
+                route = self._pick_proxy(key, generation, meta.get(M.BANNED_ON))
+            gate = self._gates.get(route)
+            if gate is None:
+                gate = self._gates[route] = _AuthGate()
+            # After waiting for another request's probe, pick again: the
+            # proxy may have turned out unreachable meanwhile.
+            if gate.state == "ok" or await self._pass_gate(gate, request):
+                break
         if self.pool is None:
-            assert self.config.gateway is not None
-            route = self.config.gateway.hostport
-            proxy_url = self.config.gateway.render(sid)
+            proxy_url = self.config.gateway.render(sid)  # type: ignore[union-attr]
         else:
-            route = self._pick_proxy(key, generation, now, meta.get(M.BANNED_ON))
-            static = self.proxies[route]
-            proxy_url = static.template.render(sid)
+            proxy_url = self.proxies[route].template.render(sid)
             if self.config.slot_per_proxy and (
                 "download_slot" not in meta or meta.get(M.SLOT)
             ):
                 meta["download_slot"] = meta[M.SLOT] = route
-        gate = self._gates.get(route)
-        if gate is None:
-            gate = self._gates[route] = _AuthGate()
-        if gate.state != "ok":
-            await self._pass_gate(gate, request)
         meta["proxy"] = proxy_url
         meta[M.ROUTE] = route
         meta[M.SESSION] = sid
         meta[M.GENERATION] = generation
         self._inc("requests")
 
-    def _pick_proxy(
-        self, key: str, generation: int, now: float, avoid: str | None
-    ) -> str:
+    def _pick_proxy(self, key: str, generation: int, avoid: str | None) -> str:
         assert self.pool is not None
+        # Wall-clock time: proxy health may be shared between processes.
+        now = time.time()
         picked = self.pool.pick(key, generation, now, avoid=avoid)
-        if picked is None:
+        if picked is None or self.pool.all_dead(now):
             self._close(NO_PROXIES, "every proxy of STICKY_PROXY_LIST is dead")
             raise IgnoreRequest("no usable proxy left in STICKY_PROXY_LIST")
         return picked
 
-    async def _pass_gate(self, gate: _AuthGate, request: Request) -> None:
-        while True:
-            if gate.state == "ok":
-                return
-            if gate.state == "failed":
-                raise IgnoreRequest("the proxy rejected the credentials (407)")
-            if gate.state == "unknown":
-                gate.state = "probing"
-                request.meta[M.PROBE] = True
-                return
-            waiter: Deferred[None] = Deferred()
-            gate.waiters.append(waiter)
-            await maybe_deferred_to_future(waiter)
+    async def _pass_gate(self, gate: _AuthGate, request: Request) -> bool:
+        """True: go ahead (as the probe if the route is unproven). False: we
+        waited for another request's probe; route again."""
+        if gate.state == "failed":
+            raise IgnoreRequest("the proxy rejected the credentials (407)")
+        if gate.state == "unknown":
+            gate.state = "probing"
+            request.meta[M.PROBE] = True
+            return True
+        waiter: Deferred[None] = Deferred()
+        gate.waiters.append(waiter)
+        await maybe_deferred_to_future(waiter)
+        return False
 
     # -- responses -------------------------------------------------------------
 
@@ -176,7 +184,7 @@ class StickyProxyMiddleware:
         reason = self.policy.response_ban(response)
         if reason is None:
             if self.pool is not None:
-                self.pool.success(route, time.monotonic())
+                self.pool.success(route, time.time())
             return response
         return self._ban(request, reason)
 
@@ -195,9 +203,15 @@ class StickyProxyMiddleware:
             gate = self._gates[route]
             if gate.state == "probing":
                 gate.settle("unknown")
-        if reason is None:
-            return None
-        return self._ban(request, reason)
+        if reason is not None:
+            return self._ban(request, reason)
+        if self.pool is not None and isinstance(exception, _UNREACHABLE):
+            # A static proxy that cannot be reached: count it against the
+            # proxy, not the session, and fail over to another proxy.
+            self.pool.failure(route, time.time())
+            reason = f"unreachable/{type(exception).__name__}"
+            return self._reroll(request, reason, "failovers")
+        return None
 
     def _gate_ok(self, request: Request, route: str) -> None:
         request.meta.pop(M.PROBE, None)
@@ -225,7 +239,13 @@ class StickyProxyMiddleware:
         self._inc(f"bans/{reason}")
         self.store.ban(key, generation, now)
         if self.pool is not None:
-            self.pool.failure(route, now)
+            self.pool.failure(route, time.time())
+        return self._reroll(request, reason, "rerolls")
+
+    def _reroll(self, request: Request, reason: str, stat: str) -> Request:
+        """A copy of *request* for a new route, or IgnoreRequest (recorded)
+        once the request's re-roll budget is spent."""
+        meta = request.meta
         rerolls = meta.get(M.REROLLS, 0)
         reasons = [*meta.get(M.REASONS, ()), reason]
         limit = meta.get(M.MAX_REROLLS)
@@ -241,7 +261,7 @@ class StickyProxyMiddleware:
             spider=spider,
             reason=reason,
             max_retry_times=(retry_times or 0) + 1,
-            stats_base_key="sticky_proxy/rerolls",
+            stats_base_key=f"sticky_proxy/{stat}",
             logger=logger,
         )
         assert new is not None
@@ -254,8 +274,8 @@ class StickyProxyMiddleware:
         new.meta[M.REROLLS] = rerolls + 1
         new.meta[M.REASONS] = reasons
         if self.pool is not None:
-            new.meta[M.BANNED_ON] = route
-        self._inc("rerolls")
+            new.meta[M.BANNED_ON] = meta[M.ROUTE]
+        self._inc(stat)
         return new
 
     def _give_up(self, request: Request, reasons: list[str]) -> None:
@@ -287,6 +307,21 @@ class StickyProxyMiddleware:
         engine = self.crawler.engine
         assert engine is not None
         deferred_from_coro(engine.close_spider_async(reason=reason))
+
+
+_UNREACHABLE: tuple[type[Exception], ...] = (
+    ConnectionRefusedError,
+    TxConnectionRefusedError,
+    DNSLookupError,
+    *(
+        cls
+        for cls in (
+            getattr(exceptions, "DownloadConnectionRefusedError", None),
+            getattr(exceptions, "CannotResolveHostError", None),
+        )
+        if cls is not None
+    ),
+)
 
 
 def _strip_route(request: Request) -> None:

@@ -15,6 +15,7 @@ from scrapy_sticky_proxy.sandbox import Sandbox
 BASE_SETTINGS: dict[str, Any] = {
     "ADDONS": {"scrapy_sticky_proxy.Addon": 100},
     "TELNETCONSOLE_ENABLED": False,
+    "REMOTE_CONTROL_ENABLED": False,
     "LOG_LEVEL": "DEBUG",
     "CONCURRENT_REQUESTS": 32,
     "CONCURRENT_REQUESTS_PER_DOMAIN": 32,

@@ -18,11 +18,19 @@ class ItemsSpider(Spider):
 
     name = "items"
 
-    def __init__(self, base: str, n: int, follow: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        base: str,
+        n: int,
+        follow: bool = True,
+        pass_key: bool = True,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.base = base
         self.n = int(n)
         self.follow = follow
+        self.pass_key = pass_key
 
     async def start(self) -> AsyncIterator[Any]:
         for i in range(self.n):
@@ -36,10 +44,10 @@ class ItemsSpider(Spider):
             "session": response.meta["sticky_proxy_session"],
         }
         if self.follow:
-            key = response.meta["sticky_proxy_key"]
+            meta = {"sticky_proxy_key": response.meta["sticky_proxy_key"]}
             for href in response.css("a.follow::attr(href)").getall():
                 yield response.follow(
-                    href, callback=self.parse_part, meta={"sticky_proxy_key": key}
+                    href, callback=self.parse_part, meta=meta if self.pass_key else {}
                 )
 
     def parse_part(self, response: Response) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import binascii
 import contextlib
 import hmac
 import ipaddress
+import itertools
 import logging
 import re
 import socket
@@ -104,6 +105,11 @@ def decode_basic(header: str | None) -> tuple[str, str] | None:
         return None
     user, sep, password = raw.partition(":")
     return (user, password) if sep else None
+
+
+# Shared by every gateway in the process, so that several sandboxes (a static
+# proxy list in a test) never hand out the same exit address.
+_EXIT_INDEX = itertools.count()
 
 
 def exit_address(index: int) -> str:
@@ -208,7 +214,6 @@ class Gateway:
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, tuple[str, float]] = {}
-        self._next_exit = 0
         self._next_conn = 0
         self._server: asyncio.AbstractServer | None = None
         self._closed = False
@@ -269,8 +274,7 @@ class Gateway:
             ttl = self.session_ttl
             if current is not None and (ttl is None or now - current[1] < ttl):
                 return current[0]
-            ip = exit_address(self._next_exit)
-            self._next_exit += 1
+            ip = exit_address(next(_EXIT_INDEX))
             self._sessions[session] = (ip, now)
         logger.debug("gateway session %r gets exit %s", session, ip)
         return ip

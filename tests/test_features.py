@@ -1,0 +1,151 @@
+"""Smaller features, each through a real crawl or the pure policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scrapy.core.downloader.handlers.http11 import TunnelError
+from scrapy.http import HtmlResponse, Request, Response
+from scrapy.settings import Settings
+from scrapy.utils.defer import deferred_f_from_coro_f
+from twisted.internet.error import ConnectionRefusedError
+
+from scrapy_sticky_proxy import BanPolicy
+from scrapy_sticky_proxy.config import StickyProxyConfig
+from scrapy_sticky_proxy.sandbox import Sandbox
+
+from .conftest import crawl
+from .spiders import ItemsSpider
+from .test_crawl import exits_by_item, settings_for
+
+
+class Item7IsBanned(BanPolicy):
+    """A custom policy: keeps the defaults and adds a rule of its own."""
+
+    def response_ban(self, response: Response) -> str | None:
+        if b"<h1>Item 7</h1>" in response.body:
+            return "custom/item7"
+        return super().response_ban(response)
+
+
+def policy(**values: Any) -> BanPolicy:
+    values.setdefault("STICKY_PROXY_URL", "http://u-{session}:pw@gw.example:1")
+    return BanPolicy.from_config(StickyProxyConfig.from_settings(Settings(values)))
+
+
+def response(status: int = 200, body: bytes = b"ok") -> HtmlResponse:
+    return HtmlResponse("http://t.example/", status=status, body=body)
+
+
+def test_default_policy() -> None:
+    p = policy()
+    assert p.response_ban(response(403)) == "status/403"
+    assert p.response_ban(response(429)) == "status/429"
+    assert p.response_ban(response(404)) is None
+    assert p.response_ban(response(200, b"g-recaptcha")) is None
+    assert p.exception_ban(TunnelError("x")) == "exception/TunnelError"
+    # A refused connection is the gateway's problem, not the exit's.
+    assert p.exception_ban(ConnectionRefusedError()) is None
+
+
+def test_patterns_and_statuses() -> None:
+    p = policy(
+        STICKY_PROXY_BAN_STATUSES=[403, 503],
+        STICKY_PROXY_BAN_PATTERNS=["g-recaptcha", r"Access\s+denied"],
+    )
+    assert p.response_ban(response(503)) == "status/503"
+    assert p.response_ban(response(429)) is None
+    assert p.response_ban(response(200, b"<div class=g-recaptcha>")) == "pattern/0"
+    assert p.response_ban(response(200, b"Access   denied")) == "pattern/1"
+    # Patterns only apply to successful pages, not to a 404's text.
+    assert p.response_ban(response(404, b"Access denied")) is None
+
+
+@deferred_f_from_coro_f
+async def test_custom_ban_policy_in_a_crawl(sandbox: Sandbox) -> None:
+    result = await crawl(
+        ItemsSpider,
+        settings_for(
+            sandbox,
+            STICKY_PROXY_BAN_POLICY=f"{__name__}.Item7IsBanned",
+            STICKY_PROXY_MAX_REROLLS=2,
+        ),
+        base=sandbox.site_url,
+        n=10,
+        follow=False,
+    )
+    assert sorted(i["item"] for i in result.items) == [0, 1, 2, 3, 4, 5, 6, 8, 9]
+    stats = result.stats
+    assert stats["sticky_proxy/bans/custom/item7"] == 3
+    assert stats["sticky_proxy/gave_up"] == 1
+
+
+@deferred_f_from_coro_f
+async def test_follow_ups_inherit_the_key(sandbox: Sandbox) -> None:
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, STICKY_PROXY_INHERIT_KEY=True),
+        base=sandbox.site_url,
+        n=30,
+        pass_key=False,
+    )
+    assert len(result.items) == 120
+    seen = exits_by_item(sandbox)
+    assert len(seen) == 30 and all(len(e) == 1 for e in seen.values())
+
+
+@deferred_f_from_coro_f
+async def test_without_inheritance_follow_ups_get_their_own_exit(
+    sandbox: Sandbox,
+) -> None:
+    """The control for the test above: it can fail."""
+    await crawl(
+        ItemsSpider, settings_for(sandbox), base=sandbox.site_url, n=5, pass_key=False
+    )
+    assert all(len(e) == 4 for e in exits_by_item(sandbox).values())
+
+
+@deferred_f_from_coro_f
+async def test_meta_switches(sandbox: Sandbox) -> None:
+    """dont_sticky_proxy and a user-set proxy are left alone; an explicit key
+    and a per-request re-roll limit are honoured."""
+    from scrapy import Spider
+
+    class MetaSpider(Spider):
+        name = "meta"
+
+        async def start(self) -> Any:
+            base = sandbox.site_url
+            yield Request(f"{base}/item/1", meta={"dont_sticky_proxy": True})
+            yield Request(f"{base}/item/2", meta={"proxy": None})
+            yield Request(f"{base}/item/3", meta={"sticky_proxy_key": "shared"})
+            yield Request(f"{base}/item/4", meta={"sticky_proxy_key": "shared"})
+            yield Request(
+                f"{base}/item/5",
+                meta={"sticky_proxy_max_rerolls": 0, "sticky_proxy_key": "doomed"},
+            )
+
+        def parse(self, response: Response) -> Any:
+            yield {
+                "path": response.url.split("/", 3)[3],
+                "client": response.css("#client::text").get(),
+                "session": response.meta.get("sticky_proxy_session"),
+            }
+
+    sandbox.site.ban_rule = lambda ip, path: "403" if path == "/item/5" else None
+    result = await crawl(MetaSpider, settings_for(sandbox))
+    by_path = {i["path"]: i for i in result.items}
+    assert set(by_path) == {"item/1", "item/2", "item/3", "item/4"}
+    assert by_path["item/1"]["client"] == "127.0.0.1"
+    assert by_path["item/2"]["client"] == "127.0.0.1"
+    assert by_path["item/1"]["session"] is None
+    assert by_path["item/3"]["client"] == by_path["item/4"]["client"] != "127.0.0.1"
+    assert by_path["item/3"]["session"] == "shared"
+    assert result.stats["sticky_proxy/gave_up"] == 1
+    assert result.stats.get("sticky_proxy/rerolls", 0) == 0
+
+
+@deferred_f_from_coro_f
+async def test_close_summary_is_logged(sandbox: Sandbox, log_text: Any) -> None:
+    await crawl(ItemsSpider, settings_for(sandbox), base=sandbox.site_url, n=3)
+    assert "Sticky proxy summary (finished): requests=12 " in log_text()
