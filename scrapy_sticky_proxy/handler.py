@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from twisted.web.client import HTTPConnectionPool
 
+from .errors import ConfigError
+
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
@@ -102,14 +104,14 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         super().__init__(crawler)
         from twisted.internet import reactor
 
+        max_idle = crawler.settings.get("STICKY_PROXY_POOL_MAX_IDLE", DEFAULT_MAX_IDLE)
+        if isinstance(max_idle, bool) or not str(max_idle).isdigit():
+            raise ConfigError(
+                "STICKY_PROXY_POOL_MAX_IDLE",
+                f"expected a whole number of connections, got {max_idle!r}",
+            )
         old = self._pool
-        pool = SessionKeyedPool(
-            reactor,
-            persistent=True,
-            max_idle=crawler.settings.getint(
-                "STICKY_PROXY_POOL_MAX_IDLE", DEFAULT_MAX_IDLE
-            ),
-        )
+        pool = SessionKeyedPool(reactor, persistent=True, max_idle=int(max_idle))
         pool.maxPersistentPerHost = old.maxPersistentPerHost
         pool._factory = old._factory
         self._pool = pool

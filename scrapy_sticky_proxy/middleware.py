@@ -280,6 +280,7 @@ class StickyProxyMiddleware:
 
     def _give_up(self, request: Request, reasons: list[str]) -> None:
         record = give_up_record(request, reasons, self.config.redact)
+        record["spider"] = getattr(self.crawler.spider, "name", None)
         self._inc("gave_up")
         logger.warning(
             "Gave up on %(url)s after %(attempts)d attempts (%(reasons)s)",

@@ -149,3 +149,50 @@ async def test_meta_switches(sandbox: Sandbox) -> None:
 async def test_close_summary_is_logged(sandbox: Sandbox, log_text: Any) -> None:
     await crawl(ItemsSpider, settings_for(sandbox), base=sandbox.site_url, n=3)
     assert "Sticky proxy summary (finished): requests=12 " in log_text()
+
+
+@deferred_f_from_coro_f
+async def test_connection_pool_stays_bounded(sandbox: Sandbox) -> None:
+    """One session per URL must not grow the pool: idle connections are capped
+    and the per-session keys of closed connections are dropped."""
+    from scrapy import signals
+
+    from scrapy_sticky_proxy.handler import SessionKeyedPool
+
+    peaks = {"idle": 0, "keys": 0}
+    runner_settings = settings_for(sandbox, STICKY_PROXY_POOL_MAX_IDLE=5)
+
+    def measure(response: Response, request: Request, spider: Any) -> None:
+        handlers = spider.crawler.engine.downloader.handlers
+        pool = handlers._get_handler("http")._pool
+        assert isinstance(pool, SessionKeyedPool)
+        peaks["idle"] = max(peaks["idle"], pool.idle_connections)
+        peaks["keys"] = max(peaks["keys"], pool.pool_keys)
+
+    class Measured(ItemsSpider):
+        @classmethod
+        def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+            spider = super().from_crawler(crawler, *args, **kwargs)
+            crawler.signals.connect(measure, signal=signals.response_received)
+            return spider
+
+    result = await crawl(Measured, runner_settings, base=sandbox.site_url, n=60)
+    assert len(result.items) == 240
+    # 60 sessions, each kept its connection alive; at most 5 stayed idle.
+    assert len({h.client_ip for h in sandbox.site.hits}) == 60
+    assert 1 <= peaks["idle"] <= 5
+    assert peaks["keys"] <= 5 + 32  # idle ones plus those in use (concurrency)
+
+
+def test_bad_pool_cap(sandbox: Sandbox) -> None:
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_sticky_proxy import ConfigError, StickyProxyDownloadHandler
+
+    crawler = get_crawler(settings_dict={"STICKY_PROXY_POOL_MAX_IDLE": "lots"})
+    try:
+        StickyProxyDownloadHandler(crawler)
+    except ConfigError as exc:
+        assert str(exc).startswith("STICKY_PROXY_POOL_MAX_IDLE: ")
+    else:
+        raise AssertionError("no error")
