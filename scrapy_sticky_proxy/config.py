@@ -55,6 +55,8 @@ class StickyProxyConfig:
     ban_policy_cls: type | None = None
     backend: str = "memory"
     redis_url: str | None = None
+    redis_params: dict[str, Any] = field(default_factory=dict)
+    redis_ttl: int = 86400
     namespace: str = "sticky_proxy"
     rotation: Rotation = field(default_factory=Rotation)
     max_keys: int = DEFAULT_MAX_KEYS
@@ -123,8 +125,9 @@ class StickyProxyConfig:
             if policy_path
             else None,
             backend=backend,
-            redis_url=_str(settings, "STICKY_PROXY_REDIS_URL")
-            or _str(settings, "REDIS_URL"),
+            redis_url=_redis_url(settings),
+            redis_params=_redis_params(settings),
+            redis_ttl=_int(settings, "STICKY_PROXY_REDIS_TTL", 86400, 1) or 86400,
             namespace=_str(settings, "STICKY_PROXY_NAMESPACE") or "sticky_proxy",
             rotation=Rotation(
                 max_age=_float(settings, "STICKY_PROXY_SESSION_MAX_AGE", None),
@@ -253,6 +256,37 @@ def _exceptions(settings: BaseSettings) -> tuple[type[BaseException], ...]:
             raise ConfigError(name, f"{path!r} is not an exception class")
         classes.append(cls)
     return tuple(classes)
+
+
+def _redis_url(settings: BaseSettings) -> str:
+    """STICKY_PROXY_REDIS_URL, else scrapy-redis's REDIS_URL, else its
+    REDIS_HOST/REDIS_PORT, else redis://localhost:6379 (scrapy-redis's default)."""
+    url = _str(settings, "STICKY_PROXY_REDIS_URL") or _str(settings, "REDIS_URL")
+    if url:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                "STICKY_PROXY_REDIS_URL",
+                "expected a redis://, rediss:// or unix:// URL",
+            )
+        return url
+    host = settings.get("REDIS_HOST") or "localhost"
+    port = settings.get("REDIS_PORT") or 6379
+    return f"redis://{host}:{port}"
+
+
+# Client options that make sense for our connection; scrapy-redis's own
+# defaults (30 s socket timeout) would hide a lost Redis for too long.
+_REDIS_DEFAULTS = {"socket_timeout": 5, "socket_connect_timeout": 2}
+_REDIS_IGNORED = {"redis_cls", "url", "encoding", "decode_responses"}
+
+
+def _redis_params(settings: BaseSettings) -> dict[str, Any]:
+    try:
+        params = settings.getdict("REDIS_PARAMS")
+    except (ValueError, TypeError):
+        raise ConfigError("REDIS_PARAMS", "expected a dict") from None
+    extra = {k: v for k, v in params.items() if k not in _REDIS_IGNORED}
+    return {**_REDIS_DEFAULTS, **extra}
 
 
 def _pool_policy(settings: BaseSettings) -> PoolPolicy:

@@ -6,9 +6,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from scrapy import exceptions
+from scrapy import exceptions, signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.utils.asyncio import is_asyncio_available
 from scrapy.utils.conf import build_component_list
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.misc import build_from_crawler
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AUTH_FAILED = "sticky_proxy_auth_failed"
+STORE_UNAVAILABLE = "sticky_proxy_store_unavailable"
 NO_PROXIES = "sticky_proxy_no_proxies_left"
 _HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
 
@@ -72,7 +74,7 @@ class StickyProxyMiddleware:
         self.crawler = crawler
         self.config = config
         self.stats = crawler.stats
-        self.store: HealthStore = store or self._make_store(config)
+        self.store: HealthStore = store or self._make_store(config, crawler)
         self.policy: BanPolicy = (
             build_from_crawler(config.ban_policy_cls, crawler)
             if config.ban_policy_cls
@@ -91,18 +93,59 @@ class StickyProxyMiddleware:
             )
         self._gates: dict[str, _AuthGate] = {}
         self._closing = False
+        if self.pool is not None:
+            self.store.on_proxy_update = self._proxy_update_from_store
+        crawler.signals.connect(self._open_store, signal=signals.spider_opened)
+        crawler.signals.connect(self._close_store, signal=signals.spider_closed)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyMiddleware:
         return cls(crawler)
 
     @staticmethod
-    def _make_store(config: StickyProxyConfig) -> HealthStore:
-        if config.backend == "redis":
+    def _make_store(config: StickyProxyConfig, crawler: Crawler) -> HealthStore:
+        if config.backend == "memory":
+            return MemoryStore(config.max_keys, config.rotation, config.gave_up_file)
+        if not is_asyncio_available():
             raise ConfigError(
-                "STICKY_PROXY_BACKEND", "the redis backend is not available yet"
+                "TWISTED_REACTOR",
+                "the redis backend needs asyncio: use Scrapy's default "
+                "AsyncioSelectorReactor",
             )
-        return MemoryStore(config.max_keys, config.rotation, config.gave_up_file)
+        try:
+            from .redis_store import RedisStore
+        except ImportError:
+            raise ConfigError(
+                "STICKY_PROXY_BACKEND",
+                "the redis backend needs the redis package: "
+                "pip install 'scrapy-sticky-proxy[redis]'",
+            ) from None
+        assert config.redis_url is not None
+        return RedisStore(
+            config.redis_url,
+            config.namespace,
+            ttl=config.redis_ttl,
+            max_keys=config.max_keys,
+            rotation=config.rotation,
+            gave_up_file=config.gave_up_file,
+            spider=getattr(crawler.spider, "name", "") or "",
+            client_kwargs=config.redis_params,
+        )
+
+    async def _open_store(self) -> None:
+        try:
+            await self.store.open()
+        except ConnectionError as exc:
+            self._close(STORE_UNAVAILABLE, str(exc))
+
+    async def _close_store(self) -> None:
+        await self.store.close()
+
+    def _proxy_update_from_store(
+        self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool
+    ) -> None:
+        if self.pool is not None and proxy_id in self.proxies:
+            self.pool.restore(proxy_id, failures, retry_at, ever_ok)
 
     # -- requests ------------------------------------------------------------
 
@@ -184,7 +227,7 @@ class StickyProxyMiddleware:
         reason = self.policy.response_ban(response)
         if reason is None:
             if self.pool is not None:
-                self.pool.success(route, time.time())
+                self._report_proxy(route, ok=True)
             return response
         return self._ban(request, reason)
 
@@ -208,10 +251,22 @@ class StickyProxyMiddleware:
         if self.pool is not None and isinstance(exception, _UNREACHABLE):
             # A static proxy that cannot be reached: count it against the
             # proxy, not the session, and fail over to another proxy.
-            self.pool.failure(route, time.time())
+            self._report_proxy(route, ok=False)
             reason = f"unreachable/{type(exception).__name__}"
             return self._reroll(request, reason, "failovers")
         return None
+
+    def _report_proxy(self, route: str, ok: bool) -> None:
+        """Update a static proxy's health; share it when it changed."""
+        assert self.pool is not None
+        before = self.pool.export(route)
+        if ok:
+            self.pool.success(route, time.time())
+        else:
+            self.pool.failure(route, time.time())
+        after = self.pool.export(route)
+        if after != before:
+            self.store.proxy_changed(route, *after)
 
     def _gate_ok(self, request: Request, route: str) -> None:
         request.meta.pop(M.PROBE, None)
@@ -239,7 +294,7 @@ class StickyProxyMiddleware:
         self._inc(f"bans/{reason}")
         self.store.ban(key, generation, now)
         if self.pool is not None:
-            self.pool.failure(route, time.time())
+            self._report_proxy(route, ok=False)
         return self._reroll(request, reason, "rerolls")
 
     def _reroll(self, request: Request, reason: str, stat: str) -> Request:

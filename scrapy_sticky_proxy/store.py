@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -36,6 +37,10 @@ class Rotation:
 class HealthStore(ABC):
     """What the middleware needs from a store. Every method is local and
     fast: a backend that shares state does its I/O in the background."""
+
+    #: Called with (proxy_id, failures, retry_at, ever_ok) when another
+    #: process reports a static proxy's health (shared backends only).
+    on_proxy_update: Callable[[str, int, float | None, bool], None] | None = None
 
     @abstractmethod
     def acquire(self, key: str, now: float) -> tuple[int, bool]:
@@ -60,6 +65,11 @@ class HealthStore(ABC):
     def __len__(self) -> int:
         """How many keys the store tracks (keys never banned nor rotated are
         not tracked when rotation is off)."""
+
+    def proxy_changed(  # noqa: B027
+        self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool
+    ) -> None:
+        """A static proxy's health changed here (shared backends publish it)."""
 
     async def open(self) -> None:  # noqa: B027
         """Start background work (connections, subscriptions)."""

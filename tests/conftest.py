@@ -82,3 +82,28 @@ def assert_no_leak(
     assert secret not in repr(result.stats)
     assert secret not in repr(result.items)
     assert not [hit for hit in sandbox.site.hits if hit.proxy_authorization]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis for the session: REDIS_URL, or a redis-server we start."""
+    from .redis_server import RedisServer, external_url
+
+    url = external_url()
+    if url:
+        yield url
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> Iterator[str]:
+    """The session's Redis, emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    yield redis_url

@@ -25,7 +25,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from .gateway import Gateway, ProxyRecord, match_credentials, split_credential
+from ._credentials import match_credentials, split_credential
+from .gateway import Gateway, ProxyRecord
 from .site import BAN_KINDS, BanRule, DemoSite, Hit
 
 __all__ = [

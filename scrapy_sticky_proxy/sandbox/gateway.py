@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextlib
-import hmac
 import ipaddress
 import itertools
 import logging
-import re
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .site import (
+from ._credentials import decode_basic, match_credentials
+from ._http import (
     BACKLOG,
     BadRequest,
     ConnectionTracker,
@@ -33,26 +27,13 @@ from .site import (
     split_request_line,
     wants_close,
 )
+from ._upstream import Stream, connect_from, exchange, tunnel, upstream_request
 
 logger = logging.getLogger(__name__)
 
 MODES = ("normal", "refuse", "hang")
-_PARAM_RE = re.compile(
-    r"[-_](session|sessid|sessionid|sid|sesstime|sessionduration|sessionlength"
-    r"|lifetime|country|cc)-([A-Za-z0-9]+)(?=[-_]|$)"
-)
-_SESSION_PARAMS = frozenset({"session", "sessid", "sessionid", "sid"})
-# fmt: off
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    "content-length",  # recomputed
-})
-# fmt: on
-_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _CHALLENGE = ("Proxy-Authenticate", 'Basic realm="sandbox"')
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass(frozen=True)
@@ -66,45 +47,6 @@ class ProxyRecord:
     session: str  # "" if none
     exit_ip: str  # "" if the request never left the gateway
     status: int
-
-
-def split_credential(value: str) -> tuple[str, str | None]:
-    """Strip provider parameter segments; return (base, session id or None)."""
-    found: list[str] = []
-
-    def drop(match: re.Match[str]) -> str:
-        if match.group(1) in _SESSION_PARAMS:
-            found.append(match.group(2))
-        return ""
-
-    base = _PARAM_RE.sub(drop, value)
-    return base, (found[0] if found else None)
-
-
-def match_credentials(
-    user: str, password: str, *, username: str, expected_password: str
-) -> str | None:
-    """The session id ("" if none) if the credentials are valid, else None."""
-    base_user, user_session = split_credential(user)
-    base_pw, pw_session = split_credential(password)
-    ok_user = hmac.compare_digest(base_user.encode(), username.encode())
-    ok_pw = hmac.compare_digest(base_pw.encode(), expected_password.encode())
-    if not (ok_user and ok_pw):
-        return None
-    return user_session if user_session is not None else (pw_session or "")
-
-
-def decode_basic(header: str | None) -> tuple[str, str] | None:
-    """(user, password) from a ``Basic`` Proxy-Authorization value."""
-    scheme, _, token = (header or "").strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        raw = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = raw.partition(":")
-    return (user, password) if sep else None
 
 
 # Shared by every gateway in the process, so that several sandboxes (a static
@@ -146,24 +88,6 @@ def _parse_target(method: str, target: str) -> tuple[str, int]:
     except ValueError:
         pass
     raise BadRequest(f"bad proxy target for {method}")
-
-
-def _upstream_request(method: str, target: str, headers: Headers, body: bytes) -> bytes:
-    """The origin-form request to send upstream, without proxy headers."""
-    url = urlsplit(target)
-    dropped = set(_HOP_BY_HOP)
-    for key, value in headers:
-        if key.lower() == "connection":
-            dropped.update(t.strip().lower() for t in value.split(","))
-    out = [(k, v) for k, v in headers if k.lower() not in dropped]
-    if get_header(out, "host") is None:
-        out.insert(0, ("Host", url.netloc.rpartition("@")[2]))
-    if body or get_header(headers, "content-length") is not None:
-        out.append(("Content-Length", str(len(body))))
-    out.append(("Connection", "close"))
-    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in out)]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 @dataclass
@@ -346,7 +270,7 @@ class Gateway:
             try:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
-                await _tunnel((reader, writer), answer.tunnel)
+                await tunnel((reader, writer), answer.tunnel)
             finally:
                 answer.tunnel[1].close()
             return False
@@ -385,8 +309,11 @@ class Gateway:
             if method == "CONNECT":
                 return _Answer(200, exit_ip, tunnel=stream)
             try:
-                request = _upstream_request(method, target, headers, body)
-                return await _exchange(stream, request, exit_ip, head=method == "HEAD")
+                request = upstream_request(method, target, headers, body)
+                status, out, data, length = await exchange(
+                    stream, request, head=method == "HEAD"
+                )
+                return _Answer(status, exit_ip, out, data, length=length)
             finally:
                 stream[1].close()
         except (OSError, BadRequest, asyncio.IncompleteReadError) as exc:
@@ -395,63 +322,4 @@ class Gateway:
 
     async def _open_upstream(self, host: str, port: int, exit_ip: str) -> Stream:
         """Connect to host:port from source address ``exit_ip``."""
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            if sys.platform == "linux":  # port picked at connect(): no bind clashes
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
-            sock.bind((exit_ip, 0))
-            await loop.sock_connect(sock, (host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return await asyncio.open_connection(sock=sock)
-
-
-async def _exchange(
-    stream: Stream, request: bytes, exit_ip: str, head: bool
-) -> _Answer:
-    """Send one request upstream and read the whole response."""
-    reader, writer = stream
-    writer.write(request)
-    await writer.drain()
-    while True:
-        response = await read_head(reader)
-        if response is None:
-            raise BadRequest("upstream closed without answering")
-        try:
-            status = int(response[0].split(" ", 2)[1])
-        except (IndexError, ValueError) as exc:
-            raise BadRequest("bad upstream status line") from exc
-        if not 100 <= status < 200:
-            break
-    headers = [(k, v) for k, v in response[1] if k.lower() not in _HOP_BY_HOP]
-    if head or status in (204, 304):
-        length = get_header(response[1], "content-length")
-        headers += [("Content-Length", length)] if length is not None else []
-        return _Answer(status, exit_ip, headers, b"", length=False)
-    body = await read_body(reader, response[1], to_eof=True)
-    return _Answer(status, exit_ip, headers, body)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-
-
-async def _tunnel(client: Stream, upstream: Stream) -> None:
-    """Copy bytes both ways until either side closes."""
-    tasks = {
-        asyncio.ensure_future(_pipe(client[0], upstream[1])),
-        asyncio.ensure_future(_pipe(upstream[0], client[1])),
-    }
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        return await connect_from(host, port, exit_ip)
