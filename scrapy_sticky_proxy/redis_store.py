@@ -59,6 +59,32 @@ return {new, 1}
 """
 
 
+# Raise a key to at least a generation (re-seeding a Redis that lost data).
+_RAISE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return current
+"""
+
+
+def _quiet_client() -> dict[str, Any]:
+    """Client options that spare every new connection the handshake extras
+    (CLIENT SETINFO, maintenance notifications) of recent redis-py
+    versions: they cost commands and fail on older servers."""
+    import importlib.util
+
+    if importlib.util.find_spec("redis.driver_info") is None:  # redis < 8
+        return {"lib_name": None, "lib_version": None}
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    return {
+        "driver_info": None,
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
+
+
 def key_digest(key: str) -> str:
     """What Redis and the local view know a session key by."""
     return hashlib.blake2b(
@@ -110,6 +136,7 @@ class RedisStore(HealthStore):
         self._tasks: list[asyncio.Task[None]] = []
         self._client: Any = None
         self._bump: Any = None
+        self._raise: Any = None
         self._warned = False
         self._closing = False
         self._started = time.time()
@@ -156,11 +183,12 @@ class RedisStore(HealthStore):
         import redis.asyncio as aioredis
 
         self._client = aioredis.from_url(
-            self.url, decode_responses=True, **self.client_kwargs
+            self.url, decode_responses=True, **{**_quiet_client(), **self.client_kwargs}
         )
         try:
             await self._client.ping()
             self._bump = self._client.register_script(_BUMP)
+            self._raise = self._client.register_script(_RAISE)
             await self._subscribe()
             await self._beat()
         except Exception as exc:
@@ -285,6 +313,7 @@ class RedisStore(HealthStore):
                 await asyncio.sleep(delay)
                 try:
                     await self._client.ping()
+                    await self._reseed()
                 except Exception:
                     delay = min(delay * 2, 2.0)
                     continue
@@ -295,6 +324,20 @@ class RedisStore(HealthStore):
                     redact_url(self.url),
                     len(self._pending),
                 )
+
+    async def _reseed(self) -> None:
+        """Write the local view back: a Redis that restarted without
+        persistence has forgotten what every crawler burned before."""
+        entries = list(self.local.items())
+        for start in range(0, len(entries), 1000):
+            pipe = self._client.pipeline(transaction=False)
+            for digest, generation in entries[start : start + 1000]:
+                await self._raise(
+                    keys=[f"{self.ns}:g:{digest}"],
+                    args=[generation, self.ttl],
+                    client=pipe,
+                )
+            await pipe.execute()
 
     async def _load(self) -> None:
         """Load every shared generation and proxy state into the local view."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -156,6 +156,13 @@ class MemoryStore(HealthStore):
             self._put(key, [generation, now, 0])
         else:
             self._put(key, generation)
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        """(key, generation) of every key past generation 0."""
+        for key, entry in list(self._entries.items()):
+            generation = entry if isinstance(entry, int) else entry[0]
+            if generation:
+                yield key, generation
 
     def _put(self, key: str, value: Any) -> None:
         entries = self._entries

@@ -4,6 +4,7 @@ sandbox, run as a user runs it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,8 @@ def test_example_crawl(tmp_path: Path) -> None:
             "DEMO_ITEMS=40",
         ],
         cwd=PROJECT,
+        # This checkout's code, whatever an editable install points to.
+        env={**os.environ, "PYTHONPATH": str(PROJECT.parent)},
         capture_output=True,
         text=True,
         timeout=120,
