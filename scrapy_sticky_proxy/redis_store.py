@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections import deque
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TTL = 86400
 HEARTBEAT_INTERVAL = 10.0
+GAVE_UP_MAX = 1_000_000
 
 # Compare and increment: bump only if the stored generation is not ahead of
 # the one the caller saw banned. Returns {generation now, 1 if bumped here}.
@@ -83,6 +85,12 @@ def _quiet_client() -> dict[str, Any]:
         "driver_info": None,
         "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
+
+
+def scan_pattern(prefix: str) -> str:
+    """A SCAN pattern for every key under *prefix*, its glob characters
+    escaped (a namespace like ``site[1]`` must not match its neighbours)."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + "*"
 
 
 def key_digest(key: str) -> str:
@@ -268,8 +276,10 @@ class RedisStore(HealthStore):
                 pipe.expire(f"{self.ns}:proxies", self.ttl)
                 pipe.publish(events, f"p {proxy_id} {state}")
             elif op == "gave_up":
+                # Give-ups wait for a person: no expiry, but a length cap
+                # (the oldest go first) so the list cannot grow unbounded.
                 pipe.rpush(f"{self.ns}:gave_up", args[0])
-                pipe.expire(f"{self.ns}:gave_up", self.ttl)
+                pipe.ltrim(f"{self.ns}:gave_up", -GAVE_UP_MAX, -1)
         results = await pipe.execute()
         # Only now is the batch safely in Redis.
         for _ in batch:
@@ -344,7 +354,9 @@ class RedisStore(HealthStore):
         now = time.monotonic()
         prefix = f"{self.ns}:g:"
         names: list[str] = []
-        async for name in self._client.scan_iter(match=prefix + "*", count=1000):
+        async for name in self._client.scan_iter(
+            match=scan_pattern(prefix), count=1000
+        ):
             names.append(name)
         for start in range(0, len(names), 1000):
             chunk = names[start : start + 1000]

@@ -45,3 +45,26 @@ def test_example_crawl(tmp_path: Path) -> None:
     assert "items_split_across_exits=0" in proc.stdout
     assert "rerolls=0" not in proc.stdout  # the demo site bans a fifth of exits
     assert "sandbox-secret-pw" not in proc.stdout + proc.stderr
+
+
+def test_redis_backend_needs_an_asyncio_reactor() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scrapy",
+            "crawl",
+            "demo",
+            "-s",
+            "STICKY_PROXY_BACKEND=redis",
+            "-s",
+            "TWISTED_REACTOR=twisted.internet.selectreactor.SelectReactor",
+        ],
+        cwd=PROJECT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT.parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "TWISTED_REACTOR: the redis backend needs asyncio" in proc.stderr
