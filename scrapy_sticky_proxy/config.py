@@ -72,6 +72,8 @@ class StickyProxyConfig:
         provider = get_preset(_str(settings, "STICKY_PROXY_PROVIDER") or "generic")
         lifetime = _int(settings, "STICKY_PROXY_SESSION_LIFETIME", None, minimum=0)
         url = _str(settings, "STICKY_PROXY_URL") or os.environ.get("STICKY_PROXY_URL")
+        if url:
+            url = expand_env(url, "STICKY_PROXY_URL")
         static = _static_list(settings.get("STICKY_PROXY_LIST"))
         if url and static:
             raise ConfigError(
@@ -151,6 +153,24 @@ class StickyProxyConfig:
 
 
 # -- readers: each names its setting in the error ---------------------------
+
+_ENV_REF = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str, setting: str) -> str:
+    """Replace ``{env:NAME}`` with the environment variable NAME, so that a
+    URL can be written in settings.py (or passed to Scrapyd) while its
+    password stays in the environment."""
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(
+                setting, f"refers to {{env:{name}}} but {name} is not set"
+            )
+        return os.environ[name]
+
+    return _ENV_REF.sub(lookup, value) if "{env:" in value else value
 
 
 def _str(settings: BaseSettings, name: str) -> str | None:
@@ -263,6 +283,7 @@ def _redis_url(settings: BaseSettings) -> str:
     REDIS_HOST/REDIS_PORT, else redis://localhost:6379 (scrapy-redis's default)."""
     url = _str(settings, "STICKY_PROXY_REDIS_URL") or _str(settings, "REDIS_URL")
     if url:
+        url = expand_env(url, "STICKY_PROXY_REDIS_URL")
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
                 "STICKY_PROXY_REDIS_URL",
@@ -346,7 +367,11 @@ def _static_list(value: Any) -> tuple[StaticProxy, ...]:
         if weight <= 0:
             raise ConfigError(name, f"entry {index}: weight must be positive")
         template = ProxyTemplate.parse(
-            url, generic, None, setting=name, require_session=False
+            expand_env(url, name) if isinstance(url, str) else url,
+            generic,
+            None,
+            setting=name,
+            require_session=False,
         )
         proxy_id = template.hostport
         seen[proxy_id] = seen.get(proxy_id, 0) + 1
