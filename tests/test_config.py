@@ -204,3 +204,23 @@ def test_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STICKY_PROXY_URL", "http://u-{session}:s3cret-pw@env.example:1")
     cfg = StickyProxyConfig.from_settings(Settings({}))
     assert cfg.gateway is not None and cfg.gateway.hostport == "env.example:1"
+
+
+def test_env_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_PW", "s3cret-pw")
+    cfg = config(STICKY_PROXY_URL="http://u-{session}:{env:PROXY_PW}@gw.example:1")
+    assert cfg.gateway is not None
+    assert cfg.gateway.render("abc") == "http://u-abc:s3cret-pw@gw.example:1"
+    assert cfg.redact("x s3cret-pw") == "x ***"
+    with pytest.raises(ConfigError, match=r"STICKY_PROXY_URL: .*NOPE is not set"):
+        config(STICKY_PROXY_URL="http://u-{session}:{env:NOPE}@gw.example:1")
+    monkeypatch.setenv("REDIS_PW", "hunter2")
+    cfg = config(STICKY_PROXY_REDIS_URL="redis://:{env:REDIS_PW}@h:1/0")
+    assert cfg.redis_url == "redis://:hunter2@h:1/0"
+    monkeypatch.setenv("LIST_PW", "s3cret-pw")
+    cfg = config(
+        STICKY_PROXY_URL=None, STICKY_PROXY_LIST=["http://u:{env:LIST_PW}@p.example:1"]
+    )
+    assert (
+        cfg.static_proxies[0].template.render("x") == "http://u:s3cret-pw@p.example:1"
+    )
