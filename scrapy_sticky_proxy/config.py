@@ -64,6 +64,8 @@ class StickyProxyConfig:
     inherit_key: bool = False
     slot_per_proxy: bool = True
     log_interval: float = 60.0
+    outage_backoff_max: float = 10.0
+    outage_timeout: float = 600.0
     secrets: tuple[str, ...] = ()
 
     @classmethod
@@ -142,6 +144,10 @@ class StickyProxyConfig:
             slot_per_proxy=_bool(settings, "STICKY_PROXY_SLOT_PER_PROXY", True),
             log_interval=_float(settings, "STICKY_PROXY_LOG_INTERVAL", 60.0, True)
             or 0.0,
+            outage_backoff_max=_float(settings, "STICKY_PROXY_OUTAGE_BACKOFF_MAX", 10.0)
+            or 10.0,
+            outage_timeout=_float(settings, "STICKY_PROXY_OUTAGE_TIMEOUT", 600.0)
+            or 600.0,
             secrets=secrets,
         )
 

@@ -15,3 +15,4 @@ PROBE = "_sticky_proxy_probe"  # this request tests the route's credentials
 REROLLS = "_sticky_proxy_rerolls"
 REASONS = "_sticky_proxy_reasons"
 BANNED_ON = "_sticky_proxy_banned_on"  # static proxy the last ban came from
+SOFT_RETRIED = "_sticky_proxy_soft_retried"  # this session already had its retry

@@ -11,9 +11,8 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.asyncio import is_asyncio_available
 from scrapy.utils.conf import build_component_list
-from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import build_from_crawler
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError as TxConnectionRefusedError
 from twisted.internet.error import DNSLookupError
 
@@ -21,6 +20,7 @@ from . import meta as M
 from .bans import BanPolicy
 from .config import StickyProxyConfig
 from .errors import ConfigError
+from .gate import RouteGate
 from .gaveup import give_up_record
 from .keys import session_id
 from .pool import ProxyPool
@@ -38,27 +38,8 @@ logger = logging.getLogger(__name__)
 AUTH_FAILED = "sticky_proxy_auth_failed"
 STORE_UNAVAILABLE = "sticky_proxy_store_unavailable"
 NO_PROXIES = "sticky_proxy_no_proxies_left"
+OUTAGE = "unreachable/outage"  # give-up reason of requests held back too long
 _HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
-
-
-class _AuthGate:
-    """Holds a route's requests until one of them proved the credentials.
-
-    Without it, a crawl with a wrong password would send a full round of
-    concurrent requests before the first 407 came back.
-    """
-
-    __slots__ = ("state", "waiters")
-
-    def __init__(self) -> None:
-        self.state = "unknown"  # -> "probing" -> "ok" | "failed"
-        self.waiters: list[Deferred[None]] = []
-
-    def settle(self, state: str) -> None:
-        self.state = state
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
 
 
 class StickyProxyMiddleware:
@@ -91,7 +72,7 @@ class StickyProxyMiddleware:
                 [p.weight for p in config.static_proxies],
                 config.pool_policy,
             )
-        self._gates: dict[str, _AuthGate] = {}
+        self._gates: dict[str, RouteGate] = {}
         self._closing = False
         if self.pool is not None:
             self.store.on_proxy_update = self._proxy_update_from_store
@@ -169,10 +150,17 @@ class StickyProxyMiddleware:
                 route = self._pick_proxy(key, generation, meta.get(M.BANNED_ON))
             gate = self._gates.get(route)
             if gate is None:
-                gate = self._gates[route] = _AuthGate()
+                gate = self._gates[route] = RouteGate()
+            if gate.expired and (
+                gate.state == "probing" or gate.not_before > time.monotonic()
+            ):
+                # Down for longer than STICKY_PROXY_OUTAGE_TIMEOUT: record the
+                # request instead of holding it; one probe per backoff step
+                # still finds out when the proxy is back.
+                self._give_up(request, [*meta.get(M.REASONS, ()), OUTAGE])
             # After waiting for another request's probe, pick again: the
             # proxy may have turned out unreachable meanwhile.
-            if gate.state == "ok" or await self._pass_gate(gate, request):
+            if gate.state == "ok" or await gate.admit(meta, time.monotonic()):
                 break
         if self.pool is None:
             proxy_url = self.config.gateway.render(sid)  # type: ignore[union-attr]
@@ -198,20 +186,6 @@ class StickyProxyMiddleware:
             raise IgnoreRequest("no usable proxy left in STICKY_PROXY_LIST")
         return picked
 
-    async def _pass_gate(self, gate: _AuthGate, request: Request) -> bool:
-        """True: go ahead (as the probe if the route is unproven). False: we
-        waited for another request's probe; route again."""
-        if gate.state == "failed":
-            raise IgnoreRequest("the proxy rejected the credentials (407)")
-        if gate.state == "unknown":
-            gate.state = "probing"
-            request.meta[M.PROBE] = True
-            return True
-        waiter: Deferred[None] = Deferred()
-        gate.waiters.append(waiter)
-        await maybe_deferred_to_future(waiter)
-        return False
-
     # -- responses -------------------------------------------------------------
 
     def process_response(
@@ -223,7 +197,10 @@ class StickyProxyMiddleware:
             return response
         if response.status == 407:
             self._auth_failed(request, route)
-        self._gate_ok(request, route)
+        meta.pop(M.PROBE, None)
+        down_for = self._gates[route].succeeded(time.monotonic())
+        if down_for is not None:
+            logger.info("The proxy %s answers again after %.1f s", route, down_for)
         reason = self.policy.response_ban(response)
         if reason is None:
             if self.pool is not None:
@@ -240,21 +217,57 @@ class StickyProxyMiddleware:
             return None
         if _is_tunnel_407(exception):
             self._auth_failed(request, route)
-        reason = self.policy.exception_ban(exception)
-        if meta.pop(M.PROBE, False):
-            # The probe failed for another reason: let the next request try.
-            gate = self._gates[route]
-            if gate.state == "probing":
-                gate.settle("unknown")
-        if reason is not None:
-            return self._ban(request, reason)
-        if self.pool is not None and isinstance(exception, _UNREACHABLE):
+        gate = self._gates[route]
+        was_probe = meta.pop(M.PROBE, False)
+        if isinstance(exception, _UNREACHABLE):
+            unreachable = f"unreachable/{type(exception).__name__}"
+            if self.pool is None:
+                return self._outage(request, gate, was_probe, unreachable)
             # A static proxy that cannot be reached: count it against the
             # proxy, not the session, and fail over to another proxy.
+            gate.probe_failed()
             self._report_proxy(route, ok=False)
-            reason = f"unreachable/{type(exception).__name__}"
-            return self._reroll(request, reason, "failovers")
-        return None
+            return self._reroll(request, unreachable, "failovers")
+        if was_probe:
+            gate.probe_failed()
+        reason = self.policy.exception_ban(exception)
+        if reason is None:
+            return None
+        if not meta.get(M.SOFT_RETRIED):
+            # A reset or a timeout may be the network, or a gateway going
+            # down, rather than a ban: try the same session once more before
+            # burning it. A second failure on it is a ban.
+            self._inc("soft_retries")
+            new = self._retry_copy(request, reason, "soft_retries")
+            new.meta[M.SOFT_RETRIED] = True
+            return new
+        return self._ban(request, reason)
+
+    def _outage(
+        self, request: Request, gate: RouteGate, was_probe: bool, reason: str
+    ) -> Request:
+        """The gateway refuses connections: that is no ban (burning sessions
+        would not help). Hold requests back with a backoff and retry this one
+        when the gateway answers, for up to STICKY_PROXY_OUTAGE_TIMEOUT."""
+        route = request.meta[M.ROUTE]
+        down_for = gate.unreachable(
+            time.monotonic(),
+            was_probe,
+            self.config.outage_backoff_max,
+            self.config.outage_timeout,
+        )
+        if down_for == 0:
+            logger.warning(
+                "The proxy %s refuses connections: holding requests back and "
+                "retrying with a backoff (up to %.0f s apart) for %.0f s",
+                route,
+                self.config.outage_backoff_max,
+                self.config.outage_timeout,
+            )
+        if gate.expired:
+            self._give_up(request, [*request.meta.get(M.REASONS, ()), reason])
+        self._inc("outage_retries")
+        return self._retry_copy(request, reason, "outage_retries")
 
     def _report_proxy(self, route: str, ok: bool) -> None:
         """Update a static proxy's health; share it when it changed."""
@@ -268,14 +281,8 @@ class StickyProxyMiddleware:
         if after != before:
             self.store.proxy_changed(route, *after)
 
-    def _gate_ok(self, request: Request, route: str) -> None:
-        request.meta.pop(M.PROBE, None)
-        gate = self._gates.get(route)
-        if gate is not None and gate.state != "ok":
-            gate.settle("ok")
-
     def _auth_failed(self, request: Request, route: str) -> None:
-        self._gates.setdefault(route, _AuthGate()).settle("failed")
+        self._gates.setdefault(route, RouteGate()).settle("failed")
         self._inc("auth_failed")
         self._close(
             AUTH_FAILED,
@@ -308,7 +315,19 @@ class StickyProxyMiddleware:
             limit = self.config.max_rerolls
         if rerolls >= limit:
             self._give_up(request, reasons)
-        retry_times = meta.get("retry_times")
+        new = self._retry_copy(request, reason, stat)
+        new.meta.pop(M.SOFT_RETRIED, None)
+        new.meta[M.REROLLS] = rerolls + 1
+        new.meta[M.REASONS] = reasons
+        if self.pool is not None:
+            new.meta[M.BANNED_ON] = meta[M.ROUTE]
+        self._inc(stat)
+        return new
+
+    def _retry_copy(self, request: Request, reason: str, stat: str) -> Request:
+        """A copy of *request*, through get_retry_request, stripped of its
+        route; stats under ``sticky_proxy/<stat>/``."""
+        retry_times = request.meta.get("retry_times")
         spider = self.crawler.spider
         assert spider is not None
         new = get_retry_request(
@@ -326,11 +345,6 @@ class StickyProxyMiddleware:
         else:
             new.meta["retry_times"] = retry_times
         _strip_route(new)
-        new.meta[M.REROLLS] = rerolls + 1
-        new.meta[M.REASONS] = reasons
-        if self.pool is not None:
-            new.meta[M.BANNED_ON] = meta[M.ROUTE]
-        self._inc(stat)
         return new
 
     def _give_up(self, request: Request, reasons: list[str]) -> None:

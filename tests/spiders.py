@@ -42,6 +42,7 @@ class ItemsSpider(Spider):
             "part": "page",
             "exit": response.css("#client::text").get(),
             "session": response.meta["sticky_proxy_session"],
+            "generation": response.meta["sticky_proxy_generation"],
         }
         if self.follow:
             meta = {"sticky_proxy_key": response.meta["sticky_proxy_key"]}

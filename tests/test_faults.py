@@ -1,0 +1,353 @@
+"""The fault and abuse campaign (issue 6): nothing lost, nothing leaked.
+
+"Nothing lost" means every URL ends as an item or a recorded give-up.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import redis
+from scrapy import signals
+from scrapy.utils.asyncio import call_later
+from scrapy.utils.defer import deferred_f_from_coro_f
+
+from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
+from scrapy_sticky_proxy.store import MemoryStore, Rotation
+
+from .conftest import assert_no_leak, crawl
+from .spiders import ItemsSpider
+from .test_crawl import settings_for
+
+
+class AfterItems(ItemsSpider):
+    """Runs ``action`` once, when the n-th item is scraped."""
+
+    action: Any = None
+    after = 1
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider.scraped = 0
+        crawler.signals.connect(spider._count, signal=signals.item_scraped)
+        return spider
+
+    def _count(self) -> None:
+        self.scraped += 1
+        if self.scraped == self.after:
+            type(self).action()
+
+
+def nothing_lost(result: Any, n: int, parts: int = 3) -> int:
+    """Every item page is an item or a give-up; returns the give-ups."""
+    pages = {i["item"] for i in result.items if i["part"] == "page"}
+    gave_up = result.stats.get("sticky_proxy/gave_up", 0)
+    assert len(pages) + gave_up == n
+    return gave_up
+
+
+@deferred_f_from_coro_f
+async def test_gateway_refuses_connections_for_ten_seconds(
+    sandbox: Sandbox, log_text: Any
+) -> None:
+    """Case 1: the crawl waits the outage out with a backoff; no session is
+    burned for it and nothing is lost."""
+
+    class Outage(AfterItems):
+        after = 20
+
+        @staticmethod
+        def action() -> None:
+            sandbox.gateway_refuse()
+            # The scenario: the gateway is back ten seconds later.
+            call_later(10, sandbox.gateway_normal)
+
+    result = await crawl(Outage, settings_for(sandbox), base=sandbox.site_url, n=100)
+    assert nothing_lost(result, 100) == 0
+    assert len(result.items) == 400
+    stats = result.stats
+    assert stats.get("sticky_proxy/bans", 0) == 0
+    assert stats.get("sticky_proxy/rerolls", 0) == 0
+    # Held back, not hammering: each of the (at most CONCURRENT_REQUESTS=32)
+    # requests in the downloader when it went down fails once as refused,
+    # once more if it was cut mid-download and retried, then waits at the
+    # gate; only one probe per backoff step (0.5, 1, 2, 4, 8 s) goes out.
+    # Retrying without the gate would be thousands in ten seconds.
+    assert 1 <= stats["sticky_proxy/outage_retries"] <= 2 * 32 + 10
+    text = log_text()
+    assert "refuses connections" in text and "answers again after" in text
+    assert_no_leak(sandbox.password, result, text, sandbox)
+
+
+@deferred_f_from_coro_f
+async def test_gateway_outage_longer_than_the_timeout_is_recorded(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    class Outage(AfterItems):
+        after = 5
+
+        @staticmethod
+        def action() -> None:
+            sandbox.gateway_refuse()
+
+    gave_up = tmp_path / "gave_up.jsonl"
+    result = await crawl(
+        Outage,
+        settings_for(
+            sandbox,
+            STICKY_PROXY_OUTAGE_TIMEOUT=1.5,
+            STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
+            CONCURRENT_REQUESTS=2,
+        ),
+        base=sandbox.site_url,
+        n=30,
+        follow=False,
+    )
+    lost = nothing_lost(result, 30, parts=0)
+    assert lost >= 20
+    records = [json.loads(line) for line in gave_up.read_text().splitlines()]
+    assert len(records) == lost
+    assert all(r["reasons"][-1].startswith("unreachable/") for r in records)
+    # The gateway never came back: the crawl still ended, by itself.
+    assert result.stats["finish_reason"] == "finished"
+
+
+@deferred_f_from_coro_f
+async def test_gateway_that_hangs(sandbox: Sandbox) -> None:
+    """Case 2: a gateway that accepts and never answers: each timeout is a
+    failure of that session, bounded by the re-roll budget."""
+
+    class Hang(AfterItems):
+        after = 4
+
+        @staticmethod
+        def action() -> None:
+            sandbox.gateway_hang()
+
+    result = await crawl(
+        Hang,
+        settings_for(
+            sandbox,
+            DOWNLOAD_TIMEOUT=0.5,
+            STICKY_PROXY_MAX_REROLLS=2,
+            CONCURRENT_REQUESTS=4,
+        ),
+        base=sandbox.site_url,
+        n=12,
+        follow=False,
+    )
+    gave_up = nothing_lost(result, 12, parts=0)
+    assert gave_up >= 4
+    stats = result.stats
+    # Per request: 3 sessions (1 + 2 re-rolls), each tried twice (a timeout
+    # gets one retry on the same session before the session is burned).
+    assert stats["sticky_proxy/bans/exception/DownloadTimeoutError"] == 3 * gave_up
+    assert stats["sticky_proxy/soft_retries"] >= 3 * gave_up
+    assert stats["finish_reason"] == "finished"
+
+
+def _ban_many(url: str, keys: int, barrier: Any) -> None:
+    import asyncio
+
+    from scrapy_sticky_proxy.redis_store import RedisStore
+
+    async def run() -> None:
+        store = RedisStore(url, "faults", heartbeat_interval=60)
+        await store.open()
+        barrier.wait()
+        for i in range(keys):
+            store.ban(f"key{i}", 0, 0.0)
+        await store.flushed()
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_double_bans_from_two_processes(redis_db: str) -> None:
+    """Case 6: 1000 keys, each banned at generation 0 by two processes that
+    start together: exactly 1000 bumps."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [
+        ctx.Process(target=_ban_many, args=(redis_db, 1000, barrier)) for _ in "ab"
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    client = redis.Redis.from_url(redis_db, decode_responses=True)
+    assert client.get("faults:stats:bumps") == "1000"
+    values = {client.get(k) for k in client.scan_iter("faults:g:*")}
+    assert values == {"1"}
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def test_memory_stays_bounded_with_a_million_keys() -> None:
+    """Case 10: 1e6 distinct keys through a store capped at 100,000: the
+    store holds the cap, and RSS stops growing once the cap is reached."""
+    store = MemoryStore(max_keys=100_000, rotation=Rotation(max_uses=10))
+    for i in range(200_000):
+        store.acquire(f"https://example.com/item/{i}?ref=feed", 0.0)
+    at_cap = rss_kib()
+    for i in range(200_000, 1_000_000):
+        store.acquire(f"https://example.com/item/{i}?ref=feed", 0.0)
+    after = rss_kib()
+    assert len(store) == 100_000
+    assert store.evicted == 900_000
+    growth = after - at_cap
+    print(f"RSS at cap {at_cap} KiB, after 1e6 keys {after} KiB (+{growth} KiB)")
+    assert growth < 20_000  # 800,000 more keys, less than 20 MB more
+
+
+@deferred_f_from_coro_f
+async def test_nothing_in_redis_holds_a_proxy_password(
+    redis_db: str, tmp_path: Path
+) -> None:
+    """Case 11: static proxies with passwords, bans, give-ups, in Redis mode:
+    no key or value in Redis holds a password or a base64 credential."""
+    import base64
+
+    boxes = [Sandbox(password=f"redis-leak-pw-{i}").start() for i in range(2)]
+    try:
+        site = boxes[0].site
+        site.ban_rule = ban_fraction(0.5)
+        result = await crawl(
+            ItemsSpider,
+            {
+                "STICKY_PROXY_LIST": [box.gateway_url for box in boxes],
+                "STICKY_PROXY_BACKEND": "redis",
+                "STICKY_PROXY_REDIS_URL": redis_db,
+                "STICKY_PROXY_NAMESPACE": "leak",
+                "STICKY_PROXY_MAX_REROLLS": 1,
+                "STICKY_PROXY_BAN_PATTERNS": ["g-recaptcha"],
+            },
+            base=boxes[0].site_url,
+            n=30,
+        )
+        assert result.stats.get("sticky_proxy/bans", 0) > 0
+    finally:
+        for box in boxes:
+            box.stop()
+    client = redis.Redis.from_url(redis_db)
+    dump = []
+    for key in client.scan_iter("*"):
+        kind = client.type(key)
+        value: Any = b""
+        if kind == b"string":
+            value = client.get(key)
+        elif kind == b"hash":
+            value = client.hgetall(key)
+        elif kind == b"list":
+            value = client.lrange(key, 0, -1)
+        dump.append(repr((key, value)))
+    text = "\n".join(dump)
+    assert "leak:proxies" in text and "leak:g:" in text
+    for box in boxes:
+        assert box.password not in text
+        creds = base64.b64encode(f"{box.username}:{box.password}".encode()).decode()
+        assert creds[:16] not in text
+
+
+@deferred_f_from_coro_f
+async def test_namespace_shared_by_two_projects_with_different_providers(
+    sandbox: Sandbox, redis_db: str
+) -> None:
+    """Case 11: one project uses the sandbox preset, another a generic
+    {session} template (different id rules) in the same namespace: both
+    crawl fine, and each one's bans are honoured by the other."""
+    rule = ban_fraction(0.25)
+    sandbox.site.ban_rule = rule
+    common = {
+        "STICKY_PROXY_BACKEND": "redis",
+        "STICKY_PROXY_REDIS_URL": redis_db,
+        "STICKY_PROXY_NAMESPACE": "shared",
+        "STICKY_PROXY_BAN_PATTERNS": ["g-recaptcha"],
+    }
+    preset = await crawl(
+        ItemsSpider,
+        {
+            **common,
+            "STICKY_PROXY_PROVIDER": "sandbox",
+            "STICKY_PROXY_URL": sandbox.gateway_url,
+        },
+        base=sandbox.site_url,
+        n=40,
+    )
+    template_url = sandbox.gateway_url.replace(
+        f"{sandbox.username}:", f"{sandbox.username}-sid-{{session}}:"
+    )
+    generic = await crawl(
+        ItemsSpider,
+        {
+            **common,
+            "STICKY_PROXY_PROVIDER": "iproyal",
+            "STICKY_PROXY_URL": template_url,
+        },
+        base=sandbox.site_url,
+        n=40,
+    )
+    for result in (preset, generic):
+        assert nothing_lost(result, 40) == 0
+        assert len(result.items) == 160
+    # The second project started on the generations the first one burned.
+    first = {i["item"]: i["generation"] for i in preset.items if i["part"] == "page"}
+    second = {i["item"]: i["generation"] for i in generic.items if i["part"] == "page"}
+    burned = {item for item, generation in first.items() if generation > 0}
+    assert burned
+    assert all(second[item] >= first[item] for item in burned)
+
+
+def test_leak_scan_of_the_example_crawl_output(tmp_path: Path) -> None:
+    """Case 9, end to end: the example crawl's whole output (stdout, stderr
+    with DEBUG logs, items, give-ups) never holds the sandbox password."""
+    root = Path(__file__).resolve().parent.parent
+    items = tmp_path / "items.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scrapy",
+            "crawl",
+            "demo",
+            "-O",
+            str(items),
+            "-s",
+            "LOG_LEVEL=DEBUG",
+            "-s",
+            f"STICKY_PROXY_GAVE_UP_FILE={tmp_path / 'g.jsonl'}",
+            "-s",
+            "DEMO_BAN_FRACTION=0.5",
+            "-s",
+            "STICKY_PROXY_MAX_REROLLS=1",
+        ],
+        cwd=root / "example_project",
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    output = proc.stdout + proc.stderr + items.read_text()
+    output += (
+        (tmp_path / "g.jsonl").read_text() if (tmp_path / "g.jsonl").exists() else ""
+    )
+    assert "Proxy-Authorization" not in output or "sandbox-secret-pw" not in output
+    assert "sandbox-secret-pw" not in output
+    assert "gave_up" in output
