@@ -17,6 +17,7 @@ from scrapy.settings import Settings
 
 from scrapy_sticky_proxy.command import start_url_message
 
+from .conftest import assert_absent
 from .redis_server import free_port
 
 redis = pytest.importorskip("redis")
@@ -246,7 +247,8 @@ def test_unreachable_redis_hides_password(tmp_path: Path) -> None:
     result = scrapy(tmp_path, "sticky_proxy", "status", "--redis-url", url)
     assert result.returncode == 1
     output = result.stdout + result.stderr
-    assert "hunter2" not in output and "Traceback" not in output
+    assert_absent("hunter2", output)
+    assert "Traceback" not in output
     assert f"Redis at {url.replace('hunter2', '***')}: " in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .conftest import assert_absent
+
 PROJECT = Path(__file__).resolve().parent.parent / "example_project"
 
 
@@ -44,7 +46,7 @@ def test_example_crawl(tmp_path: Path) -> None:
     assert "Demo summary (finished): items=40 distinct_exits=40 " in proc.stdout
     assert "items_split_across_exits=0" in proc.stdout
     assert "rerolls=0" not in proc.stdout  # the demo site bans a fifth of exits
-    assert "sandbox-secret-pw" not in proc.stdout + proc.stderr
+    assert_absent("sandbox-secret-pw", proc.stdout + proc.stderr)
 
 
 def test_redis_backend_needs_an_asyncio_reactor() -> None:

@@ -15,7 +15,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 
-from .conftest import assert_no_leak, crawl
+from .conftest import assert_absent, assert_no_leak, crawl
 from .spiders import ItemsSpider, item_of
 from .test_crawl import settings_for
 
@@ -84,7 +84,7 @@ def test_two_processes_share_one_queue_and_dupefilter(
     ]
     assert len(rows) == 240
     for output in outputs:
-        assert sandbox.password not in output
+        assert_absent(sandbox.password, output)
     # Nothing pickled in Redis: every queued request was JSON.
     assert client.zcard("demo_redis:requests") == 0
 
@@ -177,7 +177,7 @@ async def test_unreachable_redis_stops_the_crawl_with_a_clear_error(
     assert result.stats["finish_reason"] == "sticky_proxy_store_unavailable"
     text = log_text()
     assert "cannot reach Redis at redis://:***@127.0.0.1" in text
-    assert "hunter2" not in text
+    assert_absent("hunter2", text)
     assert sandbox.gateway.log == []
 
 

@@ -22,7 +22,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 
-from .conftest import crawl
+from .conftest import assert_absent, crawl
 from .redis_server import free_port
 from .spiders import ItemsSpider
 from .test_crawl import settings_for
@@ -108,7 +108,7 @@ def scrapyd(tmp_path: Path, gateway_sandbox: Sandbox) -> Iterator[Scrapyd]:
     scrapyd_log = proc.communicate(timeout=30)[0]
     # Scrapyd logs each job's command line: the password is not on it.
     assert "Process started" in scrapyd_log
-    assert PROXY_PASSWORD not in scrapyd_log
+    assert_absent(PROXY_PASSWORD, scrapyd_log)
 
 
 def deploy(scrapyd: Scrapyd, tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_deploy_and_run_the_sandbox_crawl(
     assert len(gateway_sandbox.gateway.log) == int(
         re.search(r"'sticky_proxy/requests': (\d+)", log).group(1)  # type: ignore[union-attr]
     )
-    assert PROXY_PASSWORD not in log
+    assert_absent(PROXY_PASSWORD, log)
 
 
 @deferred_f_from_coro_f
@@ -212,6 +212,8 @@ async def test_redis_job_shares_health_with_a_crawl_outside_scrapyd(
     assert len([r for r in rows if "title" in r]) == 40
     assert len([r for r in rows if "part" in r]) == 120
     log = scrapyd.job_file("logs", "demo_redis", job, "log").read_text()
-    assert PROXY_PASSWORD not in log
+    assert_absent(PROXY_PASSWORD, log)
     # Neither the job list nor Scrapyd's own log saw the credential.
-    assert PROXY_PASSWORD not in json.dumps(scrapyd.call("listjobs.json?project=demo"))
+    assert_absent(
+        PROXY_PASSWORD, json.dumps(scrapyd.call("listjobs.json?project=demo"))
+    )
