@@ -15,6 +15,10 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from scrapy import exceptions
+from twisted.internet.error import ConnectionRefusedError as TxConnectionRefusedError
+from twisted.internet.error import DNSLookupError
+
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -101,3 +105,27 @@ def compile_patterns(
                 setting, f"regex {value!r} does not compile: {exc}"
             ) from None
     return tuple(compiled)
+
+
+# Errors that mean the proxy itself cannot be reached.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    ConnectionRefusedError,
+    TxConnectionRefusedError,
+    DNSLookupError,
+    *(
+        cls
+        for cls in (
+            getattr(exceptions, "DownloadConnectionRefusedError", None),
+            getattr(exceptions, "CannotResolveHostError", None),
+        )
+        if cls is not None
+    ),
+)
+
+
+def is_tunnel_407(exception: Exception) -> bool:
+    # Scrapy reports a refused CONNECT only as text:
+    # "Could not open CONNECT tunnel with proxy h:p [{'status': 407, ...}]"
+    return type(exception).__name__ == "TunnelError" and "'status': 407" in str(
+        exception
+    )

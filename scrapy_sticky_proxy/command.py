@@ -26,10 +26,11 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from . import meta as M
-from .config import _pool_policy, _redis_params, _redis_url, _str
+from .config import _pool_policy, _redis_params, _redis_url
 from .errors import ConfigError
 from .pool import PoolPolicy, ProxyPool
-from .redis_store import redact_url, scan_pattern
+from .readers import read_str
+from .redis_layout import redact_url, scan_pattern
 
 if TYPE_CHECKING:
     import argparse
@@ -194,7 +195,7 @@ class StickyProxyCommand(ScrapyCommand):
             settings.set("STICKY_PROXY_NAMESPACE", opts.namespace, "cmdline")
         try:
             url = _redis_url(settings)
-            namespace = _str(settings, "STICKY_PROXY_NAMESPACE") or "sticky_proxy"
+            namespace = read_str(settings, "STICKY_PROXY_NAMESPACE") or "sticky_proxy"
             policy, params = _pool_policy(settings), _redis_params(settings)
             if opts.start_urls_key == f"{namespace}:gave_up":
                 raise UsageError("--start-urls-key cannot be the give-up list")

@@ -15,11 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from scrapy.utils.conf import build_component_list
+
 from .bans import DEFAULT_BAN_EXCEPTIONS, DEFAULT_BAN_STATUSES, compile_patterns
 from .errors import ConfigError
 from .keys import load_key_policy
 from .pool import PoolPolicy
 from .providers import ProviderSpec, ProxyTemplate, get_preset
+from .readers import expand_env, read_bool, read_float, read_int, read_list, read_str
 from .store import DEFAULT_MAX_KEYS, Rotation
 
 if TYPE_CHECKING:
@@ -70,10 +73,12 @@ class StickyProxyConfig:
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> StickyProxyConfig:
-        enabled = _bool(settings, "STICKY_PROXY_ENABLED", True)
-        provider = get_preset(_str(settings, "STICKY_PROXY_PROVIDER") or "generic")
-        lifetime = _int(settings, "STICKY_PROXY_SESSION_LIFETIME", None, minimum=0)
-        url = _str(settings, "STICKY_PROXY_URL") or os.environ.get("STICKY_PROXY_URL")
+        enabled = read_bool(settings, "STICKY_PROXY_ENABLED", True)
+        provider = get_preset(read_str(settings, "STICKY_PROXY_PROVIDER") or "generic")
+        lifetime = read_int(settings, "STICKY_PROXY_SESSION_LIFETIME", None, minimum=0)
+        url = read_str(settings, "STICKY_PROXY_URL") or os.environ.get(
+            "STICKY_PROXY_URL"
+        )
         if url:
             url = expand_env(url, "STICKY_PROXY_URL")
         static = _static_list(settings.get("STICKY_PROXY_LIST"))
@@ -104,13 +109,13 @@ class StickyProxyConfig:
             for secret in template.secrets
             if secret
         )
-        backend = (_str(settings, "STICKY_PROXY_BACKEND") or "memory").lower()
+        backend = (read_str(settings, "STICKY_PROXY_BACKEND") or "memory").lower()
         if backend not in BACKENDS:
             raise ConfigError(
                 "STICKY_PROXY_BACKEND",
                 f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}",
             )
-        policy_path = _str(settings, "STICKY_PROXY_BAN_POLICY")
+        policy_path = read_str(settings, "STICKY_PROXY_BAN_POLICY")
         return cls(
             enabled=enabled,
             provider=provider,
@@ -118,10 +123,11 @@ class StickyProxyConfig:
             static_proxies=static,
             pool_policy=_pool_policy(settings),
             key_func=load_key_policy(settings.get("STICKY_PROXY_KEY") or "url"),
-            max_rerolls=_int(settings, "STICKY_PROXY_MAX_REROLLS", 5, minimum=0) or 0,
+            max_rerolls=read_int(settings, "STICKY_PROXY_MAX_REROLLS", 5, minimum=0)
+            or 0,
             ban_statuses=_statuses(settings),
             ban_patterns=compile_patterns(
-                _list(settings, "STICKY_PROXY_BAN_PATTERNS"),
+                read_list(settings, "STICKY_PROXY_BAN_PATTERNS"),
                 "STICKY_PROXY_BAN_PATTERNS",
             ),
             ban_exceptions=_exceptions(settings),
@@ -131,22 +137,24 @@ class StickyProxyConfig:
             backend=backend,
             redis_url=_redis_url(settings),
             redis_params=_redis_params(settings),
-            redis_ttl=_int(settings, "STICKY_PROXY_REDIS_TTL", 86400, 1) or 86400,
-            namespace=_str(settings, "STICKY_PROXY_NAMESPACE") or "sticky_proxy",
+            redis_ttl=read_int(settings, "STICKY_PROXY_REDIS_TTL", 86400, 1) or 86400,
+            namespace=read_str(settings, "STICKY_PROXY_NAMESPACE") or "sticky_proxy",
             rotation=Rotation(
-                max_age=_float(settings, "STICKY_PROXY_SESSION_MAX_AGE", None),
-                max_uses=_int(settings, "STICKY_PROXY_SESSION_MAX_USES", None, 1),
+                max_age=read_float(settings, "STICKY_PROXY_SESSION_MAX_AGE", None),
+                max_uses=read_int(settings, "STICKY_PROXY_SESSION_MAX_USES", None, 1),
             ),
-            max_keys=_int(settings, "STICKY_PROXY_MAX_KEYS", DEFAULT_MAX_KEYS, 1)
+            max_keys=read_int(settings, "STICKY_PROXY_MAX_KEYS", DEFAULT_MAX_KEYS, 1)
             or DEFAULT_MAX_KEYS,
-            gave_up_file=_str(settings, "STICKY_PROXY_GAVE_UP_FILE"),
-            inherit_key=_bool(settings, "STICKY_PROXY_INHERIT_KEY", False),
-            slot_per_proxy=_bool(settings, "STICKY_PROXY_SLOT_PER_PROXY", True),
-            log_interval=_float(settings, "STICKY_PROXY_LOG_INTERVAL", 60.0, True)
+            gave_up_file=read_str(settings, "STICKY_PROXY_GAVE_UP_FILE"),
+            inherit_key=read_bool(settings, "STICKY_PROXY_INHERIT_KEY", False),
+            slot_per_proxy=read_bool(settings, "STICKY_PROXY_SLOT_PER_PROXY", True),
+            log_interval=read_float(settings, "STICKY_PROXY_LOG_INTERVAL", 60.0, True)
             or 0.0,
-            outage_backoff_max=_float(settings, "STICKY_PROXY_OUTAGE_BACKOFF_MAX", 10.0)
+            outage_backoff_max=read_float(
+                settings, "STICKY_PROXY_OUTAGE_BACKOFF_MAX", 10.0
+            )
             or 10.0,
-            outage_timeout=_float(settings, "STICKY_PROXY_OUTAGE_TIMEOUT", 600.0)
+            outage_timeout=read_float(settings, "STICKY_PROXY_OUTAGE_TIMEOUT", 600.0)
             or 600.0,
             secrets=secrets,
         )
@@ -158,96 +166,12 @@ class StickyProxyConfig:
         return text
 
 
-# -- readers: each names its setting in the error ---------------------------
-
-_ENV_REF = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def expand_env(value: str, setting: str) -> str:
-    """Replace ``{env:NAME}`` with the environment variable NAME, so that a
-    URL can be written in settings.py (or passed to Scrapyd) while its
-    password stays in the environment."""
-
-    def lookup(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ConfigError(
-                setting, f"refers to {{env:{name}}} but {name} is not set"
-            )
-        return os.environ[name]
-
-    return _ENV_REF.sub(lookup, value) if "{env:" in value else value
-
-
-def _str(settings: BaseSettings, name: str) -> str | None:
-    value = settings.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(name, f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _bool(settings: BaseSettings, name: str, default: bool) -> bool:
-    try:
-        return settings.getbool(name, default)
-    except ValueError:
-        raise ConfigError(
-            name, f"expected True/False, got {settings.get(name)!r}"
-        ) from None
-
-
-def _int(
-    settings: BaseSettings, name: str, default: int | None, minimum: int = 0
-) -> int | None:
-    value = settings.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-        if isinstance(value, float) and value != number:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"expected a whole number, got {value!r}") from None
-    if number < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {number}")
-    return number
-
-
-def _float(
-    settings: BaseSettings, name: str, default: float | None, allow_zero: bool = False
-) -> float | None:
-    value = settings.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            name, f"expected a number of seconds, got {value!r}"
-        ) from None
-    if number < 0 or (number == 0 and not allow_zero):
-        raise ConfigError(name, f"must be positive, got {number}")
-    return number
-
-
-def _list(settings: BaseSettings, name: str) -> list[Any]:
-    value = settings.get(name)
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)
-    raise ConfigError(name, f"expected a list, got {type(value).__name__}")
-
-
 def _statuses(settings: BaseSettings) -> frozenset[int]:
     name = "STICKY_PROXY_BAN_STATUSES"
     if settings.get(name) is None:
         return frozenset(DEFAULT_BAN_STATUSES)
     statuses = set()
-    for value in _list(settings, name):
+    for value in read_list(settings, name):
         try:
             status = int(value)
         except (TypeError, ValueError):
@@ -276,7 +200,7 @@ def _exceptions(settings: BaseSettings) -> tuple[type[BaseException], ...]:
                 continue
         return tuple(found)
     classes = []
-    for path in _list(settings, name):
+    for path in read_list(settings, name):
         cls = path if isinstance(path, type) else _load_class(path, name)
         if not issubclass(cls, BaseException):
             raise ConfigError(name, f"{path!r} is not an exception class")
@@ -287,7 +211,9 @@ def _exceptions(settings: BaseSettings) -> tuple[type[BaseException], ...]:
 def _redis_url(settings: BaseSettings) -> str:
     """STICKY_PROXY_REDIS_URL, else scrapy-redis's REDIS_URL, else its
     REDIS_HOST/REDIS_PORT, else redis://localhost:6379 (scrapy-redis's default)."""
-    url = _str(settings, "STICKY_PROXY_REDIS_URL") or _str(settings, "REDIS_URL")
+    url = read_str(settings, "STICKY_PROXY_REDIS_URL") or read_str(
+        settings, "REDIS_URL"
+    )
     if url:
         url = expand_env(url, "STICKY_PROXY_REDIS_URL")
         if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -319,16 +245,16 @@ def _redis_params(settings: BaseSettings) -> dict[str, Any]:
 def _pool_policy(settings: BaseSettings) -> PoolPolicy:
     default = PoolPolicy()
     values = {
-        "unhealthy_after": _int(
+        "unhealthy_after": read_int(
             settings, "STICKY_PROXY_LIST_UNHEALTHY_AFTER", default.unhealthy_after, 1
         ),
-        "dead_after": _int(
+        "dead_after": read_int(
             settings, "STICKY_PROXY_LIST_DEAD_AFTER", default.dead_after, 2
         ),
-        "backoff_base": _float(
+        "backoff_base": read_float(
             settings, "STICKY_PROXY_LIST_BACKOFF", default.backoff_base
         ),
-        "backoff_max": _float(
+        "backoff_max": read_float(
             settings, "STICKY_PROXY_LIST_BACKOFF_MAX", default.backoff_max
         ),
     }
@@ -387,3 +313,34 @@ def _static_list(value: Any) -> tuple[StaticProxy, ...]:
             proxy_id = f"{proxy_id}#{seen[proxy_id]}"
         proxies.append(StaticProxy(proxy_id, template, weight))
     return tuple(proxies)
+
+
+_HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
+
+
+def check_middleware_order(settings: BaseSettings) -> None:
+    """HttpProxyMiddleware must be on, and after StickyProxyMiddleware."""
+    if not settings.getbool("HTTPPROXY_ENABLED"):
+        raise ConfigError(
+            "HTTPPROXY_ENABLED",
+            "scrapy-sticky-proxy needs Scrapy's HttpProxyMiddleware to turn "
+            "proxy credentials into the Proxy-Authorization header",
+        )
+    order = build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
+    ours = "scrapy_sticky_proxy.middleware.StickyProxyMiddleware"
+    names = [
+        p if isinstance(p, str) else f"{p.__module__}.{p.__qualname__}" for p in order
+    ]
+    names = [
+        ours if n == "scrapy_sticky_proxy.StickyProxyMiddleware" else n for n in names
+    ]
+    if (
+        _HTTPPROXY in names
+        and ours in names
+        and names.index(ours) > names.index(_HTTPPROXY)
+    ):
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            "StickyProxyMiddleware must have a lower priority number than "
+            "HttpProxyMiddleware (750); use 740 or the addon",
+        )

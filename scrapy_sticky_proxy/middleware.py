@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from scrapy import exceptions, signals
+from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest, NotConfigured
-from scrapy.utils.asyncio import is_asyncio_available
-from scrapy.utils.conf import build_component_list
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import build_from_crawler
-from twisted.internet.error import ConnectionRefusedError as TxConnectionRefusedError
-from twisted.internet.error import DNSLookupError
 
 from . import meta as M
-from .bans import BanPolicy
-from .config import StickyProxyConfig
-from .errors import ConfigError
+from .backends import make_store
+from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
+from .config import StickyProxyConfig, check_middleware_order
 from .gate import RouteGate
 from .gaveup import give_up_record
 from .keys import session_id
 from .pool import ProxyPool
-from .store import HealthStore, MemoryStore
+from .store import HealthStore
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -39,7 +35,6 @@ AUTH_FAILED = "sticky_proxy_auth_failed"
 STORE_UNAVAILABLE = "sticky_proxy_store_unavailable"
 NO_PROXIES = "sticky_proxy_no_proxies_left"
 OUTAGE = "unreachable/outage"  # give-up reason of requests held back too long
-_HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
 
 
 class StickyProxyMiddleware:
@@ -51,11 +46,13 @@ class StickyProxyMiddleware:
         config = StickyProxyConfig.from_settings(settings)
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
-        _check_httpproxy(settings)
+        check_middleware_order(settings)
         self.crawler = crawler
         self.config = config
         self.stats = crawler.stats
-        self.store: HealthStore = store or self._make_store(config, crawler)
+        self.store: HealthStore = store or make_store(
+            config, getattr(crawler.spider, "name", "") or ""
+        )
         self.policy: BanPolicy = (
             build_from_crawler(config.ban_policy_cls, crawler)
             if config.ban_policy_cls
@@ -82,36 +79,6 @@ class StickyProxyMiddleware:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyMiddleware:
         return cls(crawler)
-
-    @staticmethod
-    def _make_store(config: StickyProxyConfig, crawler: Crawler) -> HealthStore:
-        if config.backend == "memory":
-            return MemoryStore(config.max_keys, config.rotation, config.gave_up_file)
-        if not is_asyncio_available():
-            raise ConfigError(
-                "TWISTED_REACTOR",
-                "the redis backend needs asyncio: use Scrapy's default "
-                "AsyncioSelectorReactor",
-            )
-        try:
-            from .redis_store import RedisStore
-        except ImportError:
-            raise ConfigError(
-                "STICKY_PROXY_BACKEND",
-                "the redis backend needs the redis package: "
-                "pip install 'scrapy-sticky-proxy[redis]'",
-            ) from None
-        assert config.redis_url is not None
-        return RedisStore(
-            config.redis_url,
-            config.namespace,
-            ttl=config.redis_ttl,
-            max_keys=config.max_keys,
-            rotation=config.rotation,
-            gave_up_file=config.gave_up_file,
-            spider=getattr(crawler.spider, "name", "") or "",
-            client_kwargs=config.redis_params,
-        )
 
     async def _open_store(self) -> None:
         try:
@@ -215,11 +182,11 @@ class StickyProxyMiddleware:
         route = meta.get(M.ROUTE)
         if route is None or meta.get(M.DONT) or isinstance(exception, IgnoreRequest):
             return None
-        if _is_tunnel_407(exception):
+        if is_tunnel_407(exception):
             self._auth_failed(request, route)
         gate = self._gates[route]
         was_probe = meta.pop(M.PROBE, False)
-        if isinstance(exception, _UNREACHABLE):
+        if isinstance(exception, UNREACHABLE):
             unreachable = f"unreachable/{type(exception).__name__}"
             if self.pool is None:
                 return self._outage(request, gate, was_probe, unreachable)
@@ -379,21 +346,6 @@ class StickyProxyMiddleware:
         deferred_from_coro(engine.close_spider_async(reason=reason))
 
 
-_UNREACHABLE: tuple[type[Exception], ...] = (
-    ConnectionRefusedError,
-    TxConnectionRefusedError,
-    DNSLookupError,
-    *(
-        cls
-        for cls in (
-            getattr(exceptions, "DownloadConnectionRefusedError", None),
-            getattr(exceptions, "CannotResolveHostError", None),
-        )
-        if cls is not None
-    ),
-)
-
-
 def _strip_route(request: Request) -> None:
     """Drop what this middleware and HttpProxyMiddleware put on a request,
     so its copy carries no credentials (it may be queued, even in Redis) and
@@ -404,38 +356,3 @@ def _strip_route(request: Request) -> None:
     if meta.pop(M.SLOT, None):
         meta.pop("download_slot", None)
     request.headers.pop(b"Proxy-Authorization", None)
-
-
-def _is_tunnel_407(exception: Exception) -> bool:
-    # Scrapy reports a refused CONNECT only as text:
-    # "Could not open CONNECT tunnel with proxy h:p [{'status': 407, ...}]"
-    return type(exception).__name__ == "TunnelError" and "'status': 407" in str(
-        exception
-    )
-
-
-def _check_httpproxy(settings: Any) -> None:
-    if not settings.getbool("HTTPPROXY_ENABLED"):
-        raise ConfigError(
-            "HTTPPROXY_ENABLED",
-            "scrapy-sticky-proxy needs Scrapy's HttpProxyMiddleware to turn "
-            "proxy credentials into the Proxy-Authorization header",
-        )
-    order = build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
-    ours = "scrapy_sticky_proxy.middleware.StickyProxyMiddleware"
-    names = [
-        p if isinstance(p, str) else f"{p.__module__}.{p.__qualname__}" for p in order
-    ]
-    names = [
-        ours if n == "scrapy_sticky_proxy.StickyProxyMiddleware" else n for n in names
-    ]
-    if (
-        _HTTPPROXY in names
-        and ours in names
-        and names.index(ours) > names.index(_HTTPPROXY)
-    ):
-        raise ConfigError(
-            "DOWNLOADER_MIDDLEWARES",
-            "StickyProxyMiddleware must have a lower priority number than "
-            "HttpProxyMiddleware (750); use 740 or the addon",
-        )

@@ -1,113 +1,43 @@
 """The Redis backend of the health store: what one crawler learns, all learn.
 
-Layout under the namespace ``ns`` (every value JSON or a plain string, never
-pickle; session keys are stored as a digest, never as the URL):
-
-==============================  ==============================================
-``ns:g:<digest>``               a key's generation (string), expires after TTL
-``ns:proxies``                  hash: static proxy id -> [failures, retry_at, ever_ok]
-``ns:gave_up``                  list of give-up records (JSON)
-``ns:crawlers:<host>:<pid>:<spider>``  heartbeat (JSON), expires on its own
-``ns:stats:bumps``              how many generation bumps happened (counter)
-``ns:events``                   pub/sub channel: ``g <digest> <gen>``, ``p <id> <json>``
-==============================  ==============================================
+The keys it uses are described in :mod:`scrapy_sticky_proxy.redis_layout`.
 
 Nothing touches Redis on a healthy request: the crawler reads a local view
 (a :class:`MemoryStore` keyed by digest) that is loaded at start and kept
 current through ``ns:events``. Bans, proxy health changes and give-ups are
 queued and sent by one background task, batched in a pipeline. If Redis goes
 away the crawl goes on with the local view; the queue is kept, a warning is
-logged once, and when Redis is back the queue is replayed and the view
-reloaded (messages published meanwhile were missed).
+logged once, and when Redis is back the local view is written back (a Redis
+restarted without persistence has forgotten it), the queue replayed and the
+view reloaded (messages published meanwhile were missed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import re
 import socket
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from .redis_layout import (
+    BUMP,
+    DEFAULT_TTL,
+    GAVE_UP_MAX,
+    HEARTBEAT_INTERVAL,
+    RAISE,
+    key_digest,
+    quiet_client,
+    redact_url,
+    scan_pattern,
+)
 from .store import DEFAULT_MAX_KEYS, HealthStore, MemoryStore, Rotation
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TTL = 86400
-HEARTBEAT_INTERVAL = 10.0
-GAVE_UP_MAX = 1_000_000
-
-# Compare and increment: bump only if the stored generation is not ahead of
-# the one the caller saw banned. Returns {generation now, 1 if bumped here}.
-_BUMP = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local seen = tonumber(ARGV[1])
-if current > seen then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  return {current, 0}
-end
-local new = seen + 1
-redis.call('SET', KEYS[1], new, 'EX', ARGV[2])
-redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', KEYS[2], 'g ' .. ARGV[3] .. ' ' .. new)
-return {new, 1}
-"""
-
-
-# Raise a key to at least a generation (re-seeding a Redis that lost data).
-_RAISE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-end
-return current
-"""
-
-
-def _quiet_client() -> dict[str, Any]:
-    """Client options that spare every new connection the handshake extras
-    (CLIENT SETINFO, maintenance notifications) of recent redis-py
-    versions: they cost commands and fail on older servers."""
-    import importlib.util
-
-    if importlib.util.find_spec("redis.driver_info") is None:  # redis < 8
-        return {"lib_name": None, "lib_version": None}
-    from redis.maint_notifications import MaintNotificationsConfig
-
-    return {
-        "driver_info": None,
-        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
-    }
-
-
-def scan_pattern(prefix: str) -> str:
-    """A SCAN pattern for every key under *prefix*, its glob characters
-    escaped (a namespace like ``site[1]`` must not match its neighbours)."""
-    return re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + "*"
-
-
-def key_digest(key: str) -> str:
-    """What Redis and the local view know a session key by."""
-    return hashlib.blake2b(
-        key.encode("utf-8", "surrogatepass"), digest_size=12
-    ).hexdigest()
-
-
-def redact_url(url: str) -> str:
-    """A Redis URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
 
 
 class RedisStore(HealthStore):
@@ -191,12 +121,12 @@ class RedisStore(HealthStore):
         import redis.asyncio as aioredis
 
         self._client = aioredis.from_url(
-            self.url, decode_responses=True, **{**_quiet_client(), **self.client_kwargs}
+            self.url, decode_responses=True, **{**quiet_client(), **self.client_kwargs}
         )
         try:
             await self._client.ping()
-            self._bump = self._client.register_script(_BUMP)
-            self._raise = self._client.register_script(_RAISE)
+            self._bump = self._client.register_script(BUMP)
+            self._raise = self._client.register_script(RAISE)
             await self._subscribe()
             await self._beat()
         except Exception as exc:
