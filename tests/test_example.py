@@ -14,22 +14,13 @@ from .conftest import assert_absent
 PROJECT = Path(__file__).resolve().parent.parent / "example_project"
 
 
-def test_example_crawl(tmp_path: Path) -> None:
-    items = tmp_path / "items.jsonl"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scrapy",
-            "crawl",
-            "demo",
-            "-O",
-            str(items),
-            "-s",
-            f"STICKY_PROXY_GAVE_UP_FILE={tmp_path / 'gave_up.jsonl'}",
-            "-s",
-            "DEMO_ITEMS=40",
-        ],
+def crawl_example(*args: str, **settings: object) -> subprocess.CompletedProcess[str]:
+    """``scrapy crawl demo`` in example_project, as a user runs it."""
+    command = [sys.executable, "-m", "scrapy", "crawl", "demo", *args]
+    for name, value in settings.items():
+        command += ["-s", f"{name}={value}"]
+    return subprocess.run(
+        command,
         cwd=PROJECT,
         # This checkout's code, whatever an editable install points to.
         env={**os.environ, "PYTHONPATH": str(PROJECT.parent)},
@@ -37,6 +28,16 @@ def test_example_crawl(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+def test_example_crawl(tmp_path: Path) -> None:
+    items = tmp_path / "items.jsonl"
+    proc = crawl_example(
+        "-O",
+        str(items),
+        STICKY_PROXY_GAVE_UP_FILE=tmp_path / "gave_up.jsonl",
+        DEMO_ITEMS=40,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in items.read_text().splitlines()]
@@ -50,23 +51,8 @@ def test_example_crawl(tmp_path: Path) -> None:
 
 
 def test_redis_backend_needs_an_asyncio_reactor() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scrapy",
-            "crawl",
-            "demo",
-            "-s",
-            "STICKY_PROXY_BACKEND=redis",
-            "-s",
-            "TWISTED_REACTOR=twisted.internet.selectreactor.SelectReactor",
-        ],
-        cwd=PROJECT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT.parent)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    proc = crawl_example(
+        STICKY_PROXY_BACKEND="redis",
+        TWISTED_REACTOR="twisted.internet.selectreactor.SelectReactor",
     )
     assert "TWISTED_REACTOR: the redis backend needs asyncio" in proc.stderr

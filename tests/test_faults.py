@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import resource
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from scrapy_sticky_proxy.store import MemoryStore, Rotation
 from .conftest import assert_absent, assert_no_leak, crawl
 from .spiders import ItemsSpider
 from .test_crawl import settings_for
+from .test_example import crawl_example
 
 
 class AfterItems(ItemsSpider):
@@ -316,32 +314,14 @@ async def test_namespace_shared_by_two_projects_with_different_providers(
 def test_leak_scan_of_the_example_crawl_output(tmp_path: Path) -> None:
     """Case 9, end to end: the example crawl's whole output (stdout, stderr
     with DEBUG logs, items, give-ups) never holds the sandbox password."""
-    root = Path(__file__).resolve().parent.parent
     items = tmp_path / "items.jsonl"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scrapy",
-            "crawl",
-            "demo",
-            "-O",
-            str(items),
-            "-s",
-            "LOG_LEVEL=DEBUG",
-            "-s",
-            f"STICKY_PROXY_GAVE_UP_FILE={tmp_path / 'g.jsonl'}",
-            "-s",
-            "DEMO_BAN_FRACTION=0.5",
-            "-s",
-            "STICKY_PROXY_MAX_REROLLS=1",
-        ],
-        cwd=root / "example_project",
-        env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    proc = crawl_example(
+        "-O",
+        str(items),
+        LOG_LEVEL="DEBUG",
+        STICKY_PROXY_GAVE_UP_FILE=tmp_path / "g.jsonl",
+        DEMO_BAN_FRACTION=0.5,
+        STICKY_PROXY_MAX_REROLLS=1,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     output = proc.stdout + proc.stderr + items.read_text()
