@@ -20,15 +20,24 @@ The digest reaches the pool through a context variable set for the duration
 of ``download_request``: the Agent asks the pool for a connection
 synchronously, inside that call, and the pool remembers the key it handed out
 when the connection is returned. No private Scrapy class is subclassed.
+
+Sessions cost connections (a new session is a new connection), so the
+connection path matters: for a proxy given as an IPv4 address (the sandbox,
+Tor, most static proxy lists) the pool connects with a plain TCP endpoint
+instead of Twisted's HostnameEndpoint, whose name resolution and
+happy-eyeballs machinery have nothing to do for an address and cost about as
+much CPU as the rest of the request (``python -m bench.e2e``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
+from twisted.internet.abstract import isIPAddress
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.web.client import HTTPConnectionPool
 
 from .errors import ConfigError
@@ -62,6 +71,7 @@ class SessionKeyedPool(HTTPConnectionPool):
         digest = _SESSION_DIGEST.get()
         if digest is not None:
             key = (*key, digest)  # type: ignore[misc]
+            endpoint = _address_endpoint(endpoint)
         result = super().getConnection(key, endpoint)
         if not self._connections.get(key):
             self._connections.pop(key, None)
@@ -91,6 +101,24 @@ class SessionKeyedPool(HTTPConnectionPool):
     @property
     def pool_keys(self) -> int:
         return len(self._connections)
+
+
+def _address_endpoint(endpoint: IStreamClientEndpoint) -> IStreamClientEndpoint:
+    """A TCP4ClientEndpoint with the same host, port, timeout and bind address
+    when *endpoint* is a HostnameEndpoint for an IPv4 address; else
+    *endpoint* itself (names still need resolving, IPv6 stays as it was)."""
+    if type(endpoint) is not HostnameEndpoint:
+        return endpoint
+    try:
+        host = endpoint._hostText
+        port, timeout = endpoint._port, endpoint._timeout
+        reactor, bind = endpoint._reactor, endpoint._bindAddress
+    except AttributeError:  # another Twisted: keep its endpoint
+        return endpoint
+    if not isIPAddress(host):
+        return endpoint
+    direct = TCP4ClientEndpoint(reactor, host, port, timeout=timeout, bindAddress=bind)
+    return cast("IStreamClientEndpoint", direct)
 
 
 class StickyProxyDownloadHandler(HTTP11DownloadHandler):
