@@ -104,6 +104,8 @@ class StickyProxyMiddleware:
         key = meta.get(M.KEY)
         if not key:
             key = meta[M.KEY] = self.key_func(request)  # type: ignore[misc]
+        elif not isinstance(key, str):
+            key = meta[M.KEY] = str(key)
         now = time.monotonic()
         generation, rotated = self.store.acquire(key, now)
         if rotated:
@@ -115,9 +117,7 @@ class StickyProxyMiddleware:
                 route = self.config.gateway.hostport
             else:
                 route = self._pick_proxy(key, generation, meta.get(M.BANNED_ON))
-            gate = self._gates.get(route)
-            if gate is None:
-                gate = self._gates[route] = RouteGate()
+            gate = self._gate(route)
             if gate.expired and (
                 gate.state == "probing" or gate.not_before > time.monotonic()
             ):
@@ -165,7 +165,7 @@ class StickyProxyMiddleware:
         if response.status == 407:
             self._auth_failed(request, route)
         meta.pop(M.PROBE, None)
-        down_for = self._gates[route].succeeded(time.monotonic())
+        down_for = self._gate(route).succeeded(time.monotonic())
         if down_for is not None:
             logger.info("The proxy %s answers again after %.1f s", route, down_for)
         reason = self.policy.response_ban(response)
@@ -184,7 +184,7 @@ class StickyProxyMiddleware:
             return None
         if is_tunnel_407(exception):
             self._auth_failed(request, route)
-        gate = self._gates[route]
+        gate = self._gate(route)
         was_probe = meta.pop(M.PROBE, False)
         if isinstance(exception, UNREACHABLE):
             unreachable = f"unreachable/{type(exception).__name__}"
@@ -249,7 +249,7 @@ class StickyProxyMiddleware:
             self.store.proxy_changed(route, *after)
 
     def _auth_failed(self, request: Request, route: str) -> None:
-        self._gates.setdefault(route, RouteGate()).settle("failed")
+        self._gate(route).settle("failed")
         self._inc("auth_failed")
         self._close(
             AUTH_FAILED,
@@ -331,6 +331,12 @@ class StickyProxyMiddleware:
         raise IgnoreRequest(f"sticky proxy gave up: {', '.join(reasons)}")
 
     # -- helpers ---------------------------------------------------------------
+
+    def _gate(self, route: str) -> RouteGate:
+        gate = self._gates.get(route)
+        if gate is None:
+            gate = self._gates[route] = RouteGate()
+        return gate
 
     def _inc(self, name: str, count: int = 1) -> None:
         assert self.stats is not None

@@ -196,3 +196,57 @@ def test_bad_pool_cap(sandbox: Sandbox) -> None:
         assert str(exc).startswith("STICKY_PROXY_POOL_MAX_IDLE: ")
     else:
         raise AssertionError("no error")
+
+
+@deferred_f_from_coro_f
+async def test_a_non_string_key_is_used_as_text(sandbox: Sandbox) -> None:
+    from scrapy import Spider
+
+    class IntKeys(Spider):
+        name = "intkeys"
+
+        async def start(self) -> Any:
+            for i in (1, 2):
+                yield Request(
+                    f"{sandbox.site_url}/item/{i}", meta={"sticky_proxy_key": 42}
+                )
+
+        def parse(self, response: Response) -> Any:
+            yield {
+                "client": response.css("#client::text").get(),
+                "key": response.meta["sticky_proxy_key"],
+            }
+
+    result = await crawl(IntKeys, settings_for(sandbox))
+    assert [i["key"] for i in result.items] == ["42", "42"]
+    assert len({i["client"] for i in result.items}) == 1
+
+
+@deferred_f_from_coro_f
+async def test_proactive_rotation_by_uses(sandbox: Sandbox) -> None:
+    """Each item page and its 3 follow-ups share a key: with max 2 uses per
+    session, the key rotates once, without a ban."""
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, STICKY_PROXY_SESSION_MAX_USES=2),
+        base=sandbox.site_url,
+        n=10,
+    )
+    assert len(result.items) == 40
+    assert result.stats["sticky_proxy/rotations"] == 10
+    assert result.stats.get("sticky_proxy/bans", 0) == 0
+    assert all(len(e) == 2 for e in exits_by_item(sandbox).values())
+
+
+@deferred_f_from_coro_f
+async def test_progress_line(sandbox: Sandbox, log_text: Any) -> None:
+    from scrapy_sticky_proxy import StickyProxyStats
+
+    result = await crawl(ItemsSpider, settings_for(sandbox), base=sandbox.site_url, n=2)
+    extension = next(
+        e
+        for e in result.crawler.extensions.middlewares
+        if isinstance(e, StickyProxyStats)
+    )
+    extension.log_progress()
+    assert "Sticky proxy: requests=8 tracked_keys=0 bans=0 rerolls=0" in log_text()
