@@ -39,11 +39,11 @@ class StickyProxyStats:
     def spider_closed(self, reason: str) -> None:
         if self._task is not None and self._task.running:
             self._task.stop()
-        self._publish_tracked_keys()
+        self._flush_middleware()
         logger.info("Sticky proxy summary (%s): %s", reason, self.summary())
 
     def log_progress(self) -> None:
-        self._publish_tracked_keys()
+        self._flush_middleware()
         logger.info("Sticky proxy: %s", self.summary())
 
     def summary(self) -> str:
@@ -64,9 +64,9 @@ class StickyProxyStats:
             f"gave_up={value.get('gave_up', 0)}"
         )
 
-    def _publish_tracked_keys(self) -> None:
+    def _flush_middleware(self) -> None:
         from .middleware import StickyProxyMiddleware
 
         mw = self.crawler.get_downloader_middleware(StickyProxyMiddleware)
-        if mw is not None and self.crawler.stats is not None:
-            self.crawler.stats.set_value(f"{PREFIX}tracked_keys", len(mw.store))
+        if mw is not None:
+            mw.flush_stats()
