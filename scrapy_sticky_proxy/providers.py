@@ -10,9 +10,8 @@ Pure logic: no Scrapy import, no I/O.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
@@ -20,6 +19,7 @@ from urllib.parse import quote, unquote
 
 from .errors import ConfigError
 from .keys import ALNUM, IdRules
+from .proxyurl import Fail, split_proxy_url
 
 __all__ = [
     "LIFETIME_SETTING",
@@ -148,9 +148,7 @@ def _lifetime_text(spec: ProviderSpec, seconds: object) -> str:
 
 # -- proxy URL templates --------------------------------------------------------
 
-_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _TOKEN_RE = re.compile(r"\{([^{}]*)\}")
-_HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_.])?")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
 #: Kept as written in the userinfo; everything else is percent-encoded
 #: (``@``, ``[``, non-ASCII...), which ``unquote`` undoes.
@@ -226,7 +224,7 @@ class ProxyTemplate:
         def fail(problem: str) -> ConfigError:
             return ConfigError(setting, problem)
 
-        scheme, userinfo, hostport = _split_url(url, spec, fail)
+        scheme, userinfo, hostport = split_proxy_url(url, spec.gateway, fail)
         _check_placeholders(userinfo, fail)
         user, colon, pw = userinfo.partition(":")
         cut = re.split(r"\{(?:session|lifetime)\}", pw)
@@ -273,47 +271,7 @@ class ProxyTemplate:
         )
 
 
-_Fail = Callable[[str], ConfigError]
-
-
-def _split_url(url: object, spec: ProviderSpec, fail: _Fail) -> tuple[str, str, str]:
-    """``(scheme, userinfo, host:port)`` of a proxy URL, checked."""
-    if not isinstance(url, str) or not url.strip():
-        raise fail("must be a non-empty proxy URL such as http://user:pass@host:port")
-    url = url.strip()
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise fail("contains whitespace or control characters; percent-encode them")
-    match = _SCHEME_RE.match(url)
-    scheme = match.group(1).lower() if match else "http"
-    rest = url[match.end() :] if match else url
-    hint = f" (e.g. {spec.gateway})" if spec.gateway else ""
-    if scheme == "https":
-        raise fail(
-            "https:// proxy URLs are not supported: Scrapy cannot speak TLS to a "
-            f"proxy. Use the provider's plain http port with http://{hint}; https "
-            "sites still work through it (CONNECT)"
-        )
-    if scheme.startswith("socks"):
-        raise fail(
-            f"{scheme}:// proxies are not supported by Scrapy; use the provider's "
-            f"http gateway{hint} or a local http-to-socks bridge"
-        )
-    if scheme != "http":
-        raise fail(f"unsupported proxy scheme {scheme!r}; use http://")
-    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    netloc, tail = rest[:end], rest[end:]
-    if "@" in tail:
-        raise fail(
-            "the credentials seem to contain '/', '?' or '#': percent-encode them "
-            "(%2F, %3F, %23)"
-        )
-    if tail not in ("", "/"):
-        raise fail("must not have a path, query or fragment after host:port")
-    userinfo, _, hostport = netloc.rpartition("@")
-    return scheme, userinfo, _parse_hostport(hostport, fail)
-
-
-def _check_placeholders(userinfo: str, fail: _Fail) -> None:
+def _check_placeholders(userinfo: str, fail: Fail) -> None:
     """Only {session} and {lifetime}; an unknown one is named if in the username."""
     user_end = userinfo.find(":") if ":" in userinfo else len(userinfo)
     for token in _TOKEN_RE.finditer(userinfo):
@@ -333,7 +291,7 @@ def _check_placeholders(userinfo: str, fail: _Fail) -> None:
 
 def _place(
     spec: ProviderSpec, cred: tuple[str, str, str], *, lifetime: int | None,
-    hostport: str, fail: _Fail,
+    hostport: str, fail: Fail,
 ) -> tuple[str, str, str]:  # fmt: skip
     """Append (or write) the {session} marker where *spec* puts it."""
     user, colon, pw = cred
@@ -367,36 +325,3 @@ def _place(
     if spec.part == "username":
         return user + added, colon, pw
     return user, ":", pw + added
-
-
-def _parse_hostport(text: str, fail: _Fail) -> str:
-    """Normalised ``host:port``; raises ``fail(problem)`` (never echoes input)."""
-    if "{" in text or "}" in text:
-        raise fail(
-            "placeholders may only appear in the username or password, not in host:port"
-        )
-    if text.startswith("["):
-        host, bracket, after = text[1:].partition("]")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            bracket = ""
-        if not bracket or (after and not after.startswith(":")):
-            raise fail("has an invalid IPv6 host (write it as [::1]:port)")
-        host, port = f"[{host}]", after[1:]
-    else:
-        host, _, port = text.partition(":")
-        if ":" in port:
-            raise fail("an IPv6 host must be written in brackets, e.g. [::1]:8080")
-        if host and not _HOST_RE.fullmatch(host):
-            raise fail("the host has invalid characters (write IDN hosts as punycode)")
-    if not host:
-        raise fail("has no host; expected http://user:pass@host:port")
-    if not port:
-        raise fail(
-            "has no port: write it as http://user:pass@host:PORT (proxy URLs have "
-            "no default port)"
-        )
-    if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
-        raise fail("the port must be a number from 1 to 65535")
-    return f"{host.lower()}:{int(port)}"
