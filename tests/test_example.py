@@ -14,16 +14,21 @@ from .conftest import assert_absent
 PROJECT = Path(__file__).resolve().parent.parent / "example_project"
 
 
-def crawl_example(*args: str, **settings: object) -> subprocess.CompletedProcess[str]:
+def crawl_example(
+    *args: str, path_first: Path | None = None, **settings: object
+) -> subprocess.CompletedProcess[str]:
     """``scrapy crawl demo`` in example_project, as a user runs it."""
     command = [sys.executable, "-m", "scrapy", "crawl", "demo", *args]
     for name, value in settings.items():
         command += ["-s", f"{name}={value}"]
+    # This checkout's code, whatever an editable install points to.
+    path = [str(PROJECT.parent)] if path_first is None else [str(path_first)]
+    if path_first is not None:
+        path.append(str(PROJECT.parent))
     return subprocess.run(
         command,
         cwd=PROJECT,
-        # This checkout's code, whatever an editable install points to.
-        env={**os.environ, "PYTHONPATH": str(PROJECT.parent)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
         capture_output=True,
         text=True,
         timeout=120,
@@ -56,3 +61,19 @@ def test_redis_backend_needs_an_asyncio_reactor() -> None:
         TWISTED_REACTOR="twisted.internet.selectreactor.SelectReactor",
     )
     assert "TWISTED_REACTOR: the redis backend needs asyncio" in proc.stderr
+
+
+def test_example_crawl_without_the_redis_extra(tmp_path: Path) -> None:
+    """The README's main command installs the package without extras: the
+    project must not need scrapy-redis for `scrapy crawl demo` (Scrapy
+    imports every spider module, demo_redis's included)."""
+    blocked = tmp_path / "blocked" / "scrapy_redis"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text(
+        'raise ImportError("scrapy-redis is not installed")\n'
+    )
+    proc = crawl_example(
+        "-O", str(tmp_path / "items.jsonl"), path_first=blocked.parent, DEMO_ITEMS=5
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Demo summary (finished): items=5 " in proc.stdout

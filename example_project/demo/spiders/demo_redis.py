@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from scrapy_redis.spiders import RedisSpider
-
 from .demo import DemoSpider
+
+try:
+    from scrapy_redis.spiders import RedisSpider
+except ImportError:  # the redis extra is not installed: `demo` must still run
+    RedisSpider = None
 
 REDIS_MODE: dict[str, Any] = {
     # scrapy-redis: a shared queue and dupefilter instead of per-process ones.
@@ -33,18 +36,31 @@ REDIS_MODE: dict[str, Any] = {
 }
 
 
-class DemoRedisSpider(RedisSpider, DemoSpider):
-    name = "demo_redis"
-    custom_settings = REDIS_MODE
+if RedisSpider is None:
 
-    async def start(self) -> AsyncIterator[Any]:
-        # scrapy-redis reads start URLs in start_requests(); DemoSpider's
-        # start() (the embedded sandbox) does not apply in Redis mode.
-        for request in self.start_requests():
-            yield request
+    class DemoRedisSpider(DemoSpider):
+        name = "demo_redis"
 
-    def parse(self, response: Any, **kwargs: Any) -> Any:
-        # Start URLs from Redis may be index pages or item pages.
-        if "/item/" in response.url:
-            return self.parse_item(response)
-        return self.parse_index(response)
+        def __init__(self, *args: Any, **kwargs: Any):
+            raise RuntimeError(
+                "demo_redis needs scrapy-redis: "
+                "pip install 'scrapy-sticky-proxy[redis]'"
+            )
+
+else:
+
+    class DemoRedisSpider(RedisSpider, DemoSpider):
+        name = "demo_redis"
+        custom_settings = REDIS_MODE
+
+        async def start(self) -> AsyncIterator[Any]:
+            # scrapy-redis reads start URLs in start_requests(); DemoSpider's
+            # start() (the embedded sandbox) does not apply in Redis mode.
+            for request in self.start_requests():
+                yield request
+
+        def parse(self, response: Any, **kwargs: Any) -> Any:
+            # Start URLs from Redis may be index pages or item pages.
+            if "/item/" in response.url:
+                return self.parse_item(response)
+            return self.parse_index(response)
