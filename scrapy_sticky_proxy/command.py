@@ -185,7 +185,13 @@ class StickyProxyCommand(ScrapyCommand):
             raise UsageError("requeue needs --start-urls-key KEY")
         if opts.limit is not None and opts.limit < 1:
             raise UsageError("--limit must be at least 1")
-        import redis
+        try:
+            import redis
+        except ImportError:
+            raise UsageError(
+                "this command needs the redis package: "
+                "pip install 'scrapy-sticky-proxy[redis]'"
+            ) from None
 
         settings = self.settings
         assert settings is not None
