@@ -91,6 +91,10 @@ class _Session:
         self.uses = uses
 
 
+def _generation_of(entry: int | _Session) -> int:
+    return entry if isinstance(entry, int) else entry.generation
+
+
 class MemoryStore(HealthStore):
     """A per-process store, bounded to *max_keys* (least recently used keys
     are forgotten first; a forgotten key restarts at generation 0).
@@ -121,9 +125,7 @@ class MemoryStore(HealthStore):
 
     def generation(self, key: str) -> int:
         entry = self._entries.get(key)
-        if entry is None:
-            return 0
-        return entry if isinstance(entry, int) else entry.generation
+        return 0 if entry is None else _generation_of(entry)
 
     def acquire(self, key: str, now: float) -> tuple[int, bool]:
         entries = self._entries
@@ -179,7 +181,7 @@ class MemoryStore(HealthStore):
     def items(self) -> Iterator[tuple[str, int]]:
         """(key, generation) of every key past generation 0."""
         for key, entry in list(self._entries.items()):
-            generation = entry if isinstance(entry, int) else entry.generation
+            generation = _generation_of(entry)
             if generation:
                 yield key, generation
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from scrapy import Request, Spider
@@ -54,6 +54,31 @@ class ItemsSpider(Spider):
     def parse_part(self, response: Response) -> dict[str, Any]:
         data = response.json()
         return {"item": data["item"], "part": data["part"], "exit": data["client"]}
+
+
+def hooked(signal: object, handler: Callable[..., object]) -> type[ItemsSpider]:
+    """An ItemsSpider whose crawl calls *handler* on every *signal*."""
+
+    class Hooked(ItemsSpider):
+        @classmethod
+        def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+            spider = super().from_crawler(crawler, *args, **kwargs)
+            crawler.signals.connect(handler, signal=signal, weak=False)
+            return spider
+
+    return Hooked
+
+
+def at_counts(actions: dict[int, Callable[[], object]]) -> Callable[[], None]:
+    """A signal handler that runs ``actions[n]`` on its n-th call."""
+    calls = [0]
+
+    def handler() -> None:
+        calls[0] += 1
+        if calls[0] in actions:
+            actions[calls[0]]()
+
+    return handler
 
 
 def item_of(path: str) -> int | None:

@@ -20,28 +20,9 @@ from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 from scrapy_sticky_proxy.store import MemoryStore, Rotation
 
 from .conftest import assert_absent, assert_no_leak, crawl
-from .spiders import ItemsSpider
+from .spiders import ItemsSpider, at_counts, hooked
 from .test_crawl import settings_for
 from .test_example import crawl_example
-
-
-class AfterItems(ItemsSpider):
-    """Runs ``action`` once, when the n-th item is scraped."""
-
-    action: Any = None
-    after = 1
-
-    @classmethod
-    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
-        spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.scraped = 0
-        crawler.signals.connect(spider._count, signal=signals.item_scraped)
-        return spider
-
-    def _count(self) -> None:
-        self.scraped += 1
-        if self.scraped == self.after:
-            type(self).action()
 
 
 def nothing_lost(result: Any, n: int, parts: int = 3) -> int:
@@ -59,14 +40,12 @@ async def test_gateway_refuses_connections_for_ten_seconds(
     """Case 1: the crawl waits the outage out with a backoff; no session is
     burned for it and nothing is lost."""
 
-    class Outage(AfterItems):
-        after = 20
+    def outage() -> None:
+        sandbox.gateway_refuse()
+        # The scenario: the gateway is back ten seconds later.
+        call_later(10, sandbox.gateway_normal)
 
-        @staticmethod
-        def action() -> None:
-            sandbox.gateway_refuse()
-            # The scenario: the gateway is back ten seconds later.
-            call_later(10, sandbox.gateway_normal)
+    Outage = hooked(signals.item_scraped, at_counts({20: outage}))
 
     result = await crawl(Outage, settings_for(sandbox), base=sandbox.site_url, n=100)
     assert nothing_lost(result, 100) == 0
@@ -89,12 +68,7 @@ async def test_gateway_refuses_connections_for_ten_seconds(
 async def test_gateway_outage_longer_than_the_timeout_is_recorded(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    class Outage(AfterItems):
-        after = 5
-
-        @staticmethod
-        def action() -> None:
-            sandbox.gateway_refuse()
+    Outage = hooked(signals.item_scraped, at_counts({5: sandbox.gateway_refuse}))
 
     gave_up = tmp_path / "gave_up.jsonl"
     result = await crawl(
@@ -123,12 +97,7 @@ async def test_gateway_that_hangs(sandbox: Sandbox) -> None:
     """Case 2: a gateway that accepts and never answers: each timeout is a
     failure of that session, bounded by the re-roll budget."""
 
-    class Hang(AfterItems):
-        after = 4
-
-        @staticmethod
-        def action() -> None:
-            sandbox.gateway_hang()
+    Hang = hooked(signals.item_scraped, at_counts({4: sandbox.gateway_hang}))
 
     result = await crawl(
         Hang,

@@ -15,7 +15,7 @@ from scrapy_sticky_proxy.config import StickyProxyConfig
 from scrapy_sticky_proxy.sandbox import Sandbox
 
 from .conftest import crawl
-from .spiders import ItemsSpider
+from .spiders import ItemsSpider, hooked
 from .test_crawl import exits_by_item, settings_for
 
 
@@ -169,13 +169,7 @@ async def test_connection_pool_stays_bounded(sandbox: Sandbox) -> None:
         peaks["idle"] = max(peaks["idle"], pool.idle_connections)
         peaks["keys"] = max(peaks["keys"], pool.pool_keys)
 
-    class Measured(ItemsSpider):
-        @classmethod
-        def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
-            spider = super().from_crawler(crawler, *args, **kwargs)
-            crawler.signals.connect(measure, signal=signals.response_received)
-            return spider
-
+    Measured = hooked(signals.response_received, measure)
     result = await crawl(Measured, runner_settings, base=sandbox.site_url, n=60)
     assert len(result.items) == 240
     # 60 sessions, each kept its connection alive; at most 5 stayed idle.

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 
 from .conftest import assert_absent, assert_no_leak, crawl
-from .spiders import ItemsSpider, item_of
+from .spiders import ItemsSpider, at_counts, hooked, item_of
 from .test_crawl import settings_for
 
 PROJECT = Path(__file__).resolve().parent.parent / "example_project"
@@ -134,23 +135,16 @@ async def test_healthy_requests_cost_no_redis_commands(
 
     from scrapy import signals
 
-    responses = [0]
     marks: dict[int, int] = {}  # response number -> Redis commands so far
 
-    class Counted(ItemsSpider):
-        """Reads Redis's command count at the 100th and 1000th response:
-        the steady state, start-up and close left out."""
+    def mark(n: int) -> Callable[[], None]:
+        return lambda: marks.__setitem__(n, commands())
 
-        @classmethod
-        def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
-            spider = super().from_crawler(crawler, *args, **kwargs)
-            crawler.signals.connect(spider.mark, signal=signals.response_received)
-            return spider
-
-        def mark(self) -> None:
-            responses[0] += 1
-            if responses[0] in (100, 1000):
-                marks[responses[0]] = commands()
+    # Redis's command count at the 100th and 1000th response: the steady
+    # state, start-up and close left out.
+    Counted = hooked(
+        signals.response_received, at_counts({100: mark(100), 1000: mark(1000)})
+    )
 
     client.config_resetstat()
     result = await crawl(
@@ -192,23 +186,10 @@ async def test_redis_killed_and_restarted_mid_crawl(
     server = RedisServer(tmp_path).start()
     rule = ban_fraction(0.2)
     sandbox.site.ban_rule = rule
-    state = {"scraped": 0}
-
-    class Chaos(ItemsSpider):
-        """Kills Redis after 40 items and starts it again after 120."""
-
-        @classmethod
-        def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
-            spider = super().from_crawler(crawler, *args, **kwargs)
-            crawler.signals.connect(spider.count, signal=signals.item_scraped)
-            return spider
-
-        def count(self) -> None:
-            state["scraped"] += 1
-            if state["scraped"] == 40:
-                server.kill()
-            elif state["scraped"] == 120:
-                server.start()
+    # Kills Redis after 40 items and starts it again after 120.
+    Chaos = hooked(
+        signals.item_scraped, at_counts({40: server.kill, 120: server.start})
+    )
 
     try:
         result = await crawl(
