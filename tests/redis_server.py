@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 from pathlib import Path
+
+from .servers import ServerProcess, free_port
+
+__all__ = ["RedisServer", "external_url", "free_port", "redis_binary"]
 
 
 def redis_binary() -> str:
@@ -25,12 +27,6 @@ def redis_binary() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class RedisServer:
     """A redis-server subprocess that can be killed and started again on
     the same port (to test a Redis that goes away mid-crawl)."""
@@ -38,14 +34,15 @@ class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None):
         self.workdir = workdir
         self.port = port or free_port()
-        self.proc: subprocess.Popen[str] | None = None
+        self.server: ServerProcess | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
+        self.server = ServerProcess(
+            "redis-server",
             [
                 redis_binary(),
                 "--port",
@@ -61,22 +58,15 @@ class RedisServer:
                 "--loglevel",
                 "notice",
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
         )
         # Synchronise on the server's own word that it listens.
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "Ready to accept connections" in line:
-                return self
-        raise RuntimeError(f"redis-server exited with {self.proc.wait()}")
+        self.server.wait_ready("Ready to accept connections")
+        return self
 
     def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+        if self.server is not None:
+            self.server.kill()
+            self.server = None
 
     stop = kill
 

@@ -23,7 +23,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 
 from .conftest import assert_absent, crawl
-from .redis_server import free_port
+from .servers import ServerProcess, free_port
 from .spiders import ItemsSpider
 from .test_crawl import settings_for
 
@@ -35,7 +35,7 @@ PROXY_PASSWORD = "scrapyd-env-only-pw"
 class Scrapyd:
     url: str
     home: Path
-    proc: subprocess.Popen[str]
+    server: ServerProcess
 
     def call(self, endpoint: str, **data: Any) -> dict[str, Any]:
         body = None
@@ -89,23 +89,11 @@ def scrapyd(tmp_path: Path, gateway_sandbox: Sandbox) -> Iterator[Scrapyd]:
         # it, schedule.json never carries it.
         "STICKY_PROXY_URL": gateway_sandbox.gateway_url,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scrapyd"],
-        cwd=home,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if f"Site starting on {port}" in line:
-            break
-    else:
-        raise RuntimeError("scrapyd did not start")
-    yield Scrapyd(f"http://127.0.0.1:{port}", home, proc)
-    proc.terminate()
-    scrapyd_log = proc.communicate(timeout=30)[0]
+    server = ServerProcess(
+        "scrapyd", [sys.executable, "-m", "scrapyd"], cwd=home, env=env
+    ).wait_ready(f"Site starting on {port}")
+    yield Scrapyd(f"http://127.0.0.1:{port}", home, server)
+    scrapyd_log = server.stop()
     # Scrapyd logs each job's command line: the password is not on it.
     assert "Process started" in scrapyd_log
     assert_absent(PROXY_PASSWORD, scrapyd_log)

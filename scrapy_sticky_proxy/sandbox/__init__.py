@@ -98,6 +98,14 @@ class Sandbox:
             thread.start()
         try:
             self._call(self._start_servers(), timeout=_START_TIMEOUT)
+        except Exception as exc:
+            self.stop()
+            # The servers' own error (an address in use, a missing
+            # certificate library) is the cause: put it on screen.
+            raise RuntimeError(
+                f"the sandbox did not start: {type(exc).__name__}: "
+                f"{exc or f'not listening after {_START_TIMEOUT:.0f} s'}"
+            ) from exc
         except BaseException:
             self.stop()
             raise
