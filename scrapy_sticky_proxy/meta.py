@@ -14,5 +14,4 @@ SLOT = "_sticky_proxy_slot"  # we set download_slot (static proxies)
 PROBE = "_sticky_proxy_probe"  # this request tests the route's credentials
 REROLLS = "_sticky_proxy_rerolls"
 REASONS = "_sticky_proxy_reasons"
-BANNED_ON = "_sticky_proxy_banned_on"  # static proxy the last ban came from
 SOFT_RETRIED = "_sticky_proxy_soft_retried"  # this session already had its retry

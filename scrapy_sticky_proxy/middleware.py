@@ -129,7 +129,7 @@ class StickyProxyMiddleware:
                 assert self.config.gateway is not None
                 route = self.config.gateway.hostport
             else:
-                route = self._pick_proxy(key, generation, meta.get(M.BANNED_ON))
+                route = self._pick_proxy(key, generation)
             gate = self._gate(route)
             if gate.expired and (
                 gate.state == "probing" or gate.not_before > time.monotonic()
@@ -156,11 +156,11 @@ class StickyProxyMiddleware:
         meta[M.GENERATION] = generation
         self._requests += 1
 
-    def _pick_proxy(self, key: str, generation: int, avoid: str | None) -> str:
+    def _pick_proxy(self, key: str, generation: int) -> str:
         assert self.pool is not None
         # Wall-clock time: proxy health may be shared between processes.
         now = time.time()
-        picked = self.pool.pick(key, generation, now, avoid=avoid)
+        picked = self.pool.pick(key, generation, now)
         if picked is None or self.pool.all_dead(now):
             self._close(NO_PROXIES, "every proxy of STICKY_PROXY_LIST is dead")
             raise IgnoreRequest("no usable proxy left in STICKY_PROXY_LIST")
@@ -299,8 +299,6 @@ class StickyProxyMiddleware:
         new.meta.pop(M.SOFT_RETRIED, None)
         new.meta[M.REROLLS] = rerolls + 1
         new.meta[M.REASONS] = reasons
-        if self.pool is not None:
-            new.meta[M.BANNED_ON] = meta[M.ROUTE]
         self._inc(stat)
         return new
 

@@ -1,11 +1,14 @@
 """Static proxy list: per-proxy health and sticky, deterministic picks.
 
 Pure logic: time is the ``now`` argument (seconds), jitter an injected Random.
-Weighted rendezvous hashing: for a key, each usable proxy scores ``-w / ln(u)``,
-``u`` in (0, 1) from ``blake2b(f"{id}\\0{key}\\0{generation}", digest_size=8)``;
-the highest wins. Same answer in every process and run, shares follow weights,
-and benching a proxy moves only its own keys (back when it recovers). ``pick``
-is O(n) proxies with one blake2b copy and one log each; ``snapshot``,
+Weighted rendezvous hashing: for a key, each proxy scores ``-w / ln(u)``, ``u``
+in (0, 1) from ``blake2b(f"{id}\\0{key}\\0" "0", digest_size=8)``; ranked by
+score, generation ``g`` takes the first usable proxy from place ``g mod n`` on
+(generation 0: the highest-scoring usable one). Same answer in every process
+and run, shares follow weights, consecutive generations of a key never prefer
+the same proxy, and benching a proxy moves only its own keys (back when it
+recovers). ``pick`` is O(n) proxies with one blake2b copy and one log each
+(plus a sort from generation 1); ``snapshot``,
 ``counts``, ``all_dead`` O(n); the rest O(1).
 
 DEGRADED proxies keep full weight: a cut would move keys after one failure,
@@ -151,31 +154,64 @@ class ProxyPool:
     def pick(
         self, key: str, generation: int, now: float, avoid: str | None = None
     ) -> str | None:
-        """The proxy for ``(key, generation)``, skipping ``avoid`` (the one just
-        banned for this key) if another is usable. With none usable, the non-DEAD
-        one whose ``retry_at`` is soonest (better than stalling), else None."""
-        suffix = _encode(f"{key}\x00{generation}")
-        log = math.log
-        from_bytes = int.from_bytes
+        """The proxy for ``(key, generation)``, skipping ``avoid`` if another is
+        usable. With none usable, the non-DEAD one whose ``retry_at`` is
+        soonest (better than stalling), else None.
+
+        Generation ``g`` prefers the proxy at place ``g mod n`` of the key's
+        ranking, and walks down the ranking past benched ones. A key is
+        re-rolled because its exit was banned, so consecutive generations
+        never prefer the same proxy: the re-rolled request and the key's
+        follow-ups agree on leaving it, with no memory of where a ban came
+        from."""
+        proxies = self._proxies
+        scores = [self._score(proxy, key) for proxy in proxies]
+        start = generation % len(proxies)
+        if start == 0:
+            order: Sequence[int] = range(len(proxies))
+            best = self._best_usable(scores, order, now, avoid, by_score=True)
+        else:
+            ranked = sorted(range(len(proxies)), key=scores.__getitem__, reverse=True)
+            order = ranked[start:] + ranked[:start]
+            best = self._best_usable(scores, order, now, avoid, by_score=False)
+        if best is None and avoid is not None:
+            # Only the avoided proxy may be usable: better than stalling.
+            best = self._best_usable(scores, order, now, None, by_score=start == 0)
+        if best is None:
+            best = self._soonest_retry(avoid)
+        return None if best is None else best.proxy_id
+
+    def _score(self, proxy: _Proxy, key: str) -> float:
+        hasher = proxy.hasher.copy()
+        # The "\0" + "0" suffix is generation 0's: picks made before
+        # generations walked the ranking stay where they were.
+        hasher.update(_encode(f"{key}\x000"))
+        digest = int.from_bytes(hasher.digest(), "big")
+        u = ((digest >> _U_SHIFT) + 0.5) * _U_SCALE
+        return -proxy.weight / math.log(u)
+
+    def _best_usable(
+        self,
+        scores: list[float],
+        order: Sequence[int],
+        now: float,
+        avoid: str | None,
+        by_score: bool,
+    ) -> _Proxy | None:
+        """The first usable proxy (not benched at *now*, not *avoid*) in
+        *order*, or the highest-scoring one when *by_score*."""
         best: _Proxy | None = None
         best_score = 0.0  # every score is > 0
-        avoided: _Proxy | None = None
-        for proxy in self._proxies:
+        for index in order:
+            proxy = self._proxies[index]
             retry_at = proxy.retry_at
-            if retry_at is not None and now < retry_at:
+            if (retry_at is not None and now < retry_at) or proxy.proxy_id == avoid:
                 continue
-            if proxy.proxy_id == avoid:
-                avoided = proxy
-                continue
-            hasher = proxy.hasher.copy()
-            hasher.update(suffix)
-            u = ((from_bytes(hasher.digest(), "big") >> _U_SHIFT) + 0.5) * _U_SCALE
-            score = -proxy.weight / log(u)
-            if score > best_score:
-                best, best_score = proxy, score
-        if best is None:
-            best = avoided or self._soonest_retry(avoid)
-        return None if best is None else best.proxy_id
+            if not by_score:
+                return proxy
+            if scores[index] > best_score:
+                best, best_score = proxy, scores[index]
+        return best
 
     def _soonest_retry(self, avoid: str | None) -> _Proxy | None:
         benched = [p for p in self._proxies if p.failures < self._policy.dead_after]

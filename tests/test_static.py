@@ -75,6 +75,39 @@ async def test_keys_stick_to_proxies_and_leave_a_banned_one(
 
 
 @deferred_f_from_coro_f
+async def test_follow_ups_of_a_rerolled_key_never_go_back_to_the_banning_proxy(
+    gateways: list[Sandbox],
+) -> None:
+    # The banning proxy is never benched, so only the pick rule keeps a
+    # re-rolled key's follow-ups (generation 1, picked without knowing where
+    # generation 0 was banned) away from it. Before the fix about a third of
+    # them went back, were banned again, and landed on yet another proxy.
+    site = gateways[0].site
+    exits = [box.gateway.exit_for("") for box in gateways]
+    site.ban_rule = lambda ip, path: "403" if ip == exits[1] else None
+    result = await crawl(
+        ItemsSpider,
+        {
+            "STICKY_PROXY_LIST": [box.gateway_url for box in gateways],
+            "STICKY_PROXY_LIST_UNHEALTHY_AFTER": 10_000,
+            "STICKY_PROXY_LIST_DEAD_AFTER": 10_001,
+        },
+        base=gateways[0].site_url,
+        n=60,
+    )
+    assert len(result.items) == 240
+    seen = exits_of(site)
+    split = [item for item, ips in seen.items() if len(ips) != 1]
+    assert not split, f"items fetched from several exits: {split}"
+    # Each key is banned once, by its first request there; every other
+    # request of a banned key already knows its new generation or shares
+    # that one ban.
+    banned_items = {item_of(h.path) for h in site.hits if h.client_ip == exits[1]}
+    assert 5 <= len(banned_items) <= result.stats["sticky_proxy/bans"]
+    assert result.stats.get("sticky_proxy/gave_up", 0) == 0
+
+
+@deferred_f_from_coro_f
 async def test_unreachable_proxy_fails_over(gateways: list[Sandbox]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
