@@ -77,3 +77,21 @@ def test_example_crawl_without_the_redis_extra(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Demo summary (finished): items=5 " in proc.stdout
+
+
+def test_two_crawlers_script_finishes_and_leaves_nothing_behind() -> None:
+    # The README's two-crawler block: one command that ends by itself.
+    before = sorted(PROJECT.rglob("*"))
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT / "two_crawlers.py"), "--items", "30"],
+        cwd=PROJECT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT.parent)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "items+follow-ups=120 (expected 120), pages served twice: 0" in proc.stdout
+    after = sorted(p for p in PROJECT.rglob("*") if "__pycache__" not in p.parts)
+    assert after == [p for p in before if "__pycache__" not in p.parts]
