@@ -1,7 +1,9 @@
-"""Typed readers of Scrapy settings; each error names its setting."""
+"""Typed readers of Scrapy settings (each error names its setting) and of
+numbers in Request.meta (a bad one falls back to the setting's value)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -10,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scrapy import Request
     from scrapy.settings import BaseSettings
+    from scrapy.statscollectors import StatsCollector
+
+logger = logging.getLogger(__name__)
 
 
 _ENV_REF = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -149,3 +157,42 @@ def read_list(settings: BaseSettings, name: str) -> list[Any]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return list(value)
     raise ConfigError(name, f"expected a list, got {type(value).__name__}")
+
+
+def meta_count(
+    request: Request,
+    name: str,
+    *,
+    default: int,
+    maximum: int,
+    stats: StatsCollector,
+    redact: Callable[[str], str],
+) -> int:
+    """``request.meta[name]`` if it is a whole number from 0 to *maximum*,
+    else *default*. A bad value (NaN, inf, ``"3"``, ``[1]``, a bool, out of
+    range) is replaced in meta by *default*, so the request's copies carry a
+    good one and it is counted once per request, in
+    ``sticky_proxy/invalid_meta/<name>``; the first one of a crawl is logged."""
+    meta = request.meta
+    value = meta.get(name)
+    if value is None:
+        return default
+    number = whole_number(value, 0, maximum)
+    if number is not None:
+        return number
+    stat = f"sticky_proxy/invalid_meta/{name}"
+    if not stats.get_value(stat):
+        logger.warning(
+            "Ignoring meta[%r] = %s of %s: expected a whole number from 0 to "
+            "%d; using %d, the setting's value. Further bad values are only "
+            "counted, in %s",
+            name,
+            redact(shown(value)),
+            redact(request.url),
+            maximum,
+            default,
+            stat,
+        )
+    stats.inc_value(stat)
+    meta[name] = default
+    return default
