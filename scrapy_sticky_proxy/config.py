@@ -20,6 +20,7 @@ from scrapy.utils.conf import build_component_list
 
 from .bans import DEFAULT_BAN_EXCEPTIONS, DEFAULT_BAN_STATUSES, compile_patterns
 from .errors import ConfigError
+from .gaveup import checked_gave_up_file
 from .keys import load_key_policy
 from .pool import PoolPolicy
 from .providers import ProviderSpec, ProxyTemplate, get_preset
@@ -169,7 +170,7 @@ class StickyProxyConfig:
                 settings, "STICKY_PROXY_MAX_KEYS", DEFAULT_MAX_KEYS, 1, MAX_KEYS
             )
             or DEFAULT_MAX_KEYS,
-            gave_up_file=read_str(settings, "STICKY_PROXY_GAVE_UP_FILE"),
+            gave_up_file=checked_gave_up_file(settings),
             inherit_key=read_bool(settings, "STICKY_PROXY_INHERIT_KEY", False),
             slot_per_proxy=read_bool(settings, "STICKY_PROXY_SLOT_PER_PROXY", True),
             log_interval=read_float(settings, "STICKY_PROXY_LOG_INTERVAL", 60.0, True)

@@ -17,7 +17,7 @@ from .backends import make_store
 from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
 from .config import StickyProxyConfig, check_middleware_order
 from .gate import RouteGate
-from .gaveup import give_up_record
+from .gaveup import give_up_record, keep_record
 from .keys import session_id
 from .pool import ProxyPool
 from .readers import MAX_REROLLS, meta_count
@@ -346,7 +346,8 @@ class StickyProxyMiddleware:
             },
             extra={"spider": self.crawler.spider},
         )
-        self.store.record_give_up(record)
+        if not keep_record(self.store, record):
+            self._inc("gave_up_write_errors")
         raise IgnoreRequest(f"sticky proxy gave up: {', '.join(reasons)}")
 
     # -- helpers ---------------------------------------------------------------

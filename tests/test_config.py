@@ -323,3 +323,21 @@ def test_bad_pool_max_idle(value: Any) -> None:
     with pytest.raises(ConfigError) as info:
         StickyProxyDownloadHandler(crawler)
     assert str(info.value).startswith("STICKY_PROXY_POOL_MAX_IDLE: ")
+
+
+@pytest.mark.parametrize("where", ["missing", "directory"])
+def test_unwritable_gave_up_file(tmp_path: Any, where: str) -> None:
+    path = tmp_path / "nonexistent" / "x.jsonl" if where == "missing" else tmp_path
+    with pytest.raises(ConfigError, match=where) as info:
+        config(STICKY_PROXY_GAVE_UP_FILE=str(path))
+    assert info.value.setting == "STICKY_PROXY_GAVE_UP_FILE"
+
+
+def test_gave_up_file_opened_for_append_at_start(tmp_path: Any) -> None:
+    path = tmp_path / "gave_up.jsonl"
+    cfg = config(STICKY_PROXY_GAVE_UP_FILE=str(path))
+    assert cfg.gave_up_file == str(path)
+    assert path.exists()  # created at start, empty
+    path.write_text('{"old": 1}\n')
+    config(STICKY_PROXY_GAVE_UP_FILE=str(path))
+    assert path.read_text() == '{"old": 1}\n'  # appended to, never truncated
