@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -19,10 +20,22 @@ from scrapy.utils.conf import build_component_list
 
 from .bans import DEFAULT_BAN_EXCEPTIONS, DEFAULT_BAN_STATUSES, compile_patterns
 from .errors import ConfigError
+from .gaveup import checked_gave_up_file
 from .keys import load_key_policy
 from .pool import PoolPolicy
 from .providers import ProviderSpec, ProxyTemplate, get_preset
-from .readers import expand_env, read_bool, read_float, read_int, read_list, read_str
+from .readers import (
+    MAX_REROLLS,
+    WEEK,
+    expand_env,
+    read_bool,
+    read_float,
+    read_int,
+    read_list,
+    read_str,
+    shown,
+    whole_number,
+)
 from .store import DEFAULT_MAX_KEYS, Rotation
 
 if TYPE_CHECKING:
@@ -31,6 +44,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("memory", "redis")
+# Upper bounds of numeric settings: past these a value is a typo, and an
+# unbounded one can keep a request (or the crawl) going forever.
+MAX_REDIS_TTL = 30 * 86400
+MAX_KEYS = 100_000_000
+MAX_WEIGHT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -75,7 +93,7 @@ class StickyProxyConfig:
     def from_settings(cls, settings: BaseSettings) -> StickyProxyConfig:
         enabled = read_bool(settings, "STICKY_PROXY_ENABLED", True)
         provider = get_preset(read_str(settings, "STICKY_PROXY_PROVIDER") or "generic")
-        lifetime = read_int(settings, "STICKY_PROXY_SESSION_LIFETIME", None, minimum=0)
+        lifetime = read_int(settings, "STICKY_PROXY_SESSION_LIFETIME", None, 0, WEEK)
         url = read_str(settings, "STICKY_PROXY_URL") or os.environ.get(
             "STICKY_PROXY_URL"
         )
@@ -123,7 +141,9 @@ class StickyProxyConfig:
             static_proxies=static,
             pool_policy=_pool_policy(settings),
             key_func=load_key_policy(settings.get("STICKY_PROXY_KEY") or "url"),
-            max_rerolls=read_int(settings, "STICKY_PROXY_MAX_REROLLS", 5, minimum=0)
+            max_rerolls=read_int(
+                settings, "STICKY_PROXY_MAX_REROLLS", 5, 0, MAX_REROLLS
+            )
             or 0,
             ban_statuses=_statuses(settings),
             ban_patterns=compile_patterns(
@@ -137,15 +157,20 @@ class StickyProxyConfig:
             backend=backend,
             redis_url=_redis_url(settings),
             redis_params=_redis_params(settings),
-            redis_ttl=read_int(settings, "STICKY_PROXY_REDIS_TTL", 86400, 1) or 86400,
+            redis_ttl=read_int(
+                settings, "STICKY_PROXY_REDIS_TTL", 86400, 1, MAX_REDIS_TTL
+            )
+            or 86400,
             namespace=read_str(settings, "STICKY_PROXY_NAMESPACE") or "sticky_proxy",
             rotation=Rotation(
                 max_age=read_float(settings, "STICKY_PROXY_SESSION_MAX_AGE", None),
                 max_uses=read_int(settings, "STICKY_PROXY_SESSION_MAX_USES", None, 1),
             ),
-            max_keys=read_int(settings, "STICKY_PROXY_MAX_KEYS", DEFAULT_MAX_KEYS, 1)
+            max_keys=read_int(
+                settings, "STICKY_PROXY_MAX_KEYS", DEFAULT_MAX_KEYS, 1, MAX_KEYS
+            )
             or DEFAULT_MAX_KEYS,
-            gave_up_file=read_str(settings, "STICKY_PROXY_GAVE_UP_FILE"),
+            gave_up_file=checked_gave_up_file(settings),
             inherit_key=read_bool(settings, "STICKY_PROXY_INHERIT_KEY", False),
             slot_per_proxy=read_bool(settings, "STICKY_PROXY_SLOT_PER_PROXY", True),
             log_interval=read_float(settings, "STICKY_PROXY_LOG_INTERVAL", 60.0, True)
@@ -172,12 +197,10 @@ def _statuses(settings: BaseSettings) -> frozenset[int]:
         return frozenset(DEFAULT_BAN_STATUSES)
     statuses = set()
     for value in read_list(settings, name):
-        try:
-            status = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(name, f"{value!r} is not an HTTP status") from None
-        if not 100 <= status <= 599:
-            raise ConfigError(name, f"{status} is not an HTTP status (100-599)")
+        text = isinstance(value, str) and value.strip().isdecimal()
+        status = whole_number(int(value) if text else value, 100, 599)
+        if status is None:
+            raise ConfigError(name, f"{shown(value)} is not an HTTP status (100-599)")
         if status == 407:
             raise ConfigError(
                 name,
@@ -246,10 +269,14 @@ def _pool_policy(settings: BaseSettings) -> PoolPolicy:
     default = PoolPolicy()
     values = {
         "unhealthy_after": read_int(
-            settings, "STICKY_PROXY_LIST_UNHEALTHY_AFTER", default.unhealthy_after, 1
+            settings,
+            "STICKY_PROXY_LIST_UNHEALTHY_AFTER",
+            default.unhealthy_after,
+            1,
+            1000,
         ),
         "dead_after": read_int(
-            settings, "STICKY_PROXY_LIST_DEAD_AFTER", default.dead_after, 2
+            settings, "STICKY_PROXY_LIST_DEAD_AFTER", default.dead_after, 2, 10_000
         ),
         "backoff_base": read_float(
             settings, "STICKY_PROXY_LIST_BACKOFF", default.backoff_base
@@ -263,6 +290,19 @@ def _pool_policy(settings: BaseSettings) -> PoolPolicy:
     except ValueError as exc:
         name = "BACKOFF_MAX" if "backoff" in str(exc) else "DEAD_AFTER"
         raise ConfigError(f"STICKY_PROXY_LIST_{name}", str(exc)) from None
+
+
+def _weight(value: Any) -> float | None:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not (math.isfinite(value) and 0 < value <= MAX_WEIGHT):
+        return None
+    return float(value)
 
 
 def _load_class(path: str, name: str) -> type:
@@ -292,12 +332,13 @@ def _static_list(value: Any) -> tuple[StaticProxy, ...]:
     proxies: list[StaticProxy] = []
     seen: dict[str, int] = {}
     for index, (url, raw_weight) in enumerate(items):
-        try:
-            weight = float(raw_weight)
-        except (TypeError, ValueError):
-            raise ConfigError(name, f"entry {index}: weight must be a number") from None
-        if weight <= 0:
-            raise ConfigError(name, f"entry {index}: weight must be positive")
+        weight = _weight(raw_weight)
+        if weight is None:
+            raise ConfigError(
+                name,
+                f"entry {index}: weight must be a positive number up to "
+                f"{MAX_WEIGHT}, got {shown(raw_weight)}",
+            )
         template = ProxyTemplate.parse(
             expand_env(url, name) if isinstance(url, str) else url,
             generic,

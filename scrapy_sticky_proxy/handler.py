@@ -40,7 +40,7 @@ from twisted.internet.abstract import isIPAddress
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.web.client import HTTPConnectionPool
 
-from .errors import ConfigError
+from .readers import read_int
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -55,6 +55,7 @@ _SESSION_DIGEST: ContextVar[bytes | None] = ContextVar(
 )
 _KEY_ATTR = "_sticky_proxy_pool_key"
 DEFAULT_MAX_IDLE = 256
+MAX_IDLE_LIMIT = 100_000  # each one an open socket
 
 
 class SessionKeyedPool(HTTPConnectionPool):
@@ -132,14 +133,15 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         super().__init__(crawler)
         from twisted.internet import reactor
 
-        max_idle = crawler.settings.get("STICKY_PROXY_POOL_MAX_IDLE", DEFAULT_MAX_IDLE)
-        if isinstance(max_idle, bool) or not str(max_idle).isdigit():
-            raise ConfigError(
-                "STICKY_PROXY_POOL_MAX_IDLE",
-                f"expected a whole number of connections, got {max_idle!r}",
-            )
+        max_idle = read_int(
+            crawler.settings,
+            "STICKY_PROXY_POOL_MAX_IDLE",
+            DEFAULT_MAX_IDLE,
+            0,
+            MAX_IDLE_LIMIT,
+        )
         old = self._pool
-        pool = SessionKeyedPool(reactor, persistent=True, max_idle=int(max_idle))
+        pool = SessionKeyedPool(reactor, persistent=True, max_idle=max_idle or 0)
         pool.maxPersistentPerHost = old.maxPersistentPerHost
         pool._factory = old._factory
         self._pool = pool

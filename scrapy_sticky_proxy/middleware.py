@@ -17,9 +17,10 @@ from .backends import make_store
 from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
 from .config import StickyProxyConfig, check_middleware_order
 from .gate import RouteGate
-from .gaveup import give_up_record
+from .gaveup import give_up_record, keep_record
 from .keys import session_id
 from .pool import ProxyPool
+from .readers import MAX_REROLLS, meta_count
 from .store import HealthStore
 
 if TYPE_CHECKING:
@@ -290,9 +291,14 @@ class StickyProxyMiddleware:
         meta = request.meta
         rerolls = meta.get(M.REROLLS, 0)
         reasons = [*meta.get(M.REASONS, ()), reason]
-        limit = meta.get(M.MAX_REROLLS)
-        if limit is None:
-            limit = self.config.max_rerolls
+        limit = meta_count(
+            request,
+            M.MAX_REROLLS,
+            default=self.config.max_rerolls,
+            maximum=MAX_REROLLS,
+            stats=self.stats,
+            redact=self.config.redact,
+        )
         if rerolls >= limit:
             self._give_up(request, reasons)
         new = self._retry_copy(request, reason, stat)
@@ -338,7 +344,8 @@ class StickyProxyMiddleware:
             },
             extra={"spider": self.crawler.spider},
         )
-        self.store.record_give_up(record)
+        if not keep_record(self.store, record):
+            self._inc("gave_up_write_errors")
         raise IgnoreRequest(f"sticky proxy gave up: {', '.join(reasons)}")
 
     # -- helpers ---------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""Typed readers of Scrapy settings; each error names its setting."""
+"""Typed readers of Scrapy settings (each error names its setting) and of
+numbers in Request.meta (a bad one falls back to the setting's value)."""
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -9,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scrapy import Request
     from scrapy.settings import BaseSettings
+    from scrapy.statscollectors import StatsCollector
+
+logger = logging.getLogger(__name__)
 
 
 _ENV_REF = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -49,38 +58,94 @@ def read_bool(settings: BaseSettings, name: str, default: bool) -> bool:
         ) from None
 
 
+WEEK = 7 * 86400
+MAX_REROLLS = 1000  # STICKY_PROXY_MAX_REROLLS and its per-request override
+
+
+def whole_number(value: object, minimum: int, maximum: int) -> int | None:
+    """*value* as an int in [minimum, maximum] when it is one (an int, or a
+    float with no fraction; never a bool, a string, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    number = int(value)
+    return number if minimum <= number <= maximum else None
+
+
+def _number(name: str, value: Any, kind: str) -> float:
+    """*value* as a finite number; strings are parsed (``-s NAME=10``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(name, f"expected {kind}, got {shown(value)}")
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        raise ConfigError(name, f"expected {kind}, got {shown(value)}") from None
+    if not math.isfinite(number):
+        raise ConfigError(name, f"must be a finite number, got {shown(value)}")
+    return number
+
+
 def read_int(
-    settings: BaseSettings, name: str, default: int | None, minimum: int = 0
+    settings: BaseSettings,
+    name: str,
+    default: int | None,
+    minimum: int = 0,
+    maximum: int = 10**9,
 ) -> int | None:
     value = settings.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-        if isinstance(value, float) and value != number:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"expected a whole number, got {value!r}") from None
-    if number < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {number}")
-    return number
+    kind = "a whole number"
+    if isinstance(value, bool):
+        raise ConfigError(name, f"expected a number, got {shown(value)}")
+    number = _number(name, value, kind)
+    if number != int(number) or (isinstance(value, str) and not _is_int(value)):
+        raise ConfigError(name, f"expected {kind}, got {shown(value)}")
+    return int(_in_range(name, number, minimum, maximum))
 
 
 def read_float(
-    settings: BaseSettings, name: str, default: float | None, allow_zero: bool = False
+    settings: BaseSettings,
+    name: str,
+    default: float | None,
+    allow_zero: bool = False,
+    maximum: float = WEEK,
 ) -> float | None:
     value = settings.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            name, f"expected a number of seconds, got {value!r}"
-        ) from None
+    if isinstance(value, bool):
+        raise ConfigError(name, f"expected a number, got {shown(value)}")
+    number = float(_number(name, value, "a number of seconds"))
     if number < 0 or (number == 0 and not allow_zero):
         raise ConfigError(name, f"must be positive, got {number}")
+    return _in_range(name, number, 0, maximum)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _in_range(name: str, number: float, minimum: float, maximum: float) -> float:
+    if number < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {shown(number)}")
+    if number > maximum:
+        raise ConfigError(name, f"must be at most {maximum}, got {shown(number)}")
     return number
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A short repr of an untrusted value, for messages (a huge int has no
+    repr beyond 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 10**15:
+        return f"a number of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_list(settings: BaseSettings, name: str) -> list[Any]:
@@ -92,3 +157,42 @@ def read_list(settings: BaseSettings, name: str) -> list[Any]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return list(value)
     raise ConfigError(name, f"expected a list, got {type(value).__name__}")
+
+
+def meta_count(
+    request: Request,
+    name: str,
+    *,
+    default: int,
+    maximum: int,
+    stats: StatsCollector,
+    redact: Callable[[str], str],
+) -> int:
+    """``request.meta[name]`` if it is a whole number from 0 to *maximum*,
+    else *default*. A bad value (NaN, inf, ``"3"``, ``[1]``, a bool, out of
+    range) is replaced in meta by *default*, so the request's copies carry a
+    good one and it is counted once per request, in
+    ``sticky_proxy/invalid_meta/<name>``; the first one of a crawl is logged."""
+    meta = request.meta
+    value = meta.get(name)
+    if value is None:
+        return default
+    number = whole_number(value, 0, maximum)
+    if number is not None:
+        return number
+    stat = f"sticky_proxy/invalid_meta/{name}"
+    if not stats.get_value(stat):
+        logger.warning(
+            "Ignoring meta[%r] = %s of %s: expected a whole number from 0 to "
+            "%d; using %d, the setting's value. Further bad values are only "
+            "counted, in %s",
+            name,
+            redact(shown(value)),
+            redact(request.url),
+            maximum,
+            default,
+            stat,
+        )
+    stats.inc_value(stat)
+    meta[name] = default
+    return default

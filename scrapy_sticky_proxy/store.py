@@ -12,12 +12,16 @@ and keeps one of these as its local view.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_KEYS = 100_000
 
@@ -193,16 +197,41 @@ class MemoryStore(HealthStore):
             entries.popitem(last=False)
             self.evicted += 1
 
+    #: Records the give-up file could not take (each logged at ERROR).
+    gave_up_write_errors = 0
+
     def record_give_up(self, record: dict[str, Any]) -> None:
         if not self.gave_up_file:
             return
-        if self._gave_up is None:
-            # Line-buffered append: a record is on disk as soon as it is
-            # written, even if the process is killed afterwards.
-            self._gave_up = open(  # noqa: SIM115
-                self.gave_up_file, "a", encoding="utf-8", buffering=1
+        line = json.dumps(record, ensure_ascii=False)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate, from a key
+                line = json.dumps(record)
+        try:
+            if self._gave_up is None:
+                # Line-buffered append: a record is on disk as soon as it is
+                # written, even if the process is killed afterwards.
+                self._gave_up = open(  # noqa: SIM115
+                    self.gave_up_file, "a", encoding="utf-8", buffering=1
+                )
+            self._gave_up.write(line + "\n")
+        except OSError as exc:
+            # Disk full, file or directory removed: the record goes to the
+            # log instead, and the next one tries a fresh handle.
+            self.gave_up_write_errors += 1
+            broken, self._gave_up = self._gave_up, None
+            if broken is not None:
+                with contextlib.suppress(OSError):
+                    broken.close()
+            logger.error(
+                "Could not append a give-up record to STICKY_PROXY_GAVE_UP_FILE "
+                "%s (%s); the record: %s",
+                self.gave_up_file,
+                exc.strerror or type(exc).__name__,
+                json.dumps(record),
             )
-        self._gave_up.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     async def close(self) -> None:
         if self._gave_up is not None:

@@ -224,3 +224,120 @@ def test_env_references(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (
         cfg.static_proxies[0].template.render("x") == "http://u:s3cret-pw@p.example:1"
     )
+
+
+# Every numeric setting: (name, a good value, the documented maximum).
+NUMBERS = [
+    ("STICKY_PROXY_SESSION_LIFETIME", 600, 604_800),
+    ("STICKY_PROXY_MAX_REROLLS", 5, 1000),
+    ("STICKY_PROXY_REDIS_TTL", 86400, 2_592_000),
+    ("STICKY_PROXY_SESSION_MAX_AGE", 60.0, 604_800),
+    ("STICKY_PROXY_SESSION_MAX_USES", 10, 1_000_000_000),
+    ("STICKY_PROXY_MAX_KEYS", 1000, 100_000_000),
+    ("STICKY_PROXY_LIST_UNHEALTHY_AFTER", 3, 1000),
+    ("STICKY_PROXY_LIST_DEAD_AFTER", 12, 10_000),
+    ("STICKY_PROXY_LIST_BACKOFF", 30.0, 604_800),
+    ("STICKY_PROXY_LIST_BACKOFF_MAX", 1800.0, 604_800),
+    ("STICKY_PROXY_LOG_INTERVAL", 60.0, 604_800),
+    ("STICKY_PROXY_OUTAGE_BACKOFF_MAX", 10.0, 604_800),
+    ("STICKY_PROXY_OUTAGE_TIMEOUT", 600.0, 604_800),
+]
+# (value, what the error says): non-finite numbers, as Python floats and as
+# the strings `scrapy crawl -s NAME=nan` passes, bools, absurd magnitudes.
+BAD_NUMBERS = [
+    (float("nan"), "finite"),
+    ("nan", "finite|whole number"),
+    (float("inf"), "finite"),
+    ("inf", "finite|whole number"),
+    (float("-inf"), "finite"),
+    (True, "a number, got True"),
+    (False, "a number, got False"),
+    (10**30, "at most"),
+    (1e300, "at most"),
+    ([1], "expected a"),
+]
+
+
+def around(setting: str, value: Any) -> dict[str, Any]:
+    """*setting* = *value*, with what the setting needs to be valid."""
+    values = {setting: value}
+    if setting == "STICKY_PROXY_SESSION_LIFETIME":
+        values["STICKY_PROXY_URL"] = "http://u-{session}-{lifetime}:s3cret-pw@gw:1"
+    return values
+
+
+@pytest.mark.parametrize("value,message", BAD_NUMBERS, ids=repr)
+@pytest.mark.parametrize("setting,good,maximum", NUMBERS, ids=str)
+def test_bad_number(
+    setting: str, good: Any, maximum: int, value: Any, message: str
+) -> None:
+    config(**around(setting, good))  # the setting itself is fine
+    with pytest.raises(ConfigError, match=message) as info:
+        config(**around(setting, value))
+    assert info.value.setting == setting
+    assert str(info.value).startswith(f"{setting}: ")
+
+
+@pytest.mark.parametrize("setting,good,maximum", NUMBERS, ids=str)
+def test_numbers_up_to_their_maximum(setting: str, good: Any, maximum: int) -> None:
+    values = around(setting, maximum)
+    if setting == "STICKY_PROXY_LIST_UNHEALTHY_AFTER":
+        values["STICKY_PROXY_LIST_DEAD_AFTER"] = maximum + 1
+    if setting == "STICKY_PROXY_LIST_BACKOFF":
+        values["STICKY_PROXY_LIST_BACKOFF_MAX"] = maximum
+    config(**values)
+    with pytest.raises(ConfigError, match="at most") as info:
+        config(**{**values, setting: maximum + 1})
+    assert info.value.setting == setting
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), True, 10**30, 0, -1, "heavy"], ids=repr
+)
+def test_bad_static_proxy_weight(value: Any) -> None:
+    with pytest.raises(ConfigError, match="weight") as info:
+        config(STICKY_PROXY_URL=None, STICKY_PROXY_LIST={"http://p.example:1": value})
+    assert info.value.setting == "STICKY_PROXY_LIST"
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), "inf", True, 403.5, 10**30], ids=repr
+)
+def test_bad_ban_status(value: Any) -> None:
+    with pytest.raises(ConfigError, match="HTTP status") as info:
+        config(STICKY_PROXY_BAN_STATUSES=[403, value])
+    assert info.value.setting == "STICKY_PROXY_BAN_STATUSES"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["lots", "nan", float("nan"), float("inf"), True, 10**30, -1, "²"],
+    ids=repr,
+)
+def test_bad_pool_max_idle(value: Any) -> None:
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_sticky_proxy.handler import StickyProxyDownloadHandler
+
+    crawler = get_crawler(settings_dict={"STICKY_PROXY_POOL_MAX_IDLE": value})
+    with pytest.raises(ConfigError) as info:
+        StickyProxyDownloadHandler(crawler)
+    assert str(info.value).startswith("STICKY_PROXY_POOL_MAX_IDLE: ")
+
+
+@pytest.mark.parametrize("where", ["missing", "directory"])
+def test_unwritable_gave_up_file(tmp_path: Any, where: str) -> None:
+    path = tmp_path / "nonexistent" / "x.jsonl" if where == "missing" else tmp_path
+    with pytest.raises(ConfigError, match=where) as info:
+        config(STICKY_PROXY_GAVE_UP_FILE=str(path))
+    assert info.value.setting == "STICKY_PROXY_GAVE_UP_FILE"
+
+
+def test_gave_up_file_opened_for_append_at_start(tmp_path: Any) -> None:
+    path = tmp_path / "gave_up.jsonl"
+    cfg = config(STICKY_PROXY_GAVE_UP_FILE=str(path))
+    assert cfg.gave_up_file == str(path)
+    assert path.exists()  # created at start, empty
+    path.write_text('{"old": 1}\n')
+    config(STICKY_PROXY_GAVE_UP_FILE=str(path))
+    assert path.read_text() == '{"old": 1}\n'  # appended to, never truncated
