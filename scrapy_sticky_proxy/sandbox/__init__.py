@@ -163,6 +163,10 @@ class Sandbox:
         """New connections and requests are accepted and never answered."""
         self._call(self.gateway.set_mode("hang"))
 
+    def gateway_reset(self) -> None:
+        """New connections are accepted (and counted) and reset at once."""
+        self._call(self.gateway.set_mode("reset"))
+
     def gateway_normal(self) -> None:
         """Serve again (re-listening on the same port after refuse)."""
         self._call(self.gateway.set_mode("normal"))

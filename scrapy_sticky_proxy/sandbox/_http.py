@@ -127,6 +127,7 @@ class ConnectionTracker:
     def __init__(self, name: str) -> None:
         self._name = name
         self._conns: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self.peak = 0  # most connections open at once (tests of concurrency)
 
     def wrap(self, handler: Handler) -> Handler:
         async def serve(
@@ -135,6 +136,7 @@ class ConnectionTracker:
             task = asyncio.current_task()
             if task is not None:
                 self._conns[task] = writer
+                self.peak = max(self.peak, len(self._conns))
             try:
                 await handler(reader, writer)
             except asyncio.CancelledError:

@@ -6,6 +6,8 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +33,8 @@ from ._upstream import Stream, connect_from, exchange, tunnel, upstream_request
 
 logger = logging.getLogger(__name__)
 
-MODES = ("normal", "refuse", "hang")
+MODES = ("normal", "refuse", "hang", "reset")
+_LINGER_0 = struct.pack("ii", 1, 0)
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _CHALLENGE = ("Proxy-Authenticate", 'Basic realm="sandbox"')
 
@@ -156,7 +159,8 @@ class Gateway:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def set_mode(self, mode: str) -> None:
-        """Switch to "normal", "refuse" (listening socket closed) or "hang"."""
+        """Switch to "normal", "refuse" (listening socket closed), "hang" or
+        "reset" (every connection is accepted, counted and reset at once)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -183,7 +187,13 @@ class Gateway:
             self.log = []
             self.auth_failures = 0
             self.connections = 0
+            self._conns.peak = 0
             self._sessions.clear()
+
+    @property
+    def peak_connections(self) -> int:
+        """The most client connections that were open at once."""
+        return self._conns.peak
 
     def sessions(self) -> dict[str, str]:
         """Snapshot of session id -> current exit address."""
@@ -225,6 +235,12 @@ class Gateway:
             self.connections += 1
             self._next_conn += 1
             conn = _Conn(self._next_conn)
+        if self.mode == "reset":
+            sock = writer.get_extra_info("socket")
+            if sock is not None:  # linger 0: close with a RST, not a FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+            writer.transport.abort()
+            return
         while True:
             if self.mode == "hang":
                 while await reader.read(65536):
