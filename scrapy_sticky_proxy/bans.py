@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from scrapy import exceptions
-from twisted.internet.error import ConnectionRefusedError as TxConnectionRefusedError
+from twisted.internet.error import ConnectError as TxConnectError
 from twisted.internet.error import DNSLookupError
 
 from .errors import ConfigError
@@ -42,7 +42,6 @@ DEFAULT_BAN_EXCEPTIONS = (
     "twisted.web.client.ResponseFailed",
     "twisted.internet.error.ConnectionLost",
     "twisted.internet.error.TimeoutError",
-    "twisted.internet.error.TCPTimedOutError",
     "builtins.ConnectionResetError",
 )
 
@@ -107,10 +106,12 @@ def compile_patterns(
     return tuple(compiled)
 
 
-# Errors that mean the proxy itself cannot be reached.
+# Errors that mean the proxy itself cannot be reached: Scrapy connects only
+# to the proxy, so any failure to connect (refused, reset at accept, a
+# connect timeout, no route) is the route's, never the exit's.
 UNREACHABLE: tuple[type[Exception], ...] = (
     ConnectionRefusedError,
-    TxConnectionRefusedError,
+    TxConnectError,
     DNSLookupError,
     *(
         cls

@@ -87,6 +87,7 @@ class StickyProxyConfig:
     log_interval: float = 60.0
     outage_backoff_max: float = 10.0
     outage_timeout: float = 600.0
+    probe_wait: float = 10.0
     secrets: tuple[str, ...] = ()
 
     @classmethod
@@ -181,6 +182,7 @@ class StickyProxyConfig:
             or 10.0,
             outage_timeout=read_float(settings, "STICKY_PROXY_OUTAGE_TIMEOUT", 600.0)
             or 600.0,
+            probe_wait=read_float(settings, "STICKY_PROXY_PROBE_WAIT", 10.0) or 10.0,
             secrets=secrets,
         )
 

@@ -5,17 +5,29 @@ must not cost a full round of concurrent requests:
 
 * **unproven credentials**: until one response has come back through the
   route, one request (the probe) goes and the others wait, so a wrong
-  password costs one request before the spider closes;
+  password costs one request before the spider closes. The wait is bounded
+  (``probe_wait``): a probe that hangs, or ends without an answer from the
+  route (a timeout, a reset, a middleware that dropped it), proved nothing
+  and stops holding the others back;
 * **outage**: when the route refuses connections, requests wait for a
-  backoff (doubling up to a maximum) and one probe tries again, instead of
-  every request hammering a dead gateway and burning its retry budget.
+  backoff (doubling up to a maximum) and one probe per backoff step tries
+  again, instead of every request hammering a dead gateway. Requests that
+  were in flight when it went down fail too and say nothing new: they
+  neither extend the backoff nor send extra probes. After ``outage_timeout``
+  waiting requests are given up (recorded); one probe per step still goes.
+
+Pure logic: time is the ``now`` argument; a probe is recognised by a token in
+its meta, not by being the same object, so a copy of it that another
+middleware makes on the way down (a new Request from ``process_request``) is
+still the probe and never waits behind itself.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from typing import Any
 
-from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet.defer import Deferred
@@ -24,81 +36,157 @@ from . import meta as M
 
 OUTAGE_FIRST_BACKOFF = 0.5
 
+# Verdicts of RouteGate.decide().
+GO = "go"
+WAIT = "wait"
+GIVE_UP = "give_up"
+FAILED = "failed"
+
+_tokens = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    probe_wait: float = 10.0
+    backoff_max: float = 10.0
+    outage_timeout: float = 600.0
+
 
 class RouteGate:
-    __slots__ = ("backoff", "down_since", "expired", "not_before", "state", "waiters")
+    __slots__ = (
+        "backoff",
+        "down_since",
+        "not_before",
+        "policy",
+        "probe",
+        "probe_since",
+        "state",
+        "waiters",
+    )
 
-    def __init__(self) -> None:
-        self.state = "unknown"  # -> "probing" -> "ok" | "failed"
+    def __init__(self, policy: GatePolicy) -> None:
+        self.policy = policy
+        # "unknown" (the next request probes) -> "probing" -> "open" | "failed"
+        self.state = "unknown"
+        self.probe = 0  # token of the probe in flight
+        self.probe_since = 0.0
         self.waiters: list[Deferred[None]] = []
         self.down_since: float | None = None
         self.backoff = 0.0
         self.not_before = 0.0
-        # Down for longer than the outage timeout: requests are given up
-        # (recorded) instead of waiting; one probe still goes per backoff.
-        self.expired = False
 
-    def settle(self, state: str) -> None:
-        self.state = state
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+    # -- admission -------------------------------------------------------------
 
-    async def admit(self, meta: dict[str, Any], now: float) -> bool:
-        """True: send the request (as the probe when the route is unproven).
-        False: it waited for another request's probe; route it again."""
+    def decide(self, meta: dict[str, Any], now: float) -> tuple[str, float]:
+        """What a request should do now: ``(GO, 0)``, ``(WAIT, seconds)`` (at
+        most, then ask again), ``(GIVE_UP, 0)`` (the route has been down for
+        longer than the outage timeout) or ``(FAILED, 0)`` (407)."""
         if self.state == "failed":
-            raise IgnoreRequest("the proxy rejected the credentials (407)")
-        if self.state == "unknown":
-            self.state = "probing"
-            meta[M.PROBE] = True
+            return FAILED, 0.0
+        probing = self.state == "probing"
+        if probing and meta.get(M.PROBE) == self.probe:
+            return GO, 0.0  # the probe itself, back through process_request
+        policy = self.policy
+        if self.down_since is not None:
+            expired = now - self.down_since > policy.outage_timeout
             if self.not_before > now:
-                await _sleep(self.not_before - now)
-            return True
+                return (GIVE_UP, 0.0) if expired else (WAIT, self.not_before - now)
+            if probing and now - self.probe_since < policy.probe_wait:
+                if expired:
+                    return GIVE_UP, 0.0
+                return WAIT, self.probe_since + policy.probe_wait - now
+            return self._start_probe(meta, now)
+        if self.state == "open":
+            return GO, 0.0
+        if not probing:
+            return self._start_probe(meta, now)
+        waited = now - self.probe_since
+        if waited >= policy.probe_wait:
+            # The first answer takes too long: stop holding requests back.
+            self._settle("open")
+            return GO, 0.0
+        return WAIT, policy.probe_wait - waited
+
+    def _start_probe(self, meta: dict[str, Any], now: float) -> tuple[str, float]:
+        self.state = "probing"
+        self.probe = meta[M.PROBE] = next(_tokens)
+        self.probe_since = now
+        return GO, 0.0
+
+    async def wait(self, seconds: float) -> None:
+        """Until the gate's state changes, or *seconds* at most."""
         waiter: Deferred[None] = Deferred()
         self.waiters.append(waiter)
-        await maybe_deferred_to_future(waiter)
-        return False
+        timer = call_later(seconds, _fire, waiter)
+        try:
+            await maybe_deferred_to_future(waiter)
+        finally:
+            timer.cancel()
 
-    def succeeded(self, now: float) -> float | None:
-        """A response came back: the route works. Returns how long it had
-        been down, if it was."""
+    def release(self) -> None:
+        """Wake every waiting request (to re-decide, or to see the spider is
+        closing)."""
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            _fire(waiter)
+
+    def _settle(self, state: str) -> None:
+        self.state = state
+        self.release()
+
+    # -- outcomes --------------------------------------------------------------
+
+    def answered(self, meta: dict[str, Any], now: float) -> float | None:
+        """A response came back through the route: it works. Returns how
+        long it had been down, if it was."""
+        meta.pop(M.PROBE, None)
         down_for = None if self.down_since is None else now - self.down_since
         self.down_since = None
         self.backoff = 0.0
-        self.expired = False
-        if self.state != "ok":
-            self.settle("ok")
+        self.not_before = 0.0
+        if self.state not in ("open", "failed"):
+            self._settle("open")
         return down_for
 
-    def probe_failed(self) -> None:
-        """The probe failed in a way that says nothing about the route: let
-        the next request probe."""
-        if self.state == "probing":
-            self.settle("unknown")
-
-    def unreachable(
-        self, now: float, was_probe: bool, maximum: float, timeout: float
-    ) -> float:
-        """The route refused a connection. Starts or extends the backoff
-        (only the first failure and failed probes extend it: requests that
-        were already in flight fail too, and say nothing new). Returns how
-        long the route has been down."""
+    def refused(self, meta: dict[str, Any], now: float) -> float:
+        """The route refused a connection. The first refusal starts an outage
+        and a failed probe extends its backoff; other refusals come from
+        requests already in flight and change nothing. Returns how long the
+        route has been down (0 for the refusal that starts the outage)."""
+        was_probe = meta.pop(M.PROBE, None) == self.probe and self.state == "probing"
         if self.down_since is None:
             self.down_since = now
             self.backoff = OUTAGE_FIRST_BACKOFF
-            self.not_before = now + self.backoff
         elif was_probe:
-            self.backoff = min(self.backoff * 2, maximum)
-            self.not_before = now + self.backoff
-        down_for = now - self.down_since
-        self.expired = down_for > timeout
+            self.backoff = min(self.backoff * 2, self.policy.backoff_max)
+        else:
+            return now - self.down_since
+        self.not_before = now + self.backoff
         if self.state != "failed":
-            self.settle("unknown")
-        return down_for
+            self._settle("unknown")
+        return now - self.down_since
+
+    def inconclusive(self, meta: dict[str, Any], now: float) -> None:
+        """The request ended without an answer from the route (a timeout, a
+        reset, another middleware dropped it). If it was the probe, it proved
+        nothing: during an outage it counts as a failed probe; otherwise stop
+        holding requests back behind it."""
+        if meta.pop(M.PROBE, None) != self.probe or self.state != "probing":
+            return
+        if self.down_since is not None:
+            self.refused({M.PROBE: self.probe}, now)
+        else:
+            self._settle("open")
+
+    def failed(self) -> None:
+        """The route rejected the credentials (407)."""
+        self._settle("failed")
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
 
 
-async def _sleep(seconds: float) -> None:
-    done: Deferred[None] = Deferred()
-    call_later(seconds, done.callback, None)
-    await maybe_deferred_to_future(done)
+def _fire(waiter: Deferred[None]) -> None:
+    if not waiter.called:
+        waiter.callback(None)

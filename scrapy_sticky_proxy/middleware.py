@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import build_from_crawler
 
@@ -16,7 +17,7 @@ from . import meta as M
 from .backends import make_store
 from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
 from .config import StickyProxyConfig, check_middleware_order
-from .gate import RouteGate
+from .gate import FAILED, GIVE_UP, GO, GatePolicy, RouteGate
 from .gaveup import give_up_record, keep_record
 from .keys import session_id
 from .pool import ProxyPool
@@ -36,6 +37,8 @@ AUTH_FAILED = "sticky_proxy_auth_failed"
 STORE_UNAVAILABLE = "sticky_proxy_store_unavailable"
 NO_PROXIES = "sticky_proxy_no_proxies_left"
 OUTAGE = "unreachable/outage"  # give-up reason of requests held back too long
+CLOSING = "spider_closing"  # give-up reason of requests held when it closed
+WATCH_INTERVAL = 1.0  # how often held requests check that the spider closes
 
 
 class StickyProxyMiddleware:
@@ -73,7 +76,13 @@ class StickyProxyMiddleware:
                 config.pool_policy,
             )
         self._gates: dict[str, RouteGate] = {}
-        self._closing = False
+        self._gate_policy = GatePolicy(
+            config.probe_wait, config.outage_backoff_max, config.outage_timeout
+        )
+        self._down: set[str] = set()  # static proxies refusing connections
+        self._closing = False  # we asked the engine to close the spider
+        self._stopping = False  # the spider is closing: no request waits
+        self._watch = create_looping_call(self._watch_engine)
         # Counted here and written to the stats by flush_stats() (progress
         # line, close): a stats call per request costs more than the rest of
         # a healthy request's routing (bench/per_request.py).
@@ -88,14 +97,35 @@ class StickyProxyMiddleware:
         return cls(crawler)
 
     async def _open_store(self) -> None:
+        self._watch.start(WATCH_INTERVAL, now=False)
         try:
             await self.store.open()
         except ConnectionError as exc:
             self._close(STORE_UNAVAILABLE, str(exc))
 
     async def _close_store(self) -> None:
+        self._stop_waiting()
+        if self._watch.running:
+            self._watch.stop()
         self.flush_stats()
         await self.store.close()
+
+    def _watch_engine(self) -> None:
+        """Once a second: is the spider closing (CLOSESPIDER_*, a signal,
+        another extension)? Scrapy has no signal for that, and the engine
+        waits for the requests held at our gates before it closes."""
+        engine = self.crawler.engine
+        slot = getattr(engine, "_slot", None)
+        if getattr(slot, "closing", None) is not None or getattr(
+            engine, "_stopping", False
+        ):
+            self._stop_waiting()
+
+    def _stop_waiting(self) -> None:
+        """No request waits at a gate any more: each one is recorded."""
+        self._stopping = True
+        for gate in self._gates.values():
+            gate.release()
 
     def flush_stats(self) -> None:
         """Write the counters kept locally to the crawl's stats."""
@@ -125,24 +155,7 @@ class StickyProxyMiddleware:
         if rotated:
             self._inc("rotations")
         sid = session_id(key, generation, self.id_rules)
-        while True:
-            if self.pool is None:
-                assert self.config.gateway is not None
-                route = self.config.gateway.hostport
-            else:
-                route = self._pick_proxy(key, generation)
-            gate = self._gate(route)
-            if gate.expired and (
-                gate.state == "probing" or gate.not_before > time.monotonic()
-            ):
-                # Down for longer than STICKY_PROXY_OUTAGE_TIMEOUT: record the
-                # request instead of holding it; one probe per backoff step
-                # still finds out when the proxy is back.
-                self._give_up(request, [*meta.get(M.REASONS, ()), OUTAGE])
-            # After waiting for another request's probe, pick again: the
-            # proxy may have turned out unreachable meanwhile.
-            if gate.state == "ok" or await gate.admit(meta, time.monotonic()):
-                break
+        route = await self._admit(request, key, generation)
         if self.pool is None:
             proxy_url = self.config.gateway.render(sid)  # type: ignore[union-attr]
         else:
@@ -157,11 +170,36 @@ class StickyProxyMiddleware:
         meta[M.GENERATION] = generation
         self._requests += 1
 
+    async def _admit(self, request: Request, key: str, generation: int) -> str:
+        """The route to send *request* through, once its gate lets it go.
+        Every wait is bounded; a closing spider, or a route down for longer
+        than STICKY_PROXY_OUTAGE_TIMEOUT, ends the request as a record."""
+        meta = request.meta
+        while True:
+            if self._stopping:
+                self._give_up(request, [*meta.get(M.REASONS, ()), CLOSING])
+            if self.pool is None:
+                assert self.config.gateway is not None
+                route = self.config.gateway.hostport
+            else:
+                # Pick again after every wait: another proxy may be back.
+                route = self._pick_proxy(key, generation)
+            gate = self._gate(route)
+            verdict, seconds = gate.decide(meta, time.monotonic())
+            if verdict == GO:
+                return route
+            if verdict == FAILED:
+                raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
+            if verdict == GIVE_UP:
+                self._give_up(request, [*meta.get(M.REASONS, ()), OUTAGE])
+            await gate.wait(seconds)
+
     def _pick_proxy(self, key: str, generation: int) -> str:
         assert self.pool is not None
         # Wall-clock time: proxy health may be shared between processes.
         now = time.time()
-        picked = self.pool.pick(key, generation, now)
+        # Proxies refusing connections are left while another one works.
+        picked = self.pool.pick(key, generation, now, avoid=self._down)
         if picked is None or self.pool.all_dead(now):
             self._close(NO_PROXIES, "every proxy of STICKY_PROXY_LIST is dead")
             raise IgnoreRequest("no usable proxy left in STICKY_PROXY_LIST")
@@ -178,10 +216,13 @@ class StickyProxyMiddleware:
             return response
         if response.status == 407:
             self._auth_failed(request, route)
-        meta.pop(M.PROBE, None)
-        down_for = self._gate(route).succeeded(time.monotonic())
+        down_for = self._gate(route).answered(meta, time.monotonic())
         if down_for is not None:
             logger.info("The proxy %s answers again after %.1f s", route, down_for)
+            self._down.discard(route)
+            # Requests held at other proxies' gates may come here now.
+            for gate in self._gates.values():
+                gate.release()
         reason = self.policy.response_ban(response)
         if reason is None:
             if self.pool is not None:
@@ -194,23 +235,21 @@ class StickyProxyMiddleware:
     ) -> Request | None:
         meta = request.meta
         route = meta.get(M.ROUTE)
-        if route is None or meta.get(M.DONT) or isinstance(exception, IgnoreRequest):
+        if route is None or meta.get(M.DONT):
+            return None
+        gate = self._gate(route)
+        if isinstance(exception, IgnoreRequest):
+            # Dropped by another component (the HTTP cache, a custom
+            # middleware): no answer from the route, and the drop is theirs.
+            gate.inconclusive(meta, time.monotonic())
             return None
         if is_tunnel_407(exception):
             self._auth_failed(request, route)
-        gate = self._gate(route)
-        was_probe = meta.pop(M.PROBE, False)
         if isinstance(exception, UNREACHABLE):
-            unreachable = f"unreachable/{type(exception).__name__}"
-            if self.pool is None:
-                return self._outage(request, gate, was_probe, unreachable)
-            # A static proxy that cannot be reached: count it against the
-            # proxy, not the session, and fail over to another proxy.
-            gate.probe_failed()
-            self._report_proxy(route, ok=False)
-            return self._reroll(request, unreachable, "failovers")
-        if was_probe:
-            gate.probe_failed()
+            return self._outage(
+                request, gate, f"unreachable/{type(exception).__name__}"
+            )
+        gate.inconclusive(meta, time.monotonic())
         reason = self.policy.exception_ban(exception)
         if reason is None:
             return None
@@ -224,20 +263,17 @@ class StickyProxyMiddleware:
             return new
         return self._ban(request, reason)
 
-    def _outage(
-        self, request: Request, gate: RouteGate, was_probe: bool, reason: str
-    ) -> Request:
-        """The gateway refuses connections: that is no ban (burning sessions
-        would not help). Hold requests back with a backoff and retry this one
-        when the gateway answers, for up to STICKY_PROXY_OUTAGE_TIMEOUT."""
+    def _outage(self, request: Request, gate: RouteGate, reason: str) -> Request:
+        """The route refuses connections: that is no ban (burning sessions
+        would not help), and for a static proxy no re-roll either. Hold
+        requests back with a backoff (a static list fails over to proxies
+        that answer) and retry this one, for up to
+        STICKY_PROXY_OUTAGE_TIMEOUT."""
         route = request.meta[M.ROUTE]
-        down_for = gate.unreachable(
-            time.monotonic(),
-            was_probe,
-            self.config.outage_backoff_max,
-            self.config.outage_timeout,
-        )
-        if down_for == 0:
+        first = not gate.down
+        was_probe = request.meta.get(M.PROBE) == gate.probe
+        gate.refused(request.meta, time.monotonic())
+        if first:
             logger.warning(
                 "The proxy %s refuses connections: holding requests back and "
                 "retrying with a backoff (up to %.0f s apart) for %.0f s",
@@ -245,25 +281,32 @@ class StickyProxyMiddleware:
                 self.config.outage_backoff_max,
                 self.config.outage_timeout,
             )
-        if gate.expired:
-            self._give_up(request, [*request.meta.get(M.REASONS, ()), reason])
-        self._inc("outage_retries")
-        return self._retry_copy(request, reason, "outage_retries")
+        if self.pool is not None:
+            self._down.add(route)
+            if first or was_probe:
+                # Only what the gate learns from counts: requests that were in
+                # flight fail together and say nothing new.
+                self._report_proxy(route, ok=False, probe=was_probe)
+            stat = "failovers"
+        else:
+            stat = "outage_retries"
+        self._inc(stat)
+        return self._retry_copy(request, reason, stat)
 
-    def _report_proxy(self, route: str, ok: bool) -> None:
+    def _report_proxy(self, route: str, ok: bool, probe: bool = False) -> None:
         """Update a static proxy's health; share it when it changed."""
         assert self.pool is not None
         before = self.pool.export(route)
         if ok:
             self.pool.success(route, time.time())
         else:
-            self.pool.failure(route, time.time())
+            self.pool.failure(route, time.time(), probe=probe)
         after = self.pool.export(route)
         if after != before:
             self.store.proxy_changed(route, *after)
 
     def _auth_failed(self, request: Request, route: str) -> None:
-        self._gate(route).settle("failed")
+        self._gate(route).failed()
         self._inc("auth_failed")
         self._close(
             AUTH_FAILED,
@@ -353,7 +396,7 @@ class StickyProxyMiddleware:
     def _gate(self, route: str) -> RouteGate:
         gate = self._gates.get(route)
         if gate is None:
-            gate = self._gates[route] = RouteGate()
+            gate = self._gates[route] = RouteGate(self._gate_policy)
         return gate
 
     def _inc(self, name: str, count: int = 1) -> None:
@@ -365,6 +408,7 @@ class StickyProxyMiddleware:
             return
         self._closing = True
         logger.error("Closing the spider (%s): %s", reason, message)
+        self._stop_waiting()
         engine = self.crawler.engine
         assert engine is not None
         deferred_from_coro(engine.close_spider_async(reason=reason))

@@ -24,7 +24,7 @@ import enum
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 __all__ = ["PoolPolicy", "ProxyPool", "ProxyState"]
@@ -152,11 +152,15 @@ class ProxyPool:
         return tuple(proxy.proxy_id for proxy in self._proxies)
 
     def pick(
-        self, key: str, generation: int, now: float, avoid: str | None = None
+        self,
+        key: str,
+        generation: int,
+        now: float,
+        avoid: str | Collection[str] = (),
     ) -> str | None:
-        """The proxy for ``(key, generation)``, skipping ``avoid`` if another is
-        usable. With none usable, the non-DEAD one whose ``retry_at`` is
-        soonest (better than stalling), else None.
+        """The proxy for ``(key, generation)``, skipping the one or ones in
+        ``avoid`` if another is usable. With none usable, the non-DEAD one
+        whose ``retry_at`` is soonest (better than stalling), else None.
 
         Generation ``g`` prefers the proxy at place ``g mod n`` of the key's
         ranking, and walks down the ranking past benched ones. A key is
@@ -164,6 +168,8 @@ class ProxyPool:
         never prefer the same proxy: the re-rolled request and the key's
         follow-ups agree on leaving it, with no memory of where a ban came
         from."""
+        if isinstance(avoid, str):
+            avoid = (avoid,)
         proxies = self._proxies
         scores = [self._score(proxy, key) for proxy in proxies]
         start = generation % len(proxies)
@@ -174,9 +180,9 @@ class ProxyPool:
             ranked = sorted(range(len(proxies)), key=scores.__getitem__, reverse=True)
             order = ranked[start:] + ranked[:start]
             best = self._best_usable(scores, order, now, avoid, by_score=False)
-        if best is None and avoid is not None:
-            # Only the avoided proxy may be usable: better than stalling.
-            best = self._best_usable(scores, order, now, None, by_score=start == 0)
+        if best is None and avoid:
+            # Only avoided proxies may be usable: better than stalling.
+            best = self._best_usable(scores, order, now, (), by_score=start == 0)
         if best is None:
             best = self._soonest_retry(avoid)
         return None if best is None else best.proxy_id
@@ -195,17 +201,17 @@ class ProxyPool:
         scores: list[float],
         order: Sequence[int],
         now: float,
-        avoid: str | None,
+        avoid: Collection[str],
         by_score: bool,
     ) -> _Proxy | None:
-        """The first usable proxy (not benched at *now*, not *avoid*) in
+        """The first usable proxy (not benched at *now*, not in *avoid*) in
         *order*, or the highest-scoring one when *by_score*."""
         best: _Proxy | None = None
         best_score = 0.0  # every score is > 0
         for index in order:
             proxy = self._proxies[index]
             retry_at = proxy.retry_at
-            if (retry_at is not None and now < retry_at) or proxy.proxy_id == avoid:
+            if (retry_at is not None and now < retry_at) or proxy.proxy_id in avoid:
                 continue
             if not by_score:
                 return proxy
@@ -213,9 +219,9 @@ class ProxyPool:
                 best, best_score = proxy, scores[index]
         return best
 
-    def _soonest_retry(self, avoid: str | None) -> _Proxy | None:
+    def _soonest_retry(self, avoid: Collection[str]) -> _Proxy | None:
         benched = [p for p in self._proxies if p.failures < self._policy.dead_after]
-        preferred = [p for p in benched if p.proxy_id != avoid] or benched
+        preferred = [p for p in benched if p.proxy_id not in avoid] or benched
         # All are benched here, so retry_at is set; ties go to list order.
         return min(preferred, key=lambda p: p.retry_at or 0.0, default=None)
 
@@ -231,10 +237,12 @@ class ProxyPool:
         proxy.retry_at = None
         proxy.ever_ok = True
 
-    def failure(self, proxy_id: str, now: float) -> ProxyState:
-        """A request through this proxy failed (ignored while benched)."""
+    def failure(self, proxy_id: str, now: float, probe: bool = False) -> ProxyState:
+        """A request through this proxy failed (ignored while benched, unless
+        it was the *probe*: the one request sent to find out whether the
+        proxy is back, whose failure is news)."""
         proxy = self._get(proxy_id)
-        if proxy.retry_at is not None and now < proxy.retry_at:
+        if not probe and proxy.retry_at is not None and now < proxy.retry_at:
             return self._state_of(proxy)
         proxy.failures += 1
         failures = proxy.failures

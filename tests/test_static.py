@@ -89,8 +89,8 @@ async def test_follow_ups_of_a_rerolled_key_never_go_back_to_the_banning_proxy(
         ItemsSpider,
         {
             "STICKY_PROXY_LIST": [box.gateway_url for box in gateways],
-            "STICKY_PROXY_LIST_UNHEALTHY_AFTER": 10_000,
-            "STICKY_PROXY_LIST_DEAD_AFTER": 10_001,
+            "STICKY_PROXY_LIST_UNHEALTHY_AFTER": 999,
+            "STICKY_PROXY_LIST_DEAD_AFTER": 1000,
         },
         base=gateways[0].site_url,
         n=60,
