@@ -193,7 +193,7 @@ async def test_close_while_the_sender_is_mid_flush_writes_each_change_once(
         store.record_give_up({"url": "http://x/1"})
         await until(
             lambda: any(
-                "b" in c["flags"] and c["cmd"] in WRITES for c in client.client_list()
+                "b" in c["flags"] and c["cmd"] != "client" for c in client.client_list()
             )
         )
     finally:
@@ -232,5 +232,7 @@ async def test_a_burned_key_evicted_from_the_local_view_is_not_reused(
                 await within(pending)
             generations.append(store.acquire(f"k{i}", 0.0)[0])
         assert generations == [2] + [1] * 39
-        # One GET per evicted key, and none for the keys still local.
-        assert delta(before, calls(client), "get") <= 30 + 4
+        # At most one GET per key (the local view holds 10 keys, so each
+        # answer evicts another); the ten just fetched need none.
+        assert delta(before, calls(client), "get") <= 40
+        assert [lookup(store, f"k{i}") for i in range(30, 40)] == [None] * 10
