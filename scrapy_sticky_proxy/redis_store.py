@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from .redis_layout import (
@@ -36,16 +37,20 @@ from .redis_layout import (
     RAISE,
     is_transient,
     key_digest,
+    parse_generation,
     quiet_client,
     redact_url,
+    short,
 )
 from .redis_reader import Reader
 from .redis_writer import Writer
-from .store import DEFAULT_MAX_KEYS, HealthStore, MemoryStore, Rotation
+from .store import DEFAULT_MAX_KEYS, EvictedFilter, HealthStore, MemoryStore, Rotation
 
 logger = logging.getLogger(__name__)
 
 CLOSE_DRAIN = 5.0  # how long close() lets the sender write what is queued
+FETCH_TIMEOUT = 5.0  # a lookup of an evicted key gives up after this
+EVICTED_PER_KEY = 4  # evicted burned keys remembered, per STICKY_PROXY_MAX_KEYS
 
 
 class RedisStore(HealthStore):
@@ -66,6 +71,9 @@ class RedisStore(HealthStore):
         self.ns = namespace
         self.ttl = ttl
         self.local = MemoryStore(max_keys, rotation or Rotation(), gave_up_file)
+        # Burned keys the local view had to forget: Redis still knows them.
+        self.evicted = EvictedFilter(EVICTED_PER_KEY * max_keys)
+        self.local.on_evict = self.evicted.add
         self.spider = spider
         self.client_kwargs = client_kwargs or {}
         self.heartbeat_interval = heartbeat_interval
@@ -90,6 +98,31 @@ class RedisStore(HealthStore):
 
     def generation(self, key: str) -> int:
         return self.local.generation(key_digest(key))
+
+    def lookup(self, key: str) -> Awaitable[None] | None:
+        if not self.evicted:  # nothing forgotten yet: the usual case
+            return None
+        digest = key_digest(key)
+        if digest in self.local or digest not in self.evicted:
+            return None
+        return self._fetch(digest)
+
+    async def _fetch(self, digest: str) -> None:
+        """Bring back a burned key the local view evicted. Without an answer
+        the crawl goes on with the local view, as during an outage."""
+        if not self.connected:
+            return
+        try:
+            value = await asyncio.wait_for(
+                self.client.get(f"{self.ns}:g:{digest}"), FETCH_TIMEOUT
+            )
+        except Exception as exc:
+            logger.debug("Redis lookup of an evicted key failed: %s", short(exc))
+            return
+        generation = parse_generation(value) if value is not None else 0
+        # Tracked even at generation 0 (expired in Redis, or a false
+        # positive of the filter): the next request needs no lookup.
+        self.local.adopt(digest, generation or 0, time.monotonic())
 
     def acquire(self, key: str, now: float) -> tuple[int, bool]:
         digest = key_digest(key)

@@ -236,3 +236,18 @@ async def test_a_burned_key_evicted_from_the_local_view_is_not_reused(
         # answer evicts another); the ten just fetched need none.
         assert delta(before, calls(client), "get") <= 40
         assert [lookup(store, f"k{i}") for i in range(30, 40)] == [None] * 10
+
+
+def test_the_evicted_filter_remembers_the_latest_evictions() -> None:
+    from scrapy_sticky_proxy.store import EvictedFilter
+
+    evicted = EvictedFilter(1024)
+    assert not evicted and key_digest("k0") not in evicted
+    digests = [key_digest(f"k{i}") for i in range(3000)]
+    for digest in digests:
+        evicted.add(digest)
+    # The latest capacity are always there; the oldest are forgotten once
+    # two filters' worth came after them.
+    assert all(d in evicted for d in digests[-1024:])
+    assert sum(d in evicted for d in digests[:500]) <= 5
+    assert sum(key_digest(f"fresh{i}") in evicted for i in range(10_000)) <= 30
