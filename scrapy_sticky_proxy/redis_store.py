@@ -141,7 +141,9 @@ class RedisStore(HealthStore):
 
     def record_give_up(self, record: dict[str, Any]) -> None:
         self.local.record_give_up(record)
-        self._send("gave_up", json.dumps(record, ensure_ascii=False))
+        # ASCII JSON: a lone surrogate (keys are any str) cannot be encoded
+        # for Redis, and would fail its batch on every retry.
+        self._send("gave_up", json.dumps(record))
 
     def proxy_changed(
         self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool

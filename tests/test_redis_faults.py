@@ -157,6 +157,22 @@ async def test_an_unreadable_value_and_a_dropped_subscriber_are_survived(
     assert any("Redis" in r.getMessage() for r in caplog.records if r.levelno >= 30)
 
 
+@deferred_f_from_coro_f
+async def test_a_record_with_a_lone_surrogate_does_not_stall_the_queue(
+    redis_db: str,
+) -> None:
+    """A session key may hold a lone surrogate (any str is a key); its
+    give-up record must reach Redis, not fail to encode on every retry."""
+    client = sync_client(redis_db)
+    async with opened(redis_db, heartbeat_interval=60) as store:
+        store.record_give_up({"url": "http://x/1", "key": "a\ud800b"})
+        store.ban("after", 0, 0.0)
+        await within(store.flushed())
+    [record] = client.lrange(f"{NS}:gave_up", 0, -1)
+    assert json.loads(record)["url"] == "http://x/1"
+    assert client.get(f"{NS}:g:{key_digest('after')}") == "1"
+
+
 # -- defect 8: pub/sub on every allowed redis-py version ---------------------
 
 
