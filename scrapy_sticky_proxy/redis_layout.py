@@ -42,6 +42,65 @@ return {new, 1}
 """
 
 
+# A static proxy's health: stored, kept for the TTL, announced. One script
+# per change, like BUMP, so that each queued change is one command with one
+# reply: written whole or not at all, never half and then again.
+PROXY = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', KEYS[2], 'p ' .. ARGV[1] .. ' ' .. ARGV[2])
+return 1
+"""
+
+# A give-up record. Give-ups wait for a person: no expiry, but a length cap
+# (the oldest go first) so that the list cannot grow unbounded.
+GAVE_UP = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+return 1
+"""
+
+# Errors after which the same command can succeed later: the server is out
+# of memory, a replica after a failover, loading, busy, or lost its scripts.
+# Matched in the message too: Redis 6 reports a script's inner error as
+# "ERR Error running script ...: -OOM ...".
+_TRANSIENT = re.compile(
+    r"(?<![A-Za-z])(OOM|READONLY|LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN"
+    r"|NOSCRIPT|NOREPLICAS|MISCONF)(?![A-Za-z])"
+)
+
+
+def is_lost_connection(exc: BaseException) -> bool:
+    """Redis did not answer (as opposed to answering with an error)."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error reply that retrying later may cure. Any other error reply
+    (WRONGTYPE from a key someone else wrote, a bad argument) will come back
+    on every retry: the change is poison."""
+    from redis import exceptions as e
+
+    transient = (e.ReadOnlyError, e.OutOfMemoryError, e.NoScriptError)
+    return isinstance(exc, transient) or bool(_TRANSIENT.search(str(exc)))
+
+
+def parse_generation(value: object) -> int | None:
+    """A generation as Redis or a pub/sub message holds it, or ``None`` if
+    the value is not one (someone else's data)."""
+    if not isinstance(value, str) or len(value) > 18:
+        return None
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def short(exc: BaseException) -> str:
+    """An error for a log line: its type and the start of its message (the
+    server's words, never a value of ours)."""
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
 # Raise a key to at least a generation (re-seeding a Redis that lost data).
 RAISE = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')

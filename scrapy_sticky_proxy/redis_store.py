@@ -5,11 +5,15 @@ The keys it uses are described in :mod:`scrapy_sticky_proxy.redis_layout`.
 Nothing touches Redis on a healthy request: the crawler reads a local view
 (a :class:`MemoryStore` keyed by digest) that is loaded at start and kept
 current through ``ns:events``. Bans, proxy health changes and give-ups are
-queued and sent by one background task, batched in a pipeline. If Redis goes
+queued and sent by one background task, batched in a pipeline, one command
+(a Lua script) per change so that each is written whole, once. If Redis goes
 away the crawl goes on with the local view; the queue is kept, a warning is
 logged once, and when Redis is back the local view is written back (a Redis
 restarted without persistence has forgotten it), the queue replayed and the
-view reloaded (messages published meanwhile were missed).
+view reloaded (messages published meanwhile were missed). If Redis answers
+with an error instead, a change it may accept later (OOM, READONLY...) is
+kept and retried with a backoff; one it never will (WRONGTYPE) is dropped
+with an error naming it.
 """
 
 from __future__ import annotations
@@ -21,23 +25,32 @@ import logging
 import os
 import socket
 import time
-from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 from .redis_layout import (
     BUMP,
     DEFAULT_TTL,
-    GAVE_UP_MAX,
+    GAVE_UP,
     HEARTBEAT_INTERVAL,
+    PROXY,
     RAISE,
+    is_transient,
     key_digest,
+    parse_generation,
     quiet_client,
     redact_url,
-    scan_pattern,
+    short,
 )
-from .store import DEFAULT_MAX_KEYS, HealthStore, MemoryStore, Rotation
+from .redis_reader import Reader
+from .redis_writer import Writer
+from .store import DEFAULT_MAX_KEYS, EvictedFilter, HealthStore, MemoryStore, Rotation
 
 logger = logging.getLogger(__name__)
+
+CLOSE_DRAIN = 5.0  # how long close() lets the sender write what is queued
+FETCH_TIMEOUT = 5.0  # a lookup of an evicted key gives up after this
+EVICTED_PER_KEY = 4  # evicted burned keys remembered, per STICKY_PROXY_MAX_KEYS
 
 
 class RedisStore(HealthStore):
@@ -58,25 +71,24 @@ class RedisStore(HealthStore):
         self.ns = namespace
         self.ttl = ttl
         self.local = MemoryStore(max_keys, rotation or Rotation(), gave_up_file)
+        # Burned keys the local view had to forget: Redis still knows them.
+        self.evicted = EvictedFilter(EVICTED_PER_KEY * max_keys)
+        self.local.on_evict = self.evicted.add
         self.spider = spider
         self.client_kwargs = client_kwargs or {}
         self.heartbeat_interval = heartbeat_interval
         self.crawler_id = f"{socket.gethostname()}:{os.getpid()}:{spider}"
         self.connected = False
         self.lost_count = 0
-        self._pending: deque[tuple[str, tuple[Any, ...]]] = deque()
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self.closing = False
+        self.client: Any = None
+        self.scripts: dict[str, Any] = {}
+        self.writer = Writer(self)
+        self.reader = Reader(self)
         self._reconnecting = asyncio.Lock()
         self._changed = asyncio.Condition()
-        self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._client: Any = None
-        self._bump: Any = None
-        self._raise: Any = None
         self._warned = False
-        self._closing = False
         self._started = time.time()
 
     # -- HealthStore -------------------------------------------------------
@@ -86,6 +98,31 @@ class RedisStore(HealthStore):
 
     def generation(self, key: str) -> int:
         return self.local.generation(key_digest(key))
+
+    def lookup(self, key: str) -> Awaitable[None] | None:
+        if not self.evicted:  # nothing forgotten yet: the usual case
+            return None
+        digest = key_digest(key)
+        if digest in self.local or digest not in self.evicted:
+            return None
+        return self._fetch(digest)
+
+    async def _fetch(self, digest: str) -> None:
+        """Bring back a burned key the local view evicted. Without an answer
+        the crawl goes on with the local view, as during an outage."""
+        if not self.connected:
+            return
+        try:
+            value = await asyncio.wait_for(
+                self.client.get(f"{self.ns}:g:{digest}"), FETCH_TIMEOUT
+            )
+        except Exception as exc:
+            logger.debug("Redis lookup of an evicted key failed: %s", short(exc))
+            return
+        generation = parse_generation(value) if value is not None else 0
+        # Tracked even at generation 0 (expired in Redis, or a false
+        # positive of the filter): the next request needs no lookup.
+        self.local.adopt(digest, generation or 0, time.monotonic())
 
     def acquire(self, key: str, now: float) -> tuple[int, bool]:
         digest = key_digest(key)
@@ -104,7 +141,9 @@ class RedisStore(HealthStore):
 
     def record_give_up(self, record: dict[str, Any]) -> None:
         self.local.record_give_up(record)
-        self._send("gave_up", json.dumps(record, ensure_ascii=False))
+        # ASCII JSON: a lone surrogate (keys are any str) cannot be encoded
+        # for Redis, and would fail its batch on every retry.
+        self._send("gave_up", json.dumps(record))
 
     def proxy_changed(
         self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool
@@ -120,45 +159,59 @@ class RedisStore(HealthStore):
         cannot be reached."""
         import redis.asyncio as aioredis
 
-        self._client = aioredis.from_url(
+        self.client = aioredis.from_url(
             self.url, decode_responses=True, **{**quiet_client(), **self.client_kwargs}
         )
         try:
-            await self._client.ping()
-            self._bump = self._client.register_script(BUMP)
-            self._raise = self._client.register_script(RAISE)
-            await self._subscribe()
+            await self.client.ping()
+            self.scripts = {
+                name: self.client.register_script(source)
+                for name, source in (
+                    ("bump", BUMP),
+                    ("proxy", PROXY),
+                    ("gave_up", GAVE_UP),
+                    ("raise", RAISE),
+                )
+            }
+            await self.reader.subscribe()
             await self._beat()
         except Exception as exc:
-            await self._client.aclose()
+            await self.client.aclose()
             raise ConnectionError(
                 f"cannot reach Redis at {redact_url(self.url)}: {exc}"
             ) from None
         self.connected = True
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._sender()),
-            loop.create_task(self._listener()),
+            loop.create_task(self.writer.run()),
+            loop.create_task(self.reader.run()),
             loop.create_task(self._heartbeat()),
         ]
 
     async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        if self.connected and self._pending:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._flush(), 5)
-        for task in self._tasks:
-            task.cancel()
+        self.closing = True
+        self.writer.wake.set()
         if self._tasks:
+            # The sender alone writes: close() sending the queue itself
+            # raced a batch in flight and wrote it twice. It gets a bounded
+            # time to drain the queue.
+            await asyncio.wait(self._tasks[:1], timeout=CLOSE_DRAIN)
+            for task in self._tasks:
+                task.cancel()
             # Bounded: a client stuck on a dead socket must not hold up the
             # end of the crawl.
             await asyncio.wait(self._tasks, timeout=2)
-        if self._client is not None:
+        if self.writer.pending:
+            logger.warning(
+                "%d change(s) may not have reached Redis at %s before close",
+                len(self.writer.pending),
+                redact_url(self.url),
+            )
+        if self.client is not None:
             for step in (
-                self._pubsub.aclose() if self._pubsub is not None else None,
-                self._client.delete(self._crawler_key()),
-                self._client.aclose(),
+                self.reader.unsubscribe(),
+                self.client.delete(self._crawler_key()),
+                self.client.aclose(),
             ):
                 if step is not None:
                     with contextlib.suppress(Exception):
@@ -168,63 +221,18 @@ class RedisStore(HealthStore):
     # -- background work ---------------------------------------------------
 
     def _send(self, op: str, *args: Any) -> None:
-        self._pending.append((op, args))
-        self._drained.clear()
-        self._wake.set()
+        self.writer.send(op, args)
 
     async def flushed(self) -> None:
-        """Wait until every queued change is in Redis."""
-        await self._drained.wait()
+        """Wait until every queued change is in Redis (or dropped)."""
+        await self.writer.drained.wait()
 
-    async def _sender(self) -> None:
-        while not self._closing:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending and not self._closing:
-                try:
-                    await self._flush()
-                except Exception as exc:  # connection lost, timeout...
-                    await self._lost(exc)
-            if not self._pending:
-                self._drained.set()
+    @property
+    def at(self) -> str:
+        """The Redis URL for messages (without password)."""
+        return redact_url(self.url)
 
-    async def _flush(self) -> None:
-        batch = list(self._pending)
-        pipe = self._client.pipeline(transaction=False)
-        events, gens = f"{self.ns}:events", f"{self.ns}:g:"
-        for op, args in batch:
-            if op == "bump":
-                digest, generation = args
-                await self._bump(
-                    keys=[gens + digest, events, f"{self.ns}:stats:bumps"],
-                    args=[generation, self.ttl, digest],
-                    client=pipe,
-                )
-            elif op == "proxy":
-                proxy_id, state = args
-                pipe.hset(f"{self.ns}:proxies", proxy_id, state)
-                pipe.expire(f"{self.ns}:proxies", self.ttl)
-                pipe.publish(events, f"p {proxy_id} {state}")
-            elif op == "gave_up":
-                # Give-ups wait for a person: no expiry, but a length cap
-                # (the oldest go first) so the list cannot grow unbounded.
-                pipe.rpush(f"{self.ns}:gave_up", args[0])
-                pipe.ltrim(f"{self.ns}:gave_up", -GAVE_UP_MAX, -1)
-        results = await pipe.execute()
-        # Only now is the batch safely in Redis.
-        for _ in batch:
-            self._pending.popleft()
-        now = time.monotonic()
-        index = 0
-        for op, args in batch:
-            if op == "bump":
-                generation, _bumped = results[index]
-                self.local.set_generation(args[0], int(generation), now)
-                index += 1
-            else:
-                index += 3 if op == "proxy" else 2
-
-    async def _lost(self, exc: Exception) -> None:
+    async def lost(self, exc: Exception) -> None:
         """A command failed: if Redis is gone, keep crawling on the local view
         and wait until it answers again (the sender and the listener both end
         up here; one of them does the waiting)."""
@@ -233,7 +241,7 @@ class RedisStore(HealthStore):
                 try:
                     # A connection that died in an earlier outage fails once
                     # more after Redis came back: that is not a new outage.
-                    await self._client.ping()
+                    await self.client.ping()
                     return
                 except Exception:
                     await self._set_connected(False)
@@ -247,22 +255,22 @@ class RedisStore(HealthStore):
                         type(exc).__name__,
                     )
             delay = 0.05
-            while not self.connected and not self._closing:
+            while not self.connected and not self.closing:
                 # A retry timer, not synchronisation: nothing to wait on but
                 # a server that may or may not come back.
                 await asyncio.sleep(delay)
                 try:
-                    await self._client.ping()
+                    await self.client.ping()
                     await self._reseed()
                 except Exception:
                     delay = min(delay * 2, 2.0)
                     continue
                 await self._set_connected(True)
-                self._wake.set()
+                self.writer.wake.set()
                 logger.info(
                     "Redis at %s is back: replaying %d change(s) and reloading",
-                    redact_url(self.url),
-                    len(self._pending),
+                    self.at,
+                    len(self.writer.pending),
                 )
 
     async def _reseed(self) -> None:
@@ -270,84 +278,27 @@ class RedisStore(HealthStore):
         persistence has forgotten what every crawler burned before."""
         entries = list(self.local.items())
         for start in range(0, len(entries), 1000):
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=False)
             for digest, generation in entries[start : start + 1000]:
-                await self._raise(
+                await self.scripts["raise"](
                     keys=[f"{self.ns}:g:{digest}"],
                     args=[generation, self.ttl],
                     client=pipe,
                 )
-            await pipe.execute()
+            for result in await pipe.execute(raise_on_error=False):
+                # A key someone else overwrote is skipped (its next bump is
+                # dropped and logged); a server refusing writes is not back.
+                if isinstance(result, BaseException) and is_transient(result):
+                    raise result
 
-    async def _load(self) -> None:
-        """Load every shared generation and proxy state into the local view."""
-        now = time.monotonic()
-        prefix = f"{self.ns}:g:"
-        names: list[str] = []
-        async for name in self._client.scan_iter(
-            match=scan_pattern(prefix), count=1000
-        ):
-            names.append(name)
-        for start in range(0, len(names), 1000):
-            chunk = names[start : start + 1000]
-            for name, value in zip(chunk, await self._client.mget(chunk), strict=True):
-                if value is not None:
-                    self.local.set_generation(name[len(prefix) :], int(value), now)
-        if self.on_proxy_update is not None:
-            for proxy_id, state in (
-                await self._client.hgetall(f"{self.ns}:proxies")
-            ).items():
-                self._apply_proxy(proxy_id, state)
-
-    def _apply_proxy(self, proxy_id: str, state: str) -> None:
-        if self.on_proxy_update is None:
-            return
-        try:
-            failures, retry_at, ever_ok = json.loads(state)
-            self.on_proxy_update(proxy_id, int(failures), retry_at, bool(ever_ok))
-        except (ValueError, TypeError, KeyError):
-            # Another project sharing the namespace, or a proxy we do not have.
-            return
-
-    async def _subscribe(self) -> None:
-        self._pubsub = self._client.pubsub()
-        await self._pubsub.subscribe(f"{self.ns}:events")
-        # Whatever was published before the subscription took effect (or
-        # while Redis was away) is in the keys: load them after subscribing.
-        await self._load()
-
-    async def _listener(self) -> None:
-        while not self._closing:
-            try:
-                if self._pubsub is None:
-                    await self._subscribe()
-                async for message in self._pubsub.listen():
-                    if message.get("type") == "message":
-                        self._on_message(message["data"])
-                        async with self._changed:
-                            self._changed.notify_all()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()
-                self._pubsub = None
-                await self._lost(exc)
-
-    def _on_message(self, data: str) -> None:
-        kind, _, rest = data.partition(" ")
-        if kind == "g":
-            digest, _, generation = rest.partition(" ")
-            with contextlib.suppress(ValueError):
-                self.local.set_generation(digest, int(generation), time.monotonic())
-        elif kind == "p":
-            proxy_id, _, state = rest.partition(" ")
-            self._apply_proxy(proxy_id, state)
+    async def notify(self) -> None:
+        """Wake whoever waits for the local view or the connection state."""
+        async with self._changed:
+            self._changed.notify_all()
 
     async def _set_connected(self, connected: bool) -> None:
         self.connected = connected
-        async with self._changed:
-            self._changed.notify_all()
+        await self.notify()
 
     async def wait_connected(self, connected: bool = True) -> None:
         """Return once the store knows Redis to be reachable (or not)."""
@@ -368,10 +319,10 @@ class RedisStore(HealthStore):
         record = {"spider": self.spider, "host": host, "pid": int(pid)}
         record["start"] = self._started
         expiry = max(1, int(self.heartbeat_interval * 3))
-        await self._client.set(self._crawler_key(), json.dumps(record), ex=expiry)
+        await self.client.set(self._crawler_key(), json.dumps(record), ex=expiry)
 
     async def _heartbeat(self) -> None:
-        while not self._closing:
+        while not self.closing:
             await asyncio.sleep(self.heartbeat_interval)
             if self.connected:
                 with contextlib.suppress(Exception):

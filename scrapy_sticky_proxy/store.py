@@ -17,7 +17,7 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -50,6 +50,13 @@ class HealthStore(ABC):
     def acquire(self, key: str, now: float) -> tuple[int, bool]:
         """Return the generation to use for *key* and whether it was just
         rotated (max age or max uses reached); counts one use."""
+
+    def lookup(self, key: str) -> Awaitable[None] | None:
+        """``None`` when :meth:`acquire` can answer for *key* from memory
+        (always for keys never burned). Otherwise an awaitable to await
+        before :meth:`acquire`: a shared backend fetches what it forgot (a
+        burned key evicted past its ``max_keys``)."""
+        return None
 
     @abstractmethod
     def generation(self, key: str) -> int:
@@ -120,12 +127,17 @@ class MemoryStore(HealthStore):
         self.rotation = rotation
         self.gave_up_file = gave_up_file
         self.evicted = 0
+        #: Called with each evicted key that was past generation 0.
+        self.on_evict: Callable[[str], None] | None = None
         # key -> generation (no rotation) or _Session
         self._entries: OrderedDict[str, Any] = OrderedDict()
         self._gave_up: IO[str] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
 
     def generation(self, key: str) -> int:
         entry = self._entries.get(key)
@@ -182,6 +194,17 @@ class MemoryStore(HealthStore):
         else:
             self._put(key, generation)
 
+    def adopt(self, key: str, generation: int, now: float) -> None:
+        """Track *key* at *generation* or later, even generation 0 (what a
+        shared store answered: the key needs no lookup while it stays)."""
+        if key in self._entries:
+            self.set_generation(key, generation, now)
+        elif self.rotation.enabled:
+            born = now if self.rotation.max_age is not None else None
+            self._put(key, _Session(generation, born, 0))
+        else:
+            self._put(key, generation)
+
     def items(self) -> Iterator[tuple[str, int]]:
         """(key, generation) of every key past generation 0."""
         for key, entry in list(self._entries.items()):
@@ -194,8 +217,10 @@ class MemoryStore(HealthStore):
         entries[key] = value
         entries.move_to_end(key)
         while len(entries) > self.max_keys:
-            entries.popitem(last=False)
+            old, entry = entries.popitem(last=False)
             self.evicted += 1
+            if self.on_evict is not None and _generation_of(entry):
+                self.on_evict(old)
 
     #: Records the give-up file could not take (each logged at ERROR).
     gave_up_write_errors = 0
@@ -237,3 +262,51 @@ class MemoryStore(HealthStore):
         if self._gave_up is not None:
             self._gave_up.close()
             self._gave_up = None
+
+
+class EvictedFilter:
+    """Which burned keys a bounded local view has evicted, in about 2 bytes
+    a key: two Bloom filters of *capacity* keys each (1 in 1000 false
+    positives). When the newer is full the older is dropped, so the latest
+    *capacity* to 2 x *capacity* evictions are remembered. Keys are the
+    hex digests of :func:`redis_layout.key_digest` (96 bits)."""
+
+    HASHES = 10  # with 15 bits a key: ~0.1 % false positives when full
+
+    def __init__(self, capacity: int):
+        self.capacity = max(1024, capacity)
+        self.bits = self.capacity * 15
+        # Allocated on the first eviction: most crawls never evict.
+        self._new: bytearray | None = None
+        self._old: bytearray | None = None
+        self._count = 0
+
+    def __bool__(self) -> bool:
+        return self._count > 0 or self._old is not None
+
+    def _hashes(self, digest: str) -> tuple[int, int]:
+        value = int(digest, 16)
+        return value & 0xFFFFFFFFFFFF, (value >> 48) | 1
+
+    def add(self, digest: str) -> None:
+        if self._new is None or self._count >= self.capacity:
+            self._old, self._new = self._new, bytearray(self.bits // 8 + 1)
+            self._count = 0
+        a, b = self._hashes(digest)
+        bits, new = self.bits, self._new
+        for i in range(self.HASHES):
+            position = (a + i * b) % bits
+            new[position >> 3] |= 1 << (position & 7)
+        self._count += 1
+
+    def __contains__(self, digest: str) -> bool:
+        a, b = self._hashes(digest)
+        return any(self._has(f, a, b) for f in (self._new, self._old) if f is not None)
+
+    def _has(self, bloom: bytearray, a: int, b: int) -> bool:
+        bits = self.bits
+        for i in range(self.HASHES):
+            position = (a + i * b) % bits
+            if not bloom[position >> 3] & (1 << (position & 7)):
+                return False
+        return True

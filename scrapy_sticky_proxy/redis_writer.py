@@ -1,0 +1,144 @@
+"""The one task that writes a :class:`RedisStore`'s changes to Redis.
+
+Changes (generation bumps, proxy health, give-up records) are queued by the
+crawl and sent in batches, one pipeline per batch and one command (a Lua
+script from :mod:`redis_layout`) per change, so that the reply of each says
+whether that change is in Redis: it is written whole, once. What happens to
+a change Redis did not take depends on why:
+
+- no answer (connection lost, timeout): the store's outage handling waits
+  for Redis to return, then the queue is replayed;
+- an error Redis may get over (OOM, READONLY, LOADING, NOSCRIPT...): the
+  change stays queued and is retried with a backoff (0.05 s doubling to 5 s),
+  one warning per episode;
+- any other error (WRONGTYPE from a key someone else wrote): retrying cannot
+  help, so the change is dropped with one error naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .redis_layout import GAVE_UP_MAX, is_lost_connection, is_transient, short
+
+if TYPE_CHECKING:
+    from .redis_store import RedisStore
+
+logger = logging.getLogger(__name__)
+
+BATCH = 1000  # changes per pipeline
+
+Change = tuple[str, tuple[Any, ...]]
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after *failures* failed attempts in a row."""
+    return float(min(5.0, 0.05 * 2 ** min(failures - 1, 7)))
+
+
+class Writer:
+    def __init__(self, store: RedisStore):
+        self.store = store
+        self.pending: deque[Change] = deque()
+        self.wake = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.drained.set()
+        self.dropped = 0  # changes Redis refused for good
+
+    def send(self, op: str, args: tuple[Any, ...]) -> None:
+        self.pending.append((op, args))
+        self.drained.clear()
+        self.wake.set()
+
+    async def run(self) -> None:
+        """Write what is queued until the store closes and the queue is
+        empty (close() waits for this, a bounded time, and never writes
+        itself: two writers sent one batch twice)."""
+        store, failures = self.store, 0
+        while True:
+            if not self.pending:
+                self.drained.set()
+                if store.closing:
+                    return
+                await self.wake.wait()
+                self.wake.clear()
+                continue
+            if store.closing and not store.connected:
+                return
+            try:
+                error = await self._flush()
+            except Exception as exc:  # connection lost, timeout, OOM on load
+                error = exc
+                if is_lost_connection(exc) and not store.closing:
+                    await store.lost(exc)
+            if error is None:
+                if failures:
+                    logger.info("Redis at %s accepts changes again", store.at)
+                failures = 0
+                continue
+            failures += 1
+            if failures == 1 and not is_lost_connection(error):
+                logger.warning(
+                    "Redis at %s refuses changes (%s): %d kept, retried with backoff",
+                    store.at,
+                    short(error),
+                    len(self.pending),
+                )
+            # A retry timer: nothing to wait on but a server changing its mind.
+            await asyncio.sleep(backoff(failures))
+
+    async def _flush(self) -> BaseException | None:
+        """Send the oldest queued changes in one pipeline. Changes written
+        leave the queue, and so do poison ones (an error logged for each);
+        those Redis may accept later stay, and the first such error is
+        returned."""
+        store = self.store
+        batch = list(itertools.islice(self.pending, BATCH))
+        pipe = store.client.pipeline(transaction=False)
+        ns, scripts = store.ns, store.scripts
+        events = f"{ns}:events"
+        for op, args in batch:
+            if op == "bump":
+                digest, generation = args
+                keys = [f"{ns}:g:{digest}", events, f"{ns}:stats:bumps"]
+                argv = [generation, store.ttl, digest]
+            elif op == "proxy":
+                keys, argv = [f"{ns}:proxies", events], [*args, store.ttl]
+            else:
+                keys, argv = [f"{ns}:gave_up"], [args[0], GAVE_UP_MAX]
+            await scripts[op](keys=keys, args=argv, client=pipe)
+        results = await pipe.execute(raise_on_error=False)
+        now = time.monotonic()
+        kept: list[Change] = []
+        error: BaseException | None = None
+        for (op, args), result in zip(batch, results, strict=True):
+            self.pending.popleft()
+            if not isinstance(result, BaseException):
+                if op == "bump":
+                    store.local.set_generation(args[0], int(result[0]), now)
+            elif is_transient(result):
+                kept.append((op, args))
+                error = error or result
+            else:
+                self.dropped += 1
+                logger.error(
+                    "Redis at %s refuses a change for good, dropped: %s (%s)",
+                    store.at,
+                    self._describe(op, args),
+                    short(result),
+                )
+        self.pending.extendleft(reversed(kept))
+        return error
+
+    def _describe(self, op: str, args: tuple[Any, ...]) -> str:
+        ns = self.store.ns
+        if op == "bump":
+            return f"generation bump of {ns}:g:{args[0]}"
+        if op == "proxy":
+            return f"health of proxy {args[0]} in {ns}:proxies"
+        return f"give-up record {args[0][:300]} for {ns}:gave_up"
