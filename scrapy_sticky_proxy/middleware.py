@@ -132,6 +132,9 @@ class StickyProxyMiddleware:
         assert self.stats is not None
         self.stats.set_value("sticky_proxy/requests", self._requests)
         self.stats.set_value("sticky_proxy/tracked_keys", len(self.store))
+        for name, count in self.store.counters().items():
+            if count:
+                self.stats.set_value(f"sticky_proxy/{name}", count)
 
     def _proxy_update_from_store(
         self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool
@@ -150,6 +153,9 @@ class StickyProxyMiddleware:
             key = meta[M.KEY] = self.key_func(request)  # type: ignore[misc]
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
+        pending = self.store.lookup(key)
+        if pending is not None:  # a burned key the local view forgot
+            await pending
         now = time.monotonic()
         generation, rotated = self.store.acquire(key, now)
         if rotated:

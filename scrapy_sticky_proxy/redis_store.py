@@ -99,6 +99,9 @@ class RedisStore(HealthStore):
     def generation(self, key: str) -> int:
         return self.local.generation(key_digest(key))
 
+    def counters(self) -> dict[str, int]:
+        return {"redis/dropped_changes": self.writer.dropped}
+
     def lookup(self, key: str) -> Awaitable[None] | None:
         if not self.evicted:  # nothing forgotten yet: the usual case
             return None

@@ -77,6 +77,11 @@ class HealthStore(ABC):
         """How many keys the store tracks (keys never banned nor rotated are
         not tracked when rotation is off)."""
 
+    def counters(self) -> dict[str, int]:
+        """Counters of the store's own, written as ``sticky_proxy/<name>``
+        stats at every progress line and at close."""
+        return {}
+
     def proxy_changed(  # noqa: B027
         self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool
     ) -> None:
