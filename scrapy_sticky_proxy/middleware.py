@@ -20,6 +20,7 @@ from .gate import RouteGate
 from .gaveup import give_up_record
 from .keys import session_id
 from .pool import ProxyPool
+from .reroll import bound, passed, restart, stamp
 from .store import HealthStore
 
 if TYPE_CHECKING:
@@ -185,6 +186,7 @@ class StickyProxyMiddleware:
         if reason is None:
             if self.pool is not None:
                 self._report_proxy(route, ok=True)
+            passed(request, response)
             return response
         return self._ban(request, reason)
 
@@ -213,13 +215,18 @@ class StickyProxyMiddleware:
         reason = self.policy.exception_ban(exception)
         if reason is None:
             return None
-        if not meta.get(M.SOFT_RETRIED):
+        return self._exception_ban(request, reason)
+
+    def _exception_ban(self, request: Request, reason: str) -> Request:
+        bound(request)  # a follow-up built from response.meta starts afresh
+        if not request.meta.get(M.SOFT_RETRIED):
             # A reset or a timeout may be the network, or a gateway going
             # down, rather than a ban: try the same session once more before
             # burning it. A second failure on it is a ban.
             self._inc("soft_retries")
             new = self._retry_copy(request, reason, "soft_retries")
             new.meta[M.SOFT_RETRIED] = True
+            stamp(new)
             return new
         return self._ban(request, reason)
 
@@ -287,20 +294,23 @@ class StickyProxyMiddleware:
     def _reroll(self, request: Request, reason: str, stat: str) -> Request:
         """A copy of *request* for a new route, or IgnoreRequest (recorded)
         once the request's re-roll budget is spent."""
+        bound(request)  # a follow-up built from response.meta starts afresh
         meta = request.meta
-        rerolls = meta.get(M.REROLLS, 0)
-        reasons = [*meta.get(M.REASONS, ()), reason]
-        limit = meta.get(M.MAX_REROLLS)
-        if limit is None:
-            limit = self.config.max_rerolls
+        rerolls = _count(meta.get(M.REROLLS), 0)
+        reasons = meta.get(M.REASONS)
+        reasons = [*(reasons if isinstance(reasons, list) else ()), reason]
+        limit = _count(meta.get(M.MAX_REROLLS), self.config.max_rerolls)
+        # After a redirect, start again from the request the spider made.
+        start = restart(request)
         if rerolls >= limit:
-            self._give_up(request, reasons)
-        new = self._retry_copy(request, reason, stat)
+            self._give_up(start, reasons)
+        new = self._retry_copy(start, reason, stat)
         new.meta.pop(M.SOFT_RETRIED, None)
         new.meta[M.REROLLS] = rerolls + 1
         new.meta[M.REASONS] = reasons
         if self.pool is not None:
             new.meta[M.BANNED_ON] = meta[M.ROUTE]
+        stamp(new)
         self._inc(stat)
         return new
 
@@ -363,6 +373,13 @@ class StickyProxyMiddleware:
         engine = self.crawler.engine
         assert engine is not None
         deferred_from_coro(engine.close_spider_async(reason=reason))
+
+
+def _count(value: object, default: int) -> int:
+    """A count read from meta (untrusted): a non-negative int, or *default*."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
 
 
 def _strip_route(request: Request) -> None:

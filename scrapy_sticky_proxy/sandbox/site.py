@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ._http import (
     BACKLOG,
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 BanRule = Callable[[str, str], "str | None"]
 BAN_KINDS = ("403", "429", "captcha")
 # Kinds a rule may also return (not drawn by ban_fraction): "redirect" answers
-# 302 to /captcha; "reset" drops the connection unanswered; "hang" never
+# 302 to /captcha?from=PATH; "reset" drops the connection unanswered; "hang" never
 # answers (the client's timeout ends it).
 FAULT_KINDS = ("redirect", "reset", "hang")
 _REDIRECT_RE = re.compile(r"^/r/(\d{1,9})/?$")
@@ -195,7 +195,10 @@ class DemoSite:
             captcha = '<h1>Check</h1>\n<div class="g-recaptcha">Are you a robot?</div>'
             return 200, [_HTML], _page("Just a moment", captcha)
         if kind == "redirect":
-            return 302, [("Location", "/captcha"), _TEXT], b"moved\n"
+            # Per page, as sites do: Scrapy's dupefilter drops a second
+            # redirect to one same URL.
+            location = "/captcha?" + urlencode({"from": url.path})
+            return 302, [("Location", location), _TEXT], b"moved\n"
         if kind == "429":
             return 429, [("Retry-After", "1"), _TEXT], b"too many requests\n"
         if kind is not None:
