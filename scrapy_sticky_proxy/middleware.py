@@ -15,6 +15,7 @@ from scrapy.utils.misc import build_from_crawler
 from . import meta as M
 from .backends import make_store
 from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
+from .cache import bypass, check_guard, restore
 from .config import StickyProxyConfig, check_middleware_order
 from .gate import RouteGate
 from .gaveup import give_up_record
@@ -62,6 +63,7 @@ class StickyProxyMiddleware:
             else BanPolicy.from_config(config)
         )
         self.key_func = config.key_func
+        self.cache = check_guard(settings)
         self.id_rules = config.provider.id_rules
         self.pool: ProxyPool | None = None
         self.proxies: dict[str, StaticProxy] = {}
@@ -187,7 +189,12 @@ class StickyProxyMiddleware:
             if self.pool is not None:
                 self._report_proxy(route, ok=True)
             passed(request, response)
+            restore(meta)
             return response
+        if "cached" in response.flags:
+            # An older run's ban page: not this session's fault.
+            self._inc("cached_bans")
+            return self._retry_copy(request, reason, "cached_bans")
         return self._ban(request, reason)
 
     def process_exception(
@@ -335,6 +342,8 @@ class StickyProxyMiddleware:
         else:
             new.meta["retry_times"] = retry_times
         _strip_route(new)
+        if self.cache:
+            bypass(new.meta)  # to the network, not to the HTTP cache
         return new
 
     def _give_up(self, request: Request, reasons: list[str]) -> None:

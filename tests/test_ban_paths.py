@@ -3,6 +3,7 @@ target (issue 10: defects 5, 13 and 11)."""
 
 from __future__ import annotations
 
+import ast
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ from scrapy.http import Response
 from scrapy.utils.defer import deferred_f_from_coro_f
 from twisted.python.failure import Failure
 
-from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
+from scrapy_sticky_proxy.sandbox import Sandbox, ban_all, ban_fraction
 
 from .conftest import crawl
 from .spiders import ItemsSpider
@@ -208,3 +209,96 @@ async def test_rerolls_do_not_leak_into_requests_built_from_response_meta(
     got = records(gave_up)
     assert sorted(r["url"] for r in got) == sorted(sandbox.site_url + p for p in parts)
     assert all(r["reasons"] == ["status/403"] * 3 for r in got)
+
+
+# -- defect 13: the HTTP cache -------------------------------------------------
+
+
+def cached_responses(cache_dir: Path) -> list[tuple[int, bytes]]:
+    """(status, body) of every response Scrapy's filesystem cache holds."""
+    found = []
+    for meta in cache_dir.rglob("meta"):
+        status = ast.literal_eval(meta.read_text())["status"]
+        found.append((status, (meta.parent / "response_body").read_bytes()))
+    return found
+
+
+@deferred_f_from_coro_f
+async def test_http_cache_keeps_ban_pages_out_and_rerolls_reach_the_network(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.site.ban_rule = ban_fraction(0.3, salt="cache")
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    first = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, **cache),
+        base=sandbox.site_url,
+        n=30,
+        follow=False,
+    )
+    stats = first.stats
+    assert stats["sticky_proxy/bans"] >= 3
+    assert stats.get("httpcache/hit", 0) == 0
+    assert stats.get("sticky_proxy/gave_up", 0) == 0
+    assert {i["item"] for i in first.items} == set(range(30))
+    # On disk: one good page per item, no ban page.
+    stored = cached_responses(tmp_path / "cache")
+    assert len(stored) == 30
+    assert all(status == 200 and b"g-recaptcha" not in body for status, body in stored)
+
+    # A second run is served from the cache, whatever the site says now.
+    sandbox.reset()
+    sandbox.site.ban_rule = ban_all("403")
+    second = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, **cache),
+        base=sandbox.site_url,
+        n=30,
+        follow=False,
+    )
+    assert second.stats["httpcache/hit"] == 30
+    assert second.stats.get("sticky_proxy/bans", 0) == 0
+    assert {i["item"] for i in second.items} == set(range(30))
+    assert sandbox.site.hits == []
+
+
+@deferred_f_from_coro_f
+async def test_ban_page_cached_by_an_older_run_is_fetched_again(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A run without the guard (manual wiring, or an older version) left ban
+    pages in the cache: the next run fetches them again through the network,
+    without burning the session, and the cache then holds the good pages."""
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    sandbox.site.ban_rule = ban_all("403")
+    await crawl(
+        ItemsSpider,
+        settings_for(
+            sandbox,
+            STICKY_PROXY_MAX_REROLLS=0,
+            DOWNLOADER_MIDDLEWARES={"scrapy_sticky_proxy.cache.BanCacheGuard": None},
+            **cache,
+        ),
+        base=sandbox.site_url,
+        n=10,
+        follow=False,
+    )
+    assert {status for status, _ in cached_responses(tmp_path / "cache")} == {403}
+
+    sandbox.reset()
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, **cache),
+        base=sandbox.site_url,
+        n=10,
+        follow=False,
+    )
+    stats = result.stats
+    assert {i["item"] for i in result.items} == set(range(10))
+    assert stats["httpcache/hit"] == 10
+    assert stats["sticky_proxy/cached_bans"] == 10
+    assert stats.get("sticky_proxy/bans", 0) == 0
+    assert len(sandbox.site.hits) == 10
+    stored = cached_responses(tmp_path / "cache")
+    assert len(stored) == 10
+    assert {status for status, _ in stored} == {200}
