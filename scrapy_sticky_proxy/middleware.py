@@ -10,18 +10,19 @@ from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
 
 from . import meta as M
 from .backends import make_store
-from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
+from .bans import TIMEOUTS, UNREACHABLE, AnswerLog, BanPolicy, is_tunnel_407, wait_start
 from .cache import bypass, check_guard, restore
 from .config import StickyProxyConfig, check_middleware_order
 from .gate import RouteGate
 from .gaveup import give_up_record
 from .keys import session_id
 from .pool import ProxyPool
-from .reroll import bound, passed, restart, stamp
+from .reroll import bound, number, passed, restart, stamp
 from .store import HealthStore
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ class StickyProxyMiddleware:
         )
         self.key_func = config.key_func
         self.cache = check_guard(settings)
+        self.answers = AnswerLog()
+        self.download_timeout = settings.getfloat("DOWNLOAD_TIMEOUT")
         self.id_rules = config.provider.id_rules
         self.pool: ProxyPool | None = None
         self.proxies: dict[str, StaticProxy] = {}
@@ -184,6 +187,8 @@ class StickyProxyMiddleware:
         down_for = self._gate(route).succeeded(time.monotonic())
         if down_for is not None:
             logger.info("The proxy %s answers again after %.1f s", route, down_for)
+        if response.status < 500 and "cached" not in response.flags:
+            self.answers.answered(urlparse_cached(request).netloc, time.monotonic())
         reason = self.policy.response_ban(response)
         if reason is None:
             if self.pool is not None:
@@ -222,17 +227,30 @@ class StickyProxyMiddleware:
         reason = self.policy.exception_ban(exception)
         if reason is None:
             return None
-        return self._exception_ban(request, reason)
+        return self._exception_ban(request, reason, exception)
 
-    def _exception_ban(self, request: Request, reason: str) -> Request:
+    def _exception_ban(
+        self, request: Request, reason: str, exception: Exception
+    ) -> Request | None:
         bound(request)  # a follow-up built from response.meta starts afresh
-        if not request.meta.get(M.SOFT_RETRIED):
+        meta = request.meta
+        soft = meta.get(M.SOFT_RETRIED)
+        since = None
+        if isinstance(exception, TIMEOUTS):
+            timeout = number(meta.get("download_timeout"), self.download_timeout)
+            since = wait_start(soft, timeout, time.monotonic())
+            if not self.answers.answered_since(urlparse_cached(request).netloc, since):
+                # The target answered nobody meanwhile: it is slow or down,
+                # not this exit banned. Left to RetryMiddleware.
+                self._inc("target_timeouts")
+                return None
+        if not soft:
             # A reset or a timeout may be the network, or a gateway going
             # down, rather than a ban: try the same session once more before
             # burning it. A second failure on it is a ban.
             self._inc("soft_retries")
             new = self._retry_copy(request, reason, "soft_retries")
-            new.meta[M.SOFT_RETRIED] = True
+            new.meta[M.SOFT_RETRIED] = True if since is None else since
             stamp(new)
             return new
         return self._ban(request, reason)
@@ -303,10 +321,10 @@ class StickyProxyMiddleware:
         once the request's re-roll budget is spent."""
         bound(request)  # a follow-up built from response.meta starts afresh
         meta = request.meta
-        rerolls = _count(meta.get(M.REROLLS), 0)
+        rerolls = int(number(meta.get(M.REROLLS), 0))
         reasons = meta.get(M.REASONS)
         reasons = [*(reasons if isinstance(reasons, list) else ()), reason]
-        limit = _count(meta.get(M.MAX_REROLLS), self.config.max_rerolls)
+        limit = int(number(meta.get(M.MAX_REROLLS), self.config.max_rerolls))
         # After a redirect, start again from the request the spider made.
         start = restart(request)
         if rerolls >= limit:
@@ -382,13 +400,6 @@ class StickyProxyMiddleware:
         engine = self.crawler.engine
         assert engine is not None
         deferred_from_coro(engine.close_spider_async(reason=reason))
-
-
-def _count(value: object, default: int) -> int:
-    """A count read from meta (untrusted): a non-negative int, or *default*."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return default
 
 
 def _strip_route(request: Request) -> None:

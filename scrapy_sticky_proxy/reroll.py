@@ -36,6 +36,13 @@ BOOKKEEPING = (M.REROLLS, M.REASONS, M.SOFT_RETRIED, M.TRAIL)
 Origin = tuple[str, str, bytes, dict[bytes, list[bytes]]]
 
 
+def number(value: Any, default: float) -> float:
+    """A count or duration read from meta (untrusted): >= 0, or *default*."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
+
+
 def _redirects(meta: dict[str, Any]) -> list[Any] | None:
     urls = meta.get("redirect_urls", [])
     return urls if isinstance(urls, list) else None

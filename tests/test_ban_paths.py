@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
-from collections import Counter
+import socket
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -302,3 +303,123 @@ async def test_ban_page_cached_by_an_older_run_is_fetched_again(
     stored = cached_responses(tmp_path / "cache")
     assert len(stored) == 10
     assert {status for status, _ in stored} == {200}
+
+
+# -- defect 11: a ban versus a dead or slow target ------------------------------
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@deferred_f_from_coro_f
+async def test_dead_https_target_burns_no_session(sandbox: Sandbox) -> None:
+    """The gateway answers CONNECT with 502 (nothing listens there): that is
+    the target, not the exit. No session is burned; RetryMiddleware retries
+    (RETRY_TIMES = 2) and the errback gets the error."""
+    base = f"https://127.0.0.1:{dead_port()}"
+    result = await crawl(
+        PathsSpider,
+        settings_for(sandbox),
+        base=base,
+        paths=[f"/item/{i}" for i in range(4)],
+    )
+    stats = result.stats
+    assert stats.get("sticky_proxy/bans", 0) == 0
+    assert stats.get("sticky_proxy/rerolls", 0) == 0
+    assert stats["retry/max_reached"] == 4
+    connects = [r for r in sandbox.gateway.log if r.method == "CONNECT"]
+    assert len(connects) == 4 * 3
+    assert {r.status for r in connects} == {502}
+    assert len({r.session for r in connects}) == 4  # one session per URL
+    spider = result.crawler.spider
+    assert isinstance(spider, PathsSpider)
+    assert sorted(spider.failures) == sorted(
+        (f"{base}/item/{i}", "TunnelError") for i in range(4)
+    )
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@deferred_f_from_coro_f
+async def test_slow_target_burns_no_session(sandbox: Sandbox, scheme: str) -> None:
+    """Every request to the target times out, whatever the session: the
+    target is slow, not the exits banned. No session is burned."""
+    sandbox.site.ban_rule = ban_all_kind("hang")
+    base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
+    n = 6
+    result = await crawl(
+        PathsSpider,
+        settings_for(sandbox, DOWNLOAD_TIMEOUT=1, CONCURRENT_REQUESTS=n),
+        base=base,
+        paths=[f"/item/{i}" for i in range(n)],
+    )
+    stats = result.stats
+    assert stats.get("sticky_proxy/bans", 0) == 0
+    assert stats.get("sticky_proxy/rerolls", 0) == 0
+    assert stats["retry/max_reached"] == n
+    exits: dict[str, set[str]] = defaultdict(set)
+    for hit in sandbox.site.hits:
+        exits[hit.path].add(hit.client_ip)
+    assert {path: len(ips) for path, ips in exits.items()} == {
+        f"/item/{i}": 1 for i in range(n)
+    }
+    spider = result.crawler.spider
+    assert isinstance(spider, PathsSpider)
+    assert {name for _, name in spider.failures} == {"DownloadTimeoutError"}
+    assert len(spider.failures) == n
+
+
+@deferred_f_from_coro_f
+async def test_exit_banned_by_reset_is_rerolled(sandbox: Sandbox) -> None:
+    """A quarter of the exits get their connection dropped (https: the
+    gateway's tunnel closes) while the target answers the others: bans,
+    each after one same-session retry, re-rolled; nothing lost."""
+    banned = ban_fraction(0.25, kinds=("403",), salt="reset")
+    sandbox.site.ban_rule = lambda ip, path: "reset" if banned(ip, path) else None
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox),
+        base=sandbox.site_https_url,
+        n=30,
+        follow=False,
+    )
+    assert {i["item"] for i in result.items} == set(range(30))
+    dropped = {hit.client_ip for hit in sandbox.site.hits if hit.status == 0}
+    assert len(dropped) >= 3
+    stats = result.stats
+    assert stats["sticky_proxy/bans"] == len(dropped)
+    assert stats["sticky_proxy/soft_retries"] == len(dropped)
+    assert stats.get("sticky_proxy/gave_up", 0) == 0
+
+
+@deferred_f_from_coro_f
+async def test_tarpitted_exit_is_rerolled(sandbox: Sandbox) -> None:
+    """The first exits of items 10-12 never get an answer (a tarpit), while the
+    target keeps answering other sessions: those timeouts are bans."""
+    tarpit: dict[str, str] = {}  # path -> the exit it first came from
+
+    def rule(ip: str, path: str) -> str | None:
+        if path in ("/item/10", "/item/11", "/item/12"):
+            tarpit.setdefault(path, ip)
+        return "hang" if ip in tarpit.values() else None
+
+    sandbox.site.ban_rule = rule
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, DOWNLOAD_TIMEOUT=1, CONCURRENT_REQUESTS=4),
+        base=sandbox.site_url,
+        n=30,
+    )
+    assert len(result.items) == 120
+    stats = result.stats
+    assert len(tarpit) == 3
+    assert stats["sticky_proxy/bans/exception/DownloadTimeoutError"] == 3
+    assert stats["sticky_proxy/soft_retries"] == 3
+    assert stats.get("retry/count", 0) == 0
+
+
+def ban_all_kind(kind: str) -> Any:
+    return lambda ip, path: kind
