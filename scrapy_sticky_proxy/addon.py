@@ -14,6 +14,7 @@ MIDDLEWARE = "scrapy_sticky_proxy.StickyProxyMiddleware"
 MIDDLEWARE_PRIORITY = 740  # before HttpProxyMiddleware (750) adds the auth header
 INHERIT = "scrapy_sticky_proxy.StickyProxyInheritMiddleware"
 EXTENSION = "scrapy_sticky_proxy.StickyProxyStats"
+CACHE_GUARD = "scrapy_sticky_proxy.cache.BanCacheGuard"  # inert without the cache
 HANDLER = "scrapy_sticky_proxy.StickyProxyDownloadHandler"
 _DEFAULT_HANDLER = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
 
@@ -22,6 +23,7 @@ class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
         settings["DOWNLOADER_MIDDLEWARES"].set(MIDDLEWARE, MIDDLEWARE_PRIORITY, "addon")
         settings["SPIDER_MIDDLEWARES"].set(INHERIT, 600, "addon")
+        settings["DOWNLOADER_MIDDLEWARES"].set(CACHE_GUARD, 950, "addon")
         settings["EXTENSIONS"].set(EXTENSION, 500, "addon")
         handlers = settings.getwithbase("DOWNLOAD_HANDLERS")
         for scheme in ("http", "https"):

@@ -2,7 +2,18 @@
 
 A ban verdict is a short reason string, used in stats and give-up records:
 ``status/403``, ``pattern/0`` (the index of the matching body pattern), or
-``exception/TunnelError``. ``None`` means "not a ban".
+``exception/ResponseNeverReceived``. ``None`` means "not a ban".
+
+A ban says "this exit is banned"; a dead or slow target is no ban (burning
+sessions would not revive it) and is left to Scrapy's RetryMiddleware:
+
+* a CONNECT the gateway refuses (``TunnelError``: 502/503/504 when the
+  target cannot be reached or resolved, 403 for a host it will not serve)
+  is the gateway's answer about the target, never about the exit (a 407
+  stops the crawl: the credentials are wrong);
+* a timeout counts against the exit only if the target answered some other
+  request while this one was waiting on this session (:class:`AnswerLog`);
+  when it answered nobody, the target is slow or down.
 
 To take full control, point ``STICKY_PROXY_BAN_POLICY`` at a subclass of
 :class:`BanPolicy` and override :meth:`BanPolicy.response_ban` and/or
@@ -17,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import exceptions
 from twisted.internet.error import ConnectError as TxConnectError
-from twisted.internet.error import DNSLookupError
+from twisted.internet.error import DNSLookupError, TCPTimedOutError
+from twisted.internet.error import TimeoutError as TxTimeoutError
 
 from .errors import ConfigError
 
@@ -31,10 +43,9 @@ DEFAULT_BAN_STATUSES = (401, 403, 429)
 
 # Errors that mean "the exit (or the path through it) failed", not "the
 # gateway is unreachable". Refused connections and DNS failures concern the
-# gateway itself: burning the session would not help, so they are left to
-# Scrapy's RetryMiddleware.
+# gateway itself, and CONNECT refusals the target: burning the session would
+# not help, so they are left to Scrapy's RetryMiddleware.
 DEFAULT_BAN_EXCEPTIONS = (
-    "scrapy.core.downloader.handlers.http11.TunnelError",
     "scrapy.exceptions.DownloadFailedError",
     "scrapy.exceptions.DownloadTimeoutError",
     "scrapy.exceptions.ResponseDataLossError",
@@ -85,6 +96,52 @@ class BanPolicy:
         if isinstance(exception, self.exceptions):
             return f"exception/{type(exception).__name__}"
         return None
+
+
+# Errors that may equally be a slow target: see AnswerLog.
+TIMEOUTS: tuple[type[Exception], ...] = (
+    TxTimeoutError,
+    TCPTimedOutError,
+    *(
+        (exceptions.DownloadTimeoutError,)
+        if hasattr(exceptions, "DownloadTimeoutError")
+        else ()
+    ),
+)
+
+
+class AnswerLog:
+    """When each target (host:port) last answered, through any session.
+
+    A timeout is the exit's fault only if the target answered another
+    request while this one waited: a tarpitted exit then, not a slow site.
+    Bounded: the least recently answering targets are forgotten first (a
+    forgotten target's timeouts count as "slow", which burns nothing).
+    """
+
+    def __init__(self, max_hosts: int = 4096):
+        self.max_hosts = max_hosts
+        self._last: dict[str, float] = {}
+
+    def answered(self, host: str, now: float) -> None:
+        last = self._last
+        last.pop(host, None)
+        last[host] = now
+        if len(last) > self.max_hosts:
+            del last[next(iter(last))]
+
+    def answered_since(self, host: str, since: float) -> bool:
+        when = self._last.get(host)
+        return when is not None and when >= since
+
+
+def wait_start(soft_retried: Any, timeout: float, now: float) -> float:
+    """When a request that just timed out started waiting on its session:
+    at its first try if this is its same-session retry (which records that
+    time in ``meta[M.SOFT_RETRIED]``), else *timeout* ago."""
+    if type(soft_retried) is float and soft_retried <= now:
+        return soft_retried
+    return now - timeout
 
 
 def compile_patterns(

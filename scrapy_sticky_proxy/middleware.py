@@ -11,17 +11,20 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
 
 from . import meta as M
 from .backends import make_store
-from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
+from .bans import TIMEOUTS, UNREACHABLE, AnswerLog, BanPolicy, is_tunnel_407, wait_start
+from .cache import bypass, check_guard, restore
 from .config import StickyProxyConfig, check_middleware_order
 from .gate import FAILED, GIVE_UP, GO, GatePolicy, RouteGate
 from .gaveup import give_up_record, keep_record
 from .keys import session_id
 from .pool import ProxyPool
 from .readers import MAX_REROLLS, meta_count
+from .reroll import bound, number, passed, restart, stamp
 from .store import HealthStore
 
 if TYPE_CHECKING:
@@ -65,6 +68,9 @@ class StickyProxyMiddleware:
             else BanPolicy.from_config(config)
         )
         self.key_func = config.key_func
+        self.cache = check_guard(settings)
+        self.answers = AnswerLog()
+        self.download_timeout = settings.getfloat("DOWNLOAD_TIMEOUT")
         self.id_rules = config.provider.id_rules
         self.pool: ProxyPool | None = None
         self.proxies: dict[str, StaticProxy] = {}
@@ -229,11 +235,19 @@ class StickyProxyMiddleware:
             # Requests held at other proxies' gates may come here now.
             for gate in self._gates.values():
                 gate.release()
+        if response.status < 500 and "cached" not in response.flags:
+            self.answers.answered(urlparse_cached(request).netloc, time.monotonic())
         reason = self.policy.response_ban(response)
         if reason is None:
             if self.pool is not None:
                 self._report_proxy(route, ok=True)
+            passed(request, response)
+            restore(meta)
             return response
+        if "cached" in response.flags:
+            # An older run's ban page: not this session's fault.
+            self._inc("cached_bans")
+            return self._retry_copy(request, reason, "cached_bans")
         return self._ban(request, reason)
 
     def process_exception(
@@ -259,13 +273,31 @@ class StickyProxyMiddleware:
         reason = self.policy.exception_ban(exception)
         if reason is None:
             return None
-        if not meta.get(M.SOFT_RETRIED):
+        return self._exception_ban(request, reason, exception)
+
+    def _exception_ban(
+        self, request: Request, reason: str, exception: Exception
+    ) -> Request | None:
+        bound(request)  # a follow-up built from response.meta starts afresh
+        meta = request.meta
+        soft = meta.get(M.SOFT_RETRIED)
+        since = None
+        if isinstance(exception, TIMEOUTS):
+            timeout = number(meta.get("download_timeout"), self.download_timeout)
+            since = wait_start(soft, timeout, time.monotonic())
+            if not self.answers.answered_since(urlparse_cached(request).netloc, since):
+                # The target answered nobody meanwhile: it is slow or down,
+                # not this exit banned. Left to RetryMiddleware.
+                self._inc("target_timeouts")
+                return None
+        if not soft:
             # A reset or a timeout may be the network, or a gateway going
             # down, rather than a ban: try the same session once more before
             # burning it. A second failure on it is a ban.
             self._inc("soft_retries")
             new = self._retry_copy(request, reason, "soft_retries")
-            new.meta[M.SOFT_RETRIED] = True
+            new.meta[M.SOFT_RETRIED] = True if since is None else since
+            stamp(new)
             return new
         return self._ban(request, reason)
 
@@ -337,9 +369,11 @@ class StickyProxyMiddleware:
     def _reroll(self, request: Request, reason: str, stat: str) -> Request:
         """A copy of *request* for a new route, or IgnoreRequest (recorded)
         once the request's re-roll budget is spent."""
+        bound(request)  # a follow-up built from response.meta starts afresh
         meta = request.meta
-        rerolls = meta.get(M.REROLLS, 0)
-        reasons = [*meta.get(M.REASONS, ()), reason]
+        rerolls = int(number(meta.get(M.REROLLS), 0))
+        reasons = meta.get(M.REASONS)
+        reasons = [*(reasons if isinstance(reasons, list) else ()), reason]
         limit = meta_count(
             request,
             M.MAX_REROLLS,
@@ -348,12 +382,15 @@ class StickyProxyMiddleware:
             stats=self.stats,
             redact=self.config.redact,
         )
+        # After a redirect, start again from the request the spider made.
+        start = restart(request)
         if rerolls >= limit:
-            self._give_up(request, reasons)
-        new = self._retry_copy(request, reason, stat)
+            self._give_up(start, reasons)
+        new = self._retry_copy(start, reason, stat)
         new.meta.pop(M.SOFT_RETRIED, None)
         new.meta[M.REROLLS] = rerolls + 1
         new.meta[M.REASONS] = reasons
+        stamp(new)
         self._inc(stat)
         return new
 
@@ -378,6 +415,8 @@ class StickyProxyMiddleware:
         else:
             new.meta["retry_times"] = retry_times
         _strip_route(new)
+        if self.cache:
+            bypass(new.meta)  # to the network, not to the HTTP cache
         return new
 
     def _give_up(self, request: Request, reasons: list[str]) -> None:

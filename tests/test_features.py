@@ -43,7 +43,8 @@ def test_default_policy() -> None:
     assert p.response_ban(response(429)) == "status/429"
     assert p.response_ban(response(404)) is None
     assert p.response_ban(response(200, b"g-recaptcha")) is None
-    assert p.exception_ban(TunnelError("x")) == "exception/TunnelError"
+    # A refused CONNECT is the gateway's word about the target, not the exit.
+    assert p.exception_ban(TunnelError("x")) is None
     # A refused connection is the gateway's problem, not the exit's.
     assert p.exception_ban(ConnectionRefusedError()) is None
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ._http import (
     BACKLOG,
@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 BanRule = Callable[[str, str], "str | None"]
 BAN_KINDS = ("403", "429", "captcha")
+# Kinds a rule may also return (not drawn by ban_fraction): "redirect" answers
+# 302 to /captcha?from=PATH; "reset" drops the connection unanswered; "hang" never
+# answers (the client's timeout ends it).
+FAULT_KINDS = ("redirect", "reset", "hang")
+_REDIRECT_RE = re.compile(r"^/r/(\d{1,9})/?$")
 _ITEM_RE = re.compile(r"^/item/(\d{1,9})(?:/(detail|media|thumb))?/?$")
 _HTML = ("Content-Type", "text/html; charset=utf-8")
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
@@ -50,7 +55,7 @@ class Hit:
     path: str  # with the query
     client_ip: str
     client_port: int
-    status: int
+    status: int  # 0: dropped unanswered ("reset" or "hang")
     proxy_authorization: bool  # a Proxy-Authorization header reached the site
     headers: dict[str, str] = field(default_factory=dict)  # lowercased names
 
@@ -149,41 +154,64 @@ class DemoSite:
         while (head := await read_head(reader)) is not None:
             method, target, version = split_request_line(head[0])
             await read_body(reader, head[1])
-            status, headers, body = self._respond(method, target, ip)
-            close = wants_close(version, head[1])
-            if close:
-                headers.append(("Connection", "close"))
             seen: dict[str, str] = {}
             for key, value in head[1]:
                 old = seen.get(key.lower())
                 seen[key.lower()] = value if old is None else f"{old}, {value}"
-            hit = Hit(
-                self._clock(), scheme, method, target, ip, port, status,
-                "proxy-authorization" in seen, seen,
+            rule = self.ban_rule
+            kind = rule(ip, target) if rule is not None else None
+            if kind in ("reset", "hang"):
+                self._record(
+                    Hit(self._clock(), scheme, method, target, ip, port, 0,
+                        "proxy-authorization" in seen, seen)
+                )  # fmt: skip
+                if kind == "hang":  # until the client gives up (or close())
+                    while await reader.read(65536):
+                        pass
+                writer.transport.abort()
+                return
+            status, headers, body = self._respond(method, target, ip, kind)
+            if wants_close(version, head[1]):
+                headers.append(("Connection", "close"))
+            self._record(
+                Hit(self._clock(), scheme, method, target, ip, port, status,
+                    "proxy-authorization" in seen, seen)
             )  # fmt: skip
-            with self._lock:
-                self.hits.append(hit)
-            logger.debug("site %s", hit)
             writer.write(build_response(status, headers, body))
             await writer.drain()
-            if close:
+            if wants_close(version, head[1]):
                 return
 
+    def _record(self, hit: Hit) -> None:
+        with self._lock:
+            self.hits.append(hit)
+        logger.debug("site %s", hit)
+
     def _respond(
-        self, method: str, target: str, client_ip: str
+        self, method: str, target: str, client_ip: str, kind: str | None
     ) -> tuple[int, Headers, bytes]:
-        rule = self.ban_rule
-        kind = rule(client_ip, target) if rule is not None else None
-        if kind == "429":
-            return 429, [("Retry-After", "1"), _TEXT], b"too many requests\n"
-        if kind == "captcha":
+        url = urlsplit(target)
+        if url.path == "/captcha" or kind == "captcha":
             captcha = '<h1>Check</h1>\n<div class="g-recaptcha">Are you a robot?</div>'
             return 200, [_HTML], _page("Just a moment", captcha)
+        if kind == "redirect":
+            # Per page, as sites do: Scrapy's dupefilter drops a second
+            # redirect to one same URL.
+            location = "/captcha?" + urlencode({"from": url.path})
+            return 302, [("Location", location), _TEXT], b"moved\n"
+        if kind == "429":
+            return 429, [("Retry-After", "1"), _TEXT], b"too many requests\n"
         if kind is not None:
             return 403, [_TEXT], b"forbidden\n"
         if method not in ("GET", "POST"):
             return 405, [("Allow", "GET, POST"), _TEXT], b"method not allowed\n"
-        url = urlsplit(target)
+        redirect = _REDIRECT_RE.match(url.path)
+        if redirect is not None:
+            # /r/{i}?s=307 -> /item/{i} with that status (default 302).
+            code = parse_qs(url.query).get("s", ["302"])[0]
+            status = int(code) if code in ("301", "302", "303", "307", "308") else 302
+            location = f"/item/{redirect.group(1)}"
+            return status, [("Location", location), _TEXT], b"moved\n"
         if url.path == "/":
             args = parse_qs(url.query)
             n = args.get("n", [""])[0]

@@ -1,0 +1,122 @@
+"""Scrapy's HTTP cache and bans: ban pages stay out, re-rolls reach the network.
+
+HttpCacheMiddleware (900) stores a response on its way out before
+StickyProxyMiddleware (740) sees it, and answers a re-roll (same URL, so same
+fingerprint) from the cache: a cached ban page would be "re-rolled" against
+itself until the budget ran out. So:
+
+* :class:`BanCacheGuard` sits at 950, where it sees responses before the
+  cache does: a response the ban policy calls a ban gets ``dont_cache`` so
+  the cache does not store it;
+* every copy the middleware makes (re-roll, same-session retry) carries
+  ``dont_cache``, so the cache does not answer it; the guard takes the flag
+  off again when the copy's response comes back, so a good page is stored
+  (replacing any ban page an older run left there);
+* a ban page served *from* the cache (stored by an older run) is not the
+  current session's fault: it is fetched again through the network on the
+  same session, and counted as ``sticky_proxy/cached_bans``.
+
+The user's own ``dont_cache`` is kept aside in ``meta[M.CACHE_BYPASS]`` and
+restored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.conf import build_component_list
+from scrapy.utils.misc import build_from_crawler
+
+from . import meta as M
+from .bans import BanPolicy
+from .config import StickyProxyConfig
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+GUARD = "scrapy_sticky_proxy.cache.BanCacheGuard"
+GUARD_PRIORITY = 950  # after HttpCacheMiddleware (900): its responses first
+_CACHE = "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware"
+
+
+def check_guard(settings: BaseSettings) -> bool:
+    """Whether the HTTP cache is on; warn if it is on without the guard after
+    it (ban pages would then be stored, though re-rolls still bypass them)."""
+    if not settings.getbool("HTTPCACHE_ENABLED"):
+        return False
+    names = [
+        p if isinstance(p, str) else f"{p.__module__}.{p.__qualname__}"
+        for p in build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
+    ]
+    guarded = GUARD in names and (
+        _CACHE not in names or names.index(GUARD) > names.index(_CACHE)
+    )
+    if not guarded:
+        logger.warning(
+            "HTTPCACHE_ENABLED without %s after HttpCacheMiddleware: ban pages "
+            "may be stored in the HTTP cache; add it at %d (the addon does)",
+            GUARD,
+            GUARD_PRIORITY,
+        )
+    return True
+
+
+def bypass(meta: dict[str, Any]) -> None:
+    """Keep this request away from the cache (neither answered nor stored)."""
+    if M.CACHE_BYPASS not in meta:
+        meta[M.CACHE_BYPASS] = bool(meta.get("dont_cache", False))
+    meta["dont_cache"] = True
+
+
+def restore(meta: dict[str, Any]) -> None:
+    """Give the request back the user's ``dont_cache``."""
+    if M.CACHE_BYPASS in meta:
+        if meta.pop(M.CACHE_BYPASS):
+            meta["dont_cache"] = True
+        else:
+            meta.pop("dont_cache", None)
+
+
+class BanCacheGuard:
+    """Downloader middleware at 950: ban pages never reach the HTTP cache.
+
+    Wired by the addon; with manual wiring, add
+    ``"scrapy_sticky_proxy.cache.BanCacheGuard": 950`` to
+    DOWNLOADER_MIDDLEWARES when HTTPCACHE_ENABLED is on.
+    """
+
+    def __init__(self, crawler: Crawler):
+        settings = crawler.settings
+        if not settings.getbool("HTTPCACHE_ENABLED"):
+            raise NotConfigured("HTTPCACHE_ENABLED is off")
+        config = StickyProxyConfig.from_settings(settings)
+        if not config.enabled:
+            raise NotConfigured("STICKY_PROXY_ENABLED is False")
+        self.policy: BanPolicy = (
+            build_from_crawler(config.ban_policy_cls, crawler)
+            if config.ban_policy_cls
+            else BanPolicy.from_config(config)
+        )
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> BanCacheGuard:
+        return cls(crawler)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        meta = request.meta
+        restore(meta)
+        if (
+            M.ROUTE in meta
+            and not meta.get(M.DONT)
+            and "cached" not in response.flags
+            and self.policy.response_ban(response) is not None
+        ):
+            bypass(meta)
+        return response

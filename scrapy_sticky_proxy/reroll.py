@@ -1,0 +1,122 @@
+"""Where a re-roll restarts, and whose re-roll bookkeeping a request carries.
+
+A re-roll restarts from the request the spider made: after
+``/r/1 -> 302 -> /item/1 -> 403`` it fetches ``/r/1`` again (same method,
+body and headers), not ``/item/1``, which may be a captcha page the site
+redirected to. The spider's request is remembered, without credentials, in
+the trail (``meta[M.TRAIL]``) when a redirect answer passes this middleware:
+Scrapy's redirect middlewares run after it, and their copies keep meta.
+
+The re-roll bookkeeping (``M.REROLLS``, ``M.REASONS``, ``M.SOFT_RETRIED``)
+lives in meta too, so it would also reach a request a spider builds with
+``response.follow(url, meta=response.meta)``. The trail says which request
+the bookkeeping belongs to: the URL it was last seen on and how many
+redirects led there. A request is that one (or a retry copy of it) when its
+URL and redirect count match, or a redirect copy of it when it has one
+redirect more, from that URL; anything else is a new request, and its
+bookkeeping is dropped. The trail moves to each response's URL as the
+response passes, so a follow-up built from a redirected response is new too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import meta as M
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.http import Response
+
+REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+_REDIRECT_KEYS = ("redirect_urls", "redirect_reasons", "redirect_times", "redirect_ttl")
+BOOKKEEPING = (M.REROLLS, M.REASONS, M.SOFT_RETRIED, M.TRAIL)
+
+# (url, method, body, headers): the spider's request, without credentials.
+Origin = tuple[str, str, bytes, dict[bytes, list[bytes]]]
+
+
+def number(value: Any, default: float) -> float:
+    """A count or duration read from meta (untrusted): >= 0, or *default*."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
+
+
+def _redirects(meta: dict[str, Any]) -> list[Any] | None:
+    urls = meta.get("redirect_urls", [])
+    return urls if isinstance(urls, list) else None
+
+
+def _origin(value: Any) -> Origin | None:
+    if (
+        isinstance(value, tuple)
+        and len(value) == 4
+        and isinstance(value[0], str)
+        and isinstance(value[1], str)
+        and isinstance(value[2], bytes)
+        and isinstance(value[3], dict)
+    ):
+        return value
+    return None
+
+
+def snapshot(request: Request) -> Origin:
+    headers = {
+        key: list(values)
+        for key, values in request.headers.items()
+        if key.lower() != b"proxy-authorization"
+    }
+    return (request.url, request.method, request.body, headers)
+
+
+def bound(request: Request) -> Origin | None:
+    """Check that the bookkeeping in *request*'s meta is its own; drop it
+    otherwise. Returns the spider's request it belongs to, if known."""
+    meta = request.meta
+    trail = meta.get(M.TRAIL)
+    urls = _redirects(meta)
+    if isinstance(trail, tuple) and len(trail) == 3 and urls is not None:
+        at, hops, origin = trail
+        origin = _origin(origin)
+        if request.url == at and len(urls) == hops:
+            return origin
+        if len(urls) == hops + 1 and urls[-1] == at and isinstance(hops, int):
+            meta[M.TRAIL] = (request.url, len(urls), origin)
+            return origin
+    for name in BOOKKEEPING:
+        meta.pop(name, None)
+    return None
+
+
+def passed(request: Request, response: Response) -> None:
+    """A response goes on to the spider or to a redirect: move the trail to
+    it, and remember the spider's request before a redirect."""
+    meta = request.meta
+    redirect = response.status in REDIRECT_STATUSES and b"Location" in response.headers
+    if M.TRAIL not in meta and not redirect:
+        return
+    origin = bound(request)
+    urls = _redirects(meta) or []
+    if redirect and origin is None:
+        origin = snapshot(request)
+    meta[M.TRAIL] = (request.url, len(urls), origin)
+
+
+def restart(request: Request) -> Request:
+    """The request a re-roll starts from: the spider's own, if *request* is
+    a redirect of it (its bookkeeping checked by :func:`bound` first)."""
+    origin = _origin(request.meta.get(M.TRAIL, (None,) * 3)[2])
+    if origin is None or (request.url, request.method) == origin[:2]:
+        return request
+    url, method, body, headers = origin
+    new = request.replace(url=url, method=method, body=body, headers=headers)
+    for name in _REDIRECT_KEYS:
+        new.meta.pop(name, None)
+    return new
+
+
+def stamp(request: Request) -> None:
+    """Mark the bookkeeping on *request* (a copy we made) as its own."""
+    urls = _redirects(request.meta) or []
+    request.meta[M.TRAIL] = (request.url, len(urls), snapshot(request))

@@ -1,0 +1,425 @@
+"""Bans after redirects, the HTTP cache, and a ban versus a dead or slow
+target (issue 10: defects 5, 13 and 11)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import socket
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scrapy import Request, Spider
+from scrapy.http import Response
+from scrapy.utils.defer import deferred_f_from_coro_f
+from twisted.python.failure import Failure
+
+from scrapy_sticky_proxy.sandbox import Sandbox, ban_all, ban_fraction
+
+from .conftest import crawl
+from .spiders import ItemsSpider
+from .test_crawl import settings_for
+
+
+class PathsSpider(Spider):
+    """Requests ``base + path`` for each path; item pages may be followed
+    with ``meta=response.meta`` (the pattern defect 5's leak is about)."""
+
+    name = "paths"
+
+    def __init__(
+        self,
+        base: str,
+        paths: list[str],
+        method: str = "GET",
+        body: str = "",
+        follow_with_meta: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.base, self.paths = base, paths
+        self.method, self.body = method, body
+        self.follow_with_meta = follow_with_meta
+        self.failures: list[tuple[str, str]] = []
+
+    async def start(self) -> AsyncIterator[Any]:
+        for path in self.paths:
+            yield Request(
+                self.base + path,
+                method=self.method,
+                body=self.body,
+                callback=self.parse,
+                errback=self.failed,
+            )
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        yield {"url": response.url, "status": response.status}
+        if self.follow_with_meta:
+            for href in response.css("a.follow::attr(href)").getall():
+                yield response.follow(
+                    href, callback=self.parse, errback=self.failed, meta=response.meta
+                )
+
+    def failed(self, failure: Failure) -> None:
+        self.failures.append((failure.request.url, type(failure.value).__name__))
+
+
+def ban_items(ip: str, path: str) -> str | None:
+    return "403" if path.startswith("/item/") else None
+
+
+def hits_by_path(sandbox: Sandbox) -> Counter[str]:
+    return Counter(hit.path for hit in sandbox.site.hits)
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# -- defect 5: a ban after a redirect -------------------------------------------
+
+
+@deferred_f_from_coro_f
+async def test_ban_after_redirect_restarts_from_the_spiders_request(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """/r/i -> 302 -> /item/i -> 403: each re-roll starts again at /r/i, and
+    the give-up record names /r/i, the URL the spider asked for."""
+    sandbox.site.ban_rule = ban_items
+    gave_up = tmp_path / "gave_up.jsonl"
+    result = await crawl(
+        PathsSpider,
+        settings_for(
+            sandbox, STICKY_PROXY_MAX_REROLLS=2, STICKY_PROXY_GAVE_UP_FILE=str(gave_up)
+        ),
+        base=sandbox.site_url,
+        paths=[f"/r/{i}" for i in range(8)],
+    )
+    hits = hits_by_path(sandbox)
+    assert hits == {
+        **{f"/r/{i}": 3 for i in range(8)},
+        **{f"/item/{i}": 3 for i in range(8)},
+    }
+    assert result.stats["sticky_proxy/gave_up"] == 8
+    got = records(gave_up)
+    assert sorted(r["url"] for r in got) == sorted(
+        f"{sandbox.site_url}/r/{i}" for i in range(8)
+    )
+    assert all(r["reasons"] == ["status/403"] * 3 for r in got)
+    assert all(r["callback"] == "parse" for r in got)
+
+
+@pytest.mark.parametrize("status", ["302", "307"])
+@deferred_f_from_coro_f
+async def test_ban_after_redirect_of_a_post_restarts_the_post(
+    sandbox: Sandbox, tmp_path: Path, status: str
+) -> None:
+    """A 302 turns a POST into a GET, a 307 keeps it: either way the re-roll
+    is the spider's POST, with its body, to the URL it asked for."""
+    sandbox.site.ban_rule = ban_items
+    gave_up = tmp_path / "gave_up.jsonl"
+    paths = [f"/r/{i}?s={status}" for i in range(4)]
+    await crawl(
+        PathsSpider,
+        settings_for(
+            sandbox, STICKY_PROXY_MAX_REROLLS=1, STICKY_PROXY_GAVE_UP_FILE=str(gave_up)
+        ),
+        base=sandbox.site_url,
+        paths=paths,
+        method="POST",
+        body="q=1",
+    )
+    starts = [hit for hit in sandbox.site.hits if hit.path.startswith("/r/")]
+    assert Counter(hit.path for hit in starts) == {path: 2 for path in paths}
+    assert {hit.method for hit in starts} == {"POST"}
+    assert {hit.headers.get("content-length") for hit in starts} == {"3"}
+    got = records(gave_up)
+    assert sorted(r["url"] for r in got) == sorted(sandbox.site_url + p for p in paths)
+    assert all(r["method"] == "POST" and r["body"] == "q=1" for r in got)
+
+
+@deferred_f_from_coro_f
+async def test_ban_by_redirect_to_a_captcha_page_refetches_the_item(
+    sandbox: Sandbox,
+) -> None:
+    """A site that bans by redirecting to /captcha: the re-roll fetches the
+    item again, not the captcha page."""
+    banned = ban_fraction(0.3, kinds=("403",), salt="captcha")
+
+    def rule(ip: str, path: str) -> str | None:
+        return "redirect" if path.startswith("/item/") and banned(ip, path) else None
+
+    sandbox.site.ban_rule = rule
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox),
+        base=sandbox.site_url,
+        n=30,
+        follow=False,
+    )
+    assert {i["item"] for i in result.items} == set(range(30))
+    hits = hits_by_path(sandbox)
+    captchas = sum(n for path, n in hits.items() if path.startswith("/captcha"))
+    assert captchas >= 3
+    stats = result.stats
+    assert stats.get("sticky_proxy/gave_up", 0) == 0
+    assert stats["sticky_proxy/bans/pattern/0"] == captchas
+    assert sum(hits[f"/item/{i}"] for i in range(30)) == 30 + captchas
+
+
+@deferred_f_from_coro_f
+async def test_rerolls_do_not_leak_into_requests_built_from_response_meta(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Each item page is banned once (its re-roll restarts at /r/i), and its
+    parts, requested with ``meta=response.meta``, are always banned: each
+    part gets its own full budget (3 attempts), starts from its own URL, and
+    its record holds only its own reasons."""
+    first_seen: set[str] = set()
+
+    def rule(ip: str, path: str) -> str | None:
+        if path.count("/") == 3:  # /item/i/part
+            return "403"
+        if path.startswith("/item/") and path not in first_seen:
+            first_seen.add(path)
+            return "403"
+        return None
+
+    sandbox.site.ban_rule = rule
+    gave_up = tmp_path / "gave_up.jsonl"
+    n = 5
+    result = await crawl(
+        PathsSpider,
+        settings_for(
+            sandbox, STICKY_PROXY_MAX_REROLLS=2, STICKY_PROXY_GAVE_UP_FILE=str(gave_up)
+        ),
+        base=sandbox.site_url,
+        paths=[f"/r/{i}" for i in range(n)],
+        follow_with_meta=True,
+    )
+    hits = hits_by_path(sandbox)
+    parts = [f"/item/{i}/{p}" for i in range(n) for p in ("detail", "media", "thumb")]
+    assert {path: hits[path] for path in parts} == {path: 3 for path in parts}
+    assert {f"/r/{i}": hits[f"/r/{i}"] for i in range(n)} == {
+        f"/r/{i}": 2 for i in range(n)
+    }
+    assert len(result.items) == n
+    got = records(gave_up)
+    assert sorted(r["url"] for r in got) == sorted(sandbox.site_url + p for p in parts)
+    assert all(r["reasons"] == ["status/403"] * 3 for r in got)
+
+
+# -- defect 13: the HTTP cache -------------------------------------------------
+
+
+def cached_responses(cache_dir: Path) -> list[tuple[int, bytes]]:
+    """(status, body) of every response Scrapy's filesystem cache holds."""
+    found = []
+    for meta in cache_dir.rglob("meta"):
+        status = ast.literal_eval(meta.read_text())["status"]
+        found.append((status, (meta.parent / "response_body").read_bytes()))
+    return found
+
+
+@deferred_f_from_coro_f
+async def test_http_cache_keeps_ban_pages_out_and_rerolls_reach_the_network(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.site.ban_rule = ban_fraction(0.3, salt="cache")
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    first = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, **cache),
+        base=sandbox.site_url,
+        n=30,
+        follow=False,
+    )
+    stats = first.stats
+    assert stats["sticky_proxy/bans"] >= 3
+    assert stats.get("httpcache/hit", 0) == 0
+    assert stats.get("sticky_proxy/gave_up", 0) == 0
+    assert {i["item"] for i in first.items} == set(range(30))
+    # On disk: one good page per item, no ban page.
+    stored = cached_responses(tmp_path / "cache")
+    assert len(stored) == 30
+    assert all(status == 200 and b"g-recaptcha" not in body for status, body in stored)
+
+    # A second run is served from the cache, whatever the site says now.
+    sandbox.reset()
+    sandbox.site.ban_rule = ban_all("403")
+    second = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, **cache),
+        base=sandbox.site_url,
+        n=30,
+        follow=False,
+    )
+    assert second.stats["httpcache/hit"] == 30
+    assert second.stats.get("sticky_proxy/bans", 0) == 0
+    assert {i["item"] for i in second.items} == set(range(30))
+    assert sandbox.site.hits == []
+
+
+@deferred_f_from_coro_f
+async def test_ban_page_cached_by_an_older_run_is_fetched_again(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A run without the guard (manual wiring, or an older version) left ban
+    pages in the cache: the next run fetches them again through the network,
+    without burning the session, and the cache then holds the good pages."""
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    sandbox.site.ban_rule = ban_all("403")
+    await crawl(
+        ItemsSpider,
+        settings_for(
+            sandbox,
+            STICKY_PROXY_MAX_REROLLS=0,
+            DOWNLOADER_MIDDLEWARES={"scrapy_sticky_proxy.cache.BanCacheGuard": None},
+            **cache,
+        ),
+        base=sandbox.site_url,
+        n=10,
+        follow=False,
+    )
+    assert {status for status, _ in cached_responses(tmp_path / "cache")} == {403}
+
+    sandbox.reset()
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, **cache),
+        base=sandbox.site_url,
+        n=10,
+        follow=False,
+    )
+    stats = result.stats
+    assert {i["item"] for i in result.items} == set(range(10))
+    assert stats["httpcache/hit"] == 10
+    assert stats["sticky_proxy/cached_bans"] == 10
+    assert stats.get("sticky_proxy/bans", 0) == 0
+    assert len(sandbox.site.hits) == 10
+    stored = cached_responses(tmp_path / "cache")
+    assert len(stored) == 10
+    assert {status for status, _ in stored} == {200}
+
+
+# -- defect 11: a ban versus a dead or slow target ------------------------------
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@deferred_f_from_coro_f
+async def test_dead_https_target_burns_no_session(sandbox: Sandbox) -> None:
+    """The gateway answers CONNECT with 502 (nothing listens there): that is
+    the target, not the exit. No session is burned; RetryMiddleware retries
+    (RETRY_TIMES = 2) and the errback gets the error."""
+    base = f"https://127.0.0.1:{dead_port()}"
+    result = await crawl(
+        PathsSpider,
+        settings_for(sandbox),
+        base=base,
+        paths=[f"/item/{i}" for i in range(4)],
+    )
+    stats = result.stats
+    assert stats.get("sticky_proxy/bans", 0) == 0
+    assert stats.get("sticky_proxy/rerolls", 0) == 0
+    assert stats["retry/max_reached"] == 4
+    connects = [r for r in sandbox.gateway.log if r.method == "CONNECT"]
+    assert len(connects) == 4 * 3
+    assert {r.status for r in connects} == {502}
+    assert len({r.session for r in connects}) == 4  # one session per URL
+    spider = result.crawler.spider
+    assert isinstance(spider, PathsSpider)
+    assert sorted(spider.failures) == sorted(
+        (f"{base}/item/{i}", "TunnelError") for i in range(4)
+    )
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@deferred_f_from_coro_f
+async def test_slow_target_burns_no_session(sandbox: Sandbox, scheme: str) -> None:
+    """Every request to the target times out, whatever the session: the
+    target is slow, not the exits banned. No session is burned."""
+    sandbox.site.ban_rule = ban_all_kind("hang")
+    base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
+    n = 6
+    result = await crawl(
+        PathsSpider,
+        settings_for(sandbox, DOWNLOAD_TIMEOUT=1, CONCURRENT_REQUESTS=n),
+        base=base,
+        paths=[f"/item/{i}" for i in range(n)],
+    )
+    stats = result.stats
+    assert stats.get("sticky_proxy/bans", 0) == 0
+    assert stats.get("sticky_proxy/rerolls", 0) == 0
+    assert stats["retry/max_reached"] == n
+    exits: dict[str, set[str]] = defaultdict(set)
+    for hit in sandbox.site.hits:
+        exits[hit.path].add(hit.client_ip)
+    assert {path: len(ips) for path, ips in exits.items()} == {
+        f"/item/{i}": 1 for i in range(n)
+    }
+    spider = result.crawler.spider
+    assert isinstance(spider, PathsSpider)
+    assert {name for _, name in spider.failures} == {"DownloadTimeoutError"}
+    assert len(spider.failures) == n
+
+
+@deferred_f_from_coro_f
+async def test_exit_banned_by_reset_is_rerolled(sandbox: Sandbox) -> None:
+    """A quarter of the exits get their connection dropped (https: the
+    gateway's tunnel closes) while the target answers the others: bans,
+    each after one same-session retry, re-rolled; nothing lost."""
+    banned = ban_fraction(0.25, kinds=("403",), salt="reset")
+    sandbox.site.ban_rule = lambda ip, path: "reset" if banned(ip, path) else None
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox),
+        base=sandbox.site_https_url,
+        n=30,
+        follow=False,
+    )
+    assert {i["item"] for i in result.items} == set(range(30))
+    dropped = {hit.client_ip for hit in sandbox.site.hits if hit.status == 0}
+    assert len(dropped) >= 3
+    stats = result.stats
+    assert stats["sticky_proxy/bans"] == len(dropped)
+    assert stats["sticky_proxy/soft_retries"] == len(dropped)
+    assert stats.get("sticky_proxy/gave_up", 0) == 0
+
+
+@deferred_f_from_coro_f
+async def test_tarpitted_exit_is_rerolled(sandbox: Sandbox) -> None:
+    """The first exits of items 10-12 never get an answer (a tarpit), while the
+    target keeps answering other sessions: those timeouts are bans."""
+    tarpit: dict[str, str] = {}  # path -> the exit it first came from
+
+    def rule(ip: str, path: str) -> str | None:
+        if path in ("/item/10", "/item/11", "/item/12"):
+            tarpit.setdefault(path, ip)
+        return "hang" if ip in tarpit.values() else None
+
+    sandbox.site.ban_rule = rule
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, DOWNLOAD_TIMEOUT=1, CONCURRENT_REQUESTS=4),
+        base=sandbox.site_url,
+        n=30,
+    )
+    assert len(result.items) == 120
+    stats = result.stats
+    assert len(tarpit) == 3
+    assert stats["sticky_proxy/bans/exception/DownloadTimeoutError"] == 3
+    assert stats["sticky_proxy/soft_retries"] == 3
+    assert stats.get("retry/count", 0) == 0
+
+
+def ban_all_kind(kind: str) -> Any:
+    return lambda ip, path: kind
