@@ -49,15 +49,16 @@ def _redirects(meta: dict[str, Any]) -> list[Any] | None:
 
 
 def _origin(value: Any) -> Origin | None:
+    # A list after a JSON round trip (scrapy-redis with our serializer).
     if (
-        isinstance(value, tuple)
+        isinstance(value, (tuple, list))
         and len(value) == 4
         and isinstance(value[0], str)
         and isinstance(value[1], str)
         and isinstance(value[2], bytes)
         and isinstance(value[3], dict)
     ):
-        return value
+        return (value[0], value[1], value[2], value[3])
     return None
 
 
@@ -76,7 +77,7 @@ def bound(request: Request) -> Origin | None:
     meta = request.meta
     trail = meta.get(M.TRAIL)
     urls = _redirects(meta)
-    if isinstance(trail, tuple) and len(trail) == 3 and urls is not None:
+    if isinstance(trail, (tuple, list)) and len(trail) == 3 and urls is not None:
         at, hops, origin = trail
         origin = _origin(origin)
         if request.url == at and len(urls) == hops:
@@ -106,7 +107,9 @@ def passed(request: Request, response: Response) -> None:
 def restart(request: Request) -> Request:
     """The request a re-roll starts from: the spider's own, if *request* is
     a redirect of it (its bookkeeping checked by :func:`bound` first)."""
-    origin = _origin(request.meta.get(M.TRAIL, (None,) * 3)[2])
+    trail = request.meta.get(M.TRAIL)
+    ok = isinstance(trail, (tuple, list)) and len(trail) == 3
+    origin = _origin(trail[2]) if ok else None
     if origin is None or (request.url, request.method) == origin[:2]:
         return request
     url, method, body, headers = origin

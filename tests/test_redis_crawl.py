@@ -217,3 +217,31 @@ async def test_redis_killed_and_restarted_mid_crawl(
         assert result.stats["finish_reason"] == "finished"
     finally:
         server.stop()
+
+
+@deferred_f_from_coro_f
+async def test_rerolls_through_the_scrapy_redis_queue_keep_their_budget(
+    sandbox: Sandbox, redis_db: str
+) -> None:
+    # Every re-roll copy goes through scrapy-redis's queue as JSON; what it
+    # carries of its attempts must survive that, or a site that bans
+    # everything is re-rolled forever.
+    import asyncio
+
+    from scrapy_sticky_proxy.sandbox import ban_all
+
+    sandbox.site.ban_rule = ban_all("403")
+    settings = redis_settings(
+        sandbox,
+        redis_db,
+        SCHEDULER="scrapy_redis.scheduler.Scheduler",
+        DUPEFILTER_CLASS="scrapy_redis.dupefilter.RFPDupeFilter",
+        SCHEDULER_SERIALIZER="scrapy_sticky_proxy.serializer",
+        REDIS_URL=redis_db,
+        STICKY_PROXY_MAX_REROLLS=2,
+    )
+    result = await asyncio.wait_for(
+        crawl(ItemsSpider, settings, base=sandbox.site_url, n=10, follow=False), 60
+    )
+    assert result.stats["sticky_proxy/gave_up"] == 10
+    assert result.stats["sticky_proxy/bans"] == 30
