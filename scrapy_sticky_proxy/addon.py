@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .ledger import LEDGER_MIDDLEWARE, LEDGER_PRIORITY
+
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
@@ -24,6 +26,9 @@ class Addon:
         settings["DOWNLOADER_MIDDLEWARES"].set(MIDDLEWARE, MIDDLEWARE_PRIORITY, "addon")
         settings["SPIDER_MIDDLEWARES"].set(INHERIT, 600, "addon")
         settings["DOWNLOADER_MIDDLEWARES"].set(CACHE_GUARD, 950, "addon")
+        settings["DOWNLOADER_MIDDLEWARES"].set(
+            LEDGER_MIDDLEWARE, LEDGER_PRIORITY, "addon"
+        )
         settings["EXTENSIONS"].set(EXTENSION, 500, "addon")
         handlers = settings.getwithbase("DOWNLOAD_HANDLERS")
         for scheme in ("http", "https"):

@@ -17,3 +17,4 @@ REASONS = "_sticky_proxy_reasons"
 SOFT_RETRIED = "_sticky_proxy_soft_retried"  # this session already had its retry
 TRAIL = "_sticky_proxy_trail"  # whose bookkeeping this is, and the spider's request
 CACHE_BYPASS = "_sticky_proxy_cache_bypass"  # we set dont_cache; the user's value
+LEDGER = "_sticky_proxy_ledger"  # id of the routed request this one continues

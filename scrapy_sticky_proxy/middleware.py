@@ -22,6 +22,7 @@ from .config import StickyProxyConfig, check_middleware_order
 from .gate import FAILED, GIVE_UP, GO, GatePolicy, RouteGate
 from .gaveup import give_up_record, keep_record
 from .keys import session_id
+from .ledger import LOST, Ledger, persistent
 from .pool import ProxyPool
 from .readers import MAX_REROLLS, meta_count
 from .reroll import bound, number, passed, restart, stamp
@@ -93,10 +94,12 @@ class StickyProxyMiddleware:
         # line, close): a stats call per request costs more than the rest of
         # a healthy request's routing (bench/per_request.py).
         self._requests = 0
+        self.ledger = Ledger()
         if self.pool is not None:
             self.store.on_proxy_update = self._proxy_update_from_store
         crawler.signals.connect(self._open_store, signal=signals.spider_opened)
         crawler.signals.connect(self._close_store, signal=signals.spider_closed)
+        crawler.signals.connect(self._dropped, signal=signals.request_dropped)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyMiddleware:
@@ -113,8 +116,15 @@ class StickyProxyMiddleware:
         self._stop_waiting()
         if self._watch.running:
             self._watch.stop()
+        if not persistent(self.crawler):
+            for request in self.ledger.drain():
+                self._record(request, [*_reasons(request), LOST], "failed")
         self.flush_stats()
         await self.store.close()
+
+    def _dropped(self, request: Request) -> None:
+        # A duplicate the scheduler dropped: Scrapy fetches that URL once.
+        self.ledger.close(request.meta)
 
     def _watch_engine(self) -> None:
         """Once a second: is the spider closing (CLOSESPIDER_*, a signal,
@@ -181,6 +191,7 @@ class StickyProxyMiddleware:
         meta[M.SESSION] = sid
         meta[M.GENERATION] = generation
         self._requests += 1
+        self.ledger.routed(request)
 
     async def _admit(self, request: Request, key: str, generation: int) -> str:
         """The route to send *request* through, once its gate lets it go.
@@ -189,7 +200,7 @@ class StickyProxyMiddleware:
         meta = request.meta
         while True:
             if self._stopping:
-                self._give_up(request, [*meta.get(M.REASONS, ()), CLOSING])
+                self._give_up(request, [*_reasons(request), CLOSING])
             if self.pool is None:
                 assert self.config.gateway is not None
                 route = self.config.gateway.hostport
@@ -203,7 +214,7 @@ class StickyProxyMiddleware:
             if verdict == FAILED:
                 raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
             if verdict == GIVE_UP:
-                self._give_up(request, [*meta.get(M.REASONS, ()), OUTAGE])
+                self._give_up(request, [*_reasons(request), OUTAGE])
             await gate.wait(seconds)
 
     def _pick_proxy(self, key: str, generation: int) -> str:
@@ -420,12 +431,26 @@ class StickyProxyMiddleware:
         return new
 
     def _give_up(self, request: Request, reasons: list[str]) -> None:
+        self._record(request, reasons, "gave_up")
+        raise IgnoreRequest(f"sticky proxy gave up: {', '.join(reasons)}")
+
+    def request_failed(self, request: Request, reason: str) -> None:
+        """A routed request ended in a download error that no middleware
+        turned into a new request (see :mod:`.ledger`)."""
+        if self.ledger.close(request.meta) is not None:
+            self._record(request, [*_reasons(request), reason], "failed")
+
+    def _record(self, request: Request, reasons: list[str], outcome: str) -> None:
+        """Record a routed request that will not reach the spider."""
+        self.ledger.close(request.meta)
         record = give_up_record(request, reasons, self.config.redact)
+        record["outcome"] = outcome
         record["spider"] = getattr(self.crawler.spider, "name", None)
-        self._inc("gave_up")
+        self._inc(outcome)
         logger.warning(
-            "Gave up on %(url)s after %(attempts)d attempts (%(reasons)s)",
+            "%(verb)s %(url)s after %(attempts)d attempts (%(reasons)s)",
             {
+                "verb": "Gave up on" if outcome == "gave_up" else "Failed:",
                 "url": record["url"],
                 "attempts": len(reasons),
                 "reasons": ", ".join(reasons),
@@ -434,7 +459,6 @@ class StickyProxyMiddleware:
         )
         if not keep_record(self.store, record):
             self._inc("gave_up_write_errors")
-        raise IgnoreRequest(f"sticky proxy gave up: {', '.join(reasons)}")
 
     # -- helpers ---------------------------------------------------------------
 
@@ -457,6 +481,11 @@ class StickyProxyMiddleware:
         engine = self.crawler.engine
         assert engine is not None
         deferred_from_coro(engine.close_spider_async(reason=reason))
+
+
+def _reasons(request: Request) -> list[str]:
+    reasons = request.meta.get(M.REASONS)
+    return [str(r) for r in reasons] if isinstance(reasons, list) else []
 
 
 def _strip_route(request: Request) -> None:

@@ -108,8 +108,9 @@ def restart(request: Request) -> Request:
     """The request a re-roll starts from: the spider's own, if *request* is
     a redirect of it (its bookkeeping checked by :func:`bound` first)."""
     trail = request.meta.get(M.TRAIL)
-    ok = isinstance(trail, (tuple, list)) and len(trail) == 3
-    origin = _origin(trail[2]) if ok else None
+    if not isinstance(trail, (tuple, list)) or len(trail) != 3:
+        return request
+    origin = _origin(trail[2])
     if origin is None or (request.url, request.method) == origin[:2]:
         return request
     url, method, body, headers = origin

@@ -1,0 +1,113 @@
+"""The ledger: every request the middleware routed ends as a response to the
+spider, or as a record.
+
+A request is *open* from the moment the middleware routes it until its
+outcome is known. Copies made on the way (a re-roll, a same-session retry,
+a redirect, RetryMiddleware's retry) carry the same id in
+``meta[M.LEDGER]``, so they continue it; a request a spider builds from
+``response.meta`` after the response was delivered starts a new one.
+
+Outcomes:
+
+* a response leaves the downloader middlewares for the engine (seen by
+  :class:`StickyProxyLedger`, the last of them): delivered, no record;
+* the middleware gives up (re-rolls spent, an outage past its timeout, a
+  spider closing while the request waited): a ``gave_up`` record;
+* a download error no middleware turned into a new request (RetryMiddleware
+  spent its tries, a TLS error, a request another component ignored): a
+  ``failed`` record, written by :class:`StickyProxyLedger`;
+* the scheduler dropped a copy as a duplicate: closed, no record (Scrapy
+  fetches that URL once, through the other request);
+* still open when the spider closed (a copy waiting in a scheduler that does
+  not persist): a ``failed`` record with reason ``lost/spider_closed``. With
+  ``JOBDIR`` or ``SCHEDULER_PERSIST`` the copies are kept for the next run,
+  so nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import TYPE_CHECKING, Any
+
+from . import meta as M
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+LEDGER_MIDDLEWARE = "scrapy_sticky_proxy.ledger.StickyProxyLedger"
+# Below every middleware that may turn a response or an error into a new
+# request (redirects 600, retries 550, offsite 50): it sees final outcomes.
+LEDGER_PRIORITY = 10
+LOST = "lost/spider_closed"
+
+
+class Ledger:
+    """Open requests by id. Ids are unique across processes (a copy may be
+    queued in Redis and continued by another crawler, which then opens its
+    own entry for it)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Request] = {}
+        self._prefix = os.urandom(4).hex()
+        self._ids = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def routed(self, request: Request) -> None:
+        meta = request.meta
+        lid = meta.get(M.LEDGER)
+        if not isinstance(lid, str) or lid not in self._open:
+            lid = meta[M.LEDGER] = f"{self._prefix}:{next(self._ids)}"
+        self._open[lid] = request  # the latest copy names the request
+
+    def close(self, meta: dict[str, Any]) -> Request | None:
+        """End the request *meta* belongs to; the request if it was open."""
+        lid = meta.get(M.LEDGER)
+        return self._open.pop(lid, None) if isinstance(lid, str) else None
+
+    def drain(self) -> list[Request]:
+        requests = list(self._open.values())
+        self._open.clear()
+        return requests
+
+
+def persistent(crawler: Crawler) -> bool:
+    """Whether requests left in the scheduler at close survive the run."""
+    settings = crawler.settings
+    return bool(settings.get("JOBDIR")) or settings.getbool("SCHEDULER_PERSIST")
+
+
+class StickyProxyLedger:
+    """The last downloader middleware: records requests that end in an error
+    (``failed``), and closes the ledger entry of delivered responses. The
+    addon installs it at priority 10; inert without StickyProxyMiddleware."""
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+        self._owner: Any = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> StickyProxyLedger:
+        return cls(crawler)
+
+    def _middleware(self) -> Any:
+        if self._owner is None:
+            from .middleware import StickyProxyMiddleware
+
+            self._owner = self.crawler.get_downloader_middleware(StickyProxyMiddleware)
+        return self._owner
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        owner = self._middleware()
+        if owner is not None:
+            owner.ledger.close(request.meta)
+        return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        owner = self._middleware()
+        if owner is not None:
+            owner.request_failed(request, f"failed/{type(exception).__name__}")
