@@ -19,13 +19,12 @@ from .backends import make_store
 from .bans import TIMEOUTS, UNREACHABLE, AnswerLog, BanPolicy, is_tunnel_407, wait_start
 from .cache import bypass, check_guard, restore
 from .config import StickyProxyConfig, check_middleware_order
-from .gate import FAILED, GIVE_UP, GO, GatePolicy, RouteGate
 from .gaveup import give_up_record, keep_record
 from .keys import session_id
 from .ledger import LOST, Ledger, persistent
-from .pool import ProxyPool
 from .readers import MAX_REROLLS, meta_count
 from .reroll import bound, number, passed, restart, stamp
+from .routes import Held, Routes
 from .store import HealthStore
 
 if TYPE_CHECKING:
@@ -33,15 +32,11 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
-    from .config import StaticProxy
 
 logger = logging.getLogger(__name__)
 
 AUTH_FAILED = "sticky_proxy_auth_failed"
 STORE_UNAVAILABLE = "sticky_proxy_store_unavailable"
-NO_PROXIES = "sticky_proxy_no_proxies_left"
-OUTAGE = "unreachable/outage"  # give-up reason of requests held back too long
-CLOSING = "spider_closing"  # give-up reason of requests held when it closed
 WATCH_INTERVAL = 1.0  # how often held requests check that the spider closes
 
 
@@ -73,30 +68,15 @@ class StickyProxyMiddleware:
         self.answers = AnswerLog()
         self.download_timeout = settings.getfloat("DOWNLOAD_TIMEOUT")
         self.id_rules = config.provider.id_rules
-        self.pool: ProxyPool | None = None
-        self.proxies: dict[str, StaticProxy] = {}
-        if config.static_proxies:
-            self.proxies = {p.id: p for p in config.static_proxies}
-            self.pool = ProxyPool(
-                [p.id for p in config.static_proxies],
-                [p.weight for p in config.static_proxies],
-                config.pool_policy,
-            )
-        self._gates: dict[str, RouteGate] = {}
-        self._gate_policy = GatePolicy(
-            config.probe_wait, config.outage_backoff_max, config.outage_timeout
-        )
-        self._down: set[str] = set()  # static proxies refusing connections
+        self.routes = Routes(config, self.store, self._close)
+        self.pool = self.routes.pool
         self._closing = False  # we asked the engine to close the spider
-        self._stopping = False  # the spider is closing: no request waits
         self._watch = create_looping_call(self._watch_engine)
         # Counted here and written to the stats by flush_stats() (progress
         # line, close): a stats call per request costs more than the rest of
         # a healthy request's routing (bench/per_request.py).
         self._requests = 0
         self.ledger = Ledger()
-        if self.pool is not None:
-            self.store.on_proxy_update = self._proxy_update_from_store
         crawler.signals.connect(self._open_store, signal=signals.spider_opened)
         crawler.signals.connect(self._close_store, signal=signals.spider_closed)
         crawler.signals.connect(self._dropped, signal=signals.request_dropped)
@@ -113,7 +93,7 @@ class StickyProxyMiddleware:
             self._close(STORE_UNAVAILABLE, str(exc))
 
     async def _close_store(self) -> None:
-        self._stop_waiting()
+        self.routes.stop_waiting()
         if self._watch.running:
             self._watch.stop()
         if not persistent(self.crawler):
@@ -135,13 +115,7 @@ class StickyProxyMiddleware:
         if getattr(slot, "closing", None) is not None or getattr(
             engine, "_stopping", False
         ):
-            self._stop_waiting()
-
-    def _stop_waiting(self) -> None:
-        """No request waits at a gate any more: each one is recorded."""
-        self._stopping = True
-        for gate in self._gates.values():
-            gate.release()
+            self.routes.stop_waiting()
 
     def flush_stats(self) -> None:
         """Write the counters kept locally to the crawl's stats."""
@@ -151,12 +125,6 @@ class StickyProxyMiddleware:
         for name, count in self.store.counters().items():
             if count:
                 self.stats.set_value(f"sticky_proxy/{name}", count)
-
-    def _proxy_update_from_store(
-        self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool
-    ) -> None:
-        if self.pool is not None and proxy_id in self.proxies:
-            self.pool.restore(proxy_id, failures, retry_at, ever_ok)
 
     # -- requests ------------------------------------------------------------
 
@@ -177,56 +145,21 @@ class StickyProxyMiddleware:
         if rotated:
             self._inc("rotations")
         sid = session_id(key, generation, self.id_rules)
-        route = await self._admit(request, key, generation)
-        if self.pool is None:
-            proxy_url = self.config.gateway.render(sid)  # type: ignore[union-attr]
-        else:
-            proxy_url = self.proxies[route].template.render(sid)
-            if self.config.slot_per_proxy and (
-                "download_slot" not in meta or meta.get(M.SLOT)
-            ):
-                meta["download_slot"] = meta[M.SLOT] = route
-        meta["proxy"] = proxy_url
+        try:
+            route = await self.routes.admit(meta, key, generation)
+        except Held as held:
+            if held.reason is None:
+                raise IgnoreRequest(str(held)) from None
+            self._give_up(request, [*_reasons(request), held.reason])
+        slot = self.pool is not None and self.config.slot_per_proxy
+        if slot and ("download_slot" not in meta or meta.get(M.SLOT)):
+            meta["download_slot"] = meta[M.SLOT] = route
+        meta["proxy"] = self.routes.url(route, sid)
         meta[M.ROUTE] = route
         meta[M.SESSION] = sid
         meta[M.GENERATION] = generation
         self._requests += 1
         self.ledger.routed(request)
-
-    async def _admit(self, request: Request, key: str, generation: int) -> str:
-        """The route to send *request* through, once its gate lets it go.
-        Every wait is bounded; a closing spider, or a route down for longer
-        than STICKY_PROXY_OUTAGE_TIMEOUT, ends the request as a record."""
-        meta = request.meta
-        while True:
-            if self._stopping:
-                self._give_up(request, [*_reasons(request), CLOSING])
-            if self.pool is None:
-                assert self.config.gateway is not None
-                route = self.config.gateway.hostport
-            else:
-                # Pick again after every wait: another proxy may be back.
-                route = self._pick_proxy(key, generation)
-            gate = self._gate(route)
-            verdict, seconds = gate.decide(meta, time.monotonic())
-            if verdict == GO:
-                return route
-            if verdict == FAILED:
-                raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
-            if verdict == GIVE_UP:
-                self._give_up(request, [*_reasons(request), OUTAGE])
-            await gate.wait(seconds)
-
-    def _pick_proxy(self, key: str, generation: int) -> str:
-        assert self.pool is not None
-        # Wall-clock time: proxy health may be shared between processes.
-        now = time.time()
-        # Proxies refusing connections are left while another one works.
-        picked = self.pool.pick(key, generation, now, avoid=self._down)
-        if picked is None or self.pool.all_dead(now):
-            self._close(NO_PROXIES, "every proxy of STICKY_PROXY_LIST is dead")
-            raise IgnoreRequest("no usable proxy left in STICKY_PROXY_LIST")
-        return picked
 
     # -- responses -------------------------------------------------------------
 
@@ -239,19 +172,12 @@ class StickyProxyMiddleware:
             return response
         if response.status == 407:
             self._auth_failed(request, route)
-        down_for = self._gate(route).answered(meta, time.monotonic())
-        if down_for is not None:
-            logger.info("The proxy %s answers again after %.1f s", route, down_for)
-            self._down.discard(route)
-            # Requests held at other proxies' gates may come here now.
-            for gate in self._gates.values():
-                gate.release()
+        self.routes.answered(route, meta)
         if response.status < 500 and "cached" not in response.flags:
             self.answers.answered(urlparse_cached(request).netloc, time.monotonic())
         reason = self.policy.response_ban(response)
         if reason is None:
-            if self.pool is not None:
-                self._report_proxy(route, ok=True)
+            self.routes.report(route, ok=True)
             passed(request, response)
             restore(meta)
             return response
@@ -268,7 +194,7 @@ class StickyProxyMiddleware:
         route = meta.get(M.ROUTE)
         if route is None or meta.get(M.DONT):
             return None
-        gate = self._gate(route)
+        gate = self.routes.gate(route)
         if isinstance(exception, IgnoreRequest):
             # Dropped by another component (the HTTP cache, a custom
             # middleware): no answer from the route, and the drop is theirs.
@@ -277,14 +203,18 @@ class StickyProxyMiddleware:
         if is_tunnel_407(exception):
             self._auth_failed(request, route)
         if isinstance(exception, UNREACHABLE):
-            return self._outage(
-                request, gate, f"unreachable/{type(exception).__name__}"
-            )
+            # No ban (burning sessions would not help), and for a static
+            # proxy no re-roll either: held back with a backoff, or failed
+            # over to a proxy that answers, for STICKY_PROXY_OUTAGE_TIMEOUT.
+            stat = self.routes.refused(route, meta)
+            self._inc(stat)
+            reason = f"unreachable/{type(exception).__name__}"
+            return self._retry_copy(request, reason, stat)
         gate.inconclusive(meta, time.monotonic())
-        reason = self.policy.exception_ban(exception)
-        if reason is None:
+        ban = self.policy.exception_ban(exception)
+        if ban is None:
             return None
-        return self._exception_ban(request, reason, exception)
+        return self._exception_ban(request, ban, exception)
 
     def _exception_ban(
         self, request: Request, reason: str, exception: Exception
@@ -312,50 +242,8 @@ class StickyProxyMiddleware:
             return new
         return self._ban(request, reason)
 
-    def _outage(self, request: Request, gate: RouteGate, reason: str) -> Request:
-        """The route refuses connections: that is no ban (burning sessions
-        would not help), and for a static proxy no re-roll either. Hold
-        requests back with a backoff (a static list fails over to proxies
-        that answer) and retry this one, for up to
-        STICKY_PROXY_OUTAGE_TIMEOUT."""
-        route = request.meta[M.ROUTE]
-        first = not gate.down
-        was_probe = request.meta.get(M.PROBE) == gate.probe
-        gate.refused(request.meta, time.monotonic())
-        if first:
-            logger.warning(
-                "The proxy %s refuses connections: holding requests back and "
-                "retrying with a backoff (up to %.0f s apart) for %.0f s",
-                route,
-                self.config.outage_backoff_max,
-                self.config.outage_timeout,
-            )
-        if self.pool is not None:
-            self._down.add(route)
-            if first or was_probe:
-                # Only what the gate learns from counts: requests that were in
-                # flight fail together and say nothing new.
-                self._report_proxy(route, ok=False, probe=was_probe)
-            stat = "failovers"
-        else:
-            stat = "outage_retries"
-        self._inc(stat)
-        return self._retry_copy(request, reason, stat)
-
-    def _report_proxy(self, route: str, ok: bool, probe: bool = False) -> None:
-        """Update a static proxy's health; share it when it changed."""
-        assert self.pool is not None
-        before = self.pool.export(route)
-        if ok:
-            self.pool.success(route, time.time())
-        else:
-            self.pool.failure(route, time.time(), probe=probe)
-        after = self.pool.export(route)
-        if after != before:
-            self.store.proxy_changed(route, *after)
-
     def _auth_failed(self, request: Request, route: str) -> None:
-        self._gate(route).failed()
+        self.routes.gate(route).failed()
         self._inc("auth_failed")
         self._close(
             AUTH_FAILED,
@@ -373,8 +261,7 @@ class StickyProxyMiddleware:
         self._inc("bans")
         self._inc(f"bans/{reason}")
         self.store.ban(key, generation, now)
-        if self.pool is not None:
-            self._report_proxy(route, ok=False)
+        self.routes.report(route, ok=False)
         return self._reroll(request, reason, "rerolls")
 
     def _reroll(self, request: Request, reason: str, stat: str) -> Request:
@@ -462,12 +349,6 @@ class StickyProxyMiddleware:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _gate(self, route: str) -> RouteGate:
-        gate = self._gates.get(route)
-        if gate is None:
-            gate = self._gates[route] = RouteGate(self._gate_policy)
-        return gate
-
     def _inc(self, name: str, count: int = 1) -> None:
         assert self.stats is not None
         self.stats.inc_value(f"sticky_proxy/{name}", count)
@@ -477,7 +358,7 @@ class StickyProxyMiddleware:
             return
         self._closing = True
         logger.error("Closing the spider (%s): %s", reason, message)
-        self._stop_waiting()
+        self.routes.stop_waiting()
         engine = self.crawler.engine
         assert engine is not None
         deferred_from_coro(engine.close_spider_async(reason=reason))
