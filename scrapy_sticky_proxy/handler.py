@@ -37,7 +37,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from twisted.internet.abstract import isIPAddress
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
+from twisted.internet.error import ConnectError
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
 from .readers import read_int
@@ -73,6 +77,8 @@ class SessionKeyedPool(HTTPConnectionPool):
         if digest is not None:
             key = (*key, digest)  # type: ignore[misc]
             endpoint = _address_endpoint(endpoint)
+        if hasattr(endpoint, "requestTunnel"):  # a CONNECT tunnel to a proxy
+            endpoint = cast("IStreamClientEndpoint", _FailFastTunnel(endpoint))
         result = super().getConnection(key, endpoint)
         if not self._connections.get(key):
             self._connections.pop(key, None)
@@ -102,6 +108,52 @@ class SessionKeyedPool(HTTPConnectionPool):
     @property
     def pool_keys(self) -> int:
         return len(self._connections)
+
+
+class _FailFastTunnel:
+    """Scrapy's CONNECT endpoint waits for the proxy's answer and nothing
+    else: a proxy that accepts the connection and then closes or resets it
+    before answering left the request hanging until DOWNLOAD_TIMEOUT. This
+    wrapper fails the tunnel as soon as its connection is lost unanswered,
+    with a ConnectError: the route could not be reached."""
+
+    def __init__(self, endpoint: Any):
+        self._endpoint = endpoint
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        tunnel: Deferred[Any] | None = None
+
+        def lost(reason: Failure) -> None:
+            if tunnel is not None and not tunnel.called:
+                tunnel.errback(
+                    ConnectError(
+                        string="the proxy closed the connection before it "
+                        f"answered CONNECT: {reason.getErrorMessage()}"
+                    )
+                )
+
+        tunnel = self._endpoint.connect(_LossWatchingFactory(factory, lost))
+        return tunnel
+
+
+class _LossWatchingFactory(Factory):
+    """Builds the wrapped factory's protocol, and tells *on_lost* when its
+    connection is lost (before anything else hears of it)."""
+
+    def __init__(self, factory: Any, on_lost: Any):
+        self._factory = factory
+        self._on_lost = on_lost
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = self._factory.buildProtocol(addr)
+        connection_lost = protocol.connectionLost
+
+        def watched(reason: Failure = connectionDone) -> None:
+            self._on_lost(reason)
+            connection_lost(reason)
+
+        protocol.connectionLost = watched
+        return protocol
 
 
 def _address_endpoint(endpoint: IStreamClientEndpoint) -> IStreamClientEndpoint:

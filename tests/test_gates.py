@@ -242,6 +242,27 @@ async def test_a_gateway_that_resets_at_accept_is_waited_out(
     assert stats["sticky_proxy/outage_retries"] >= 1
 
 
+@deferred_f_from_coro_f
+async def test_a_proxy_closing_a_connect_unanswered_fails_fast(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # Scrapy's CONNECT endpoint heard only the proxy's answer: a connection
+    # closed before it hung each https request for DOWNLOAD_TIMEOUT.
+    sandbox.gateway_drop()
+    gave_up = tmp_path / "gave_up.jsonl"
+    settings = settings_for(
+        sandbox,
+        DOWNLOAD_TIMEOUT=120,
+        STICKY_PROXY_OUTAGE_TIMEOUT=1,
+        STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
+    )
+    result = await crawl_within(
+        30, ItemsSpider, settings, base=sandbox.site_https_url, n=4, follow=False
+    )
+    assert result.items == []
+    assert {r["reasons"][-1] for r in records(gave_up)} == {"unreachable/outage"}
+
+
 def test_refusals_of_requests_in_flight_add_no_probe() -> None:
     # The same, step by step on the gate's own clock.
     gate = RouteGate(GatePolicy(probe_wait=10, backoff_max=10, outage_timeout=60))

@@ -167,6 +167,10 @@ class Sandbox:
         """New connections are accepted (and counted) and reset at once."""
         self._call(self.gateway.set_mode("reset"))
 
+    def gateway_drop(self) -> None:
+        """Each request is read, then its connection reset unanswered."""
+        self._call(self.gateway.set_mode("drop"))
+
     def gateway_normal(self) -> None:
         """Serve again (re-listening on the same port after refuse)."""
         self._call(self.gateway.set_mode("normal"))

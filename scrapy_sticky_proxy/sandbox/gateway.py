@@ -33,7 +33,7 @@ from ._upstream import Stream, connect_from, exchange, tunnel, upstream_request
 
 logger = logging.getLogger(__name__)
 
-MODES = ("normal", "refuse", "hang", "reset")
+MODES = ("normal", "refuse", "hang", "reset", "drop")
 _LINGER_0 = struct.pack("ii", 1, 0)
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _CHALLENGE = ("Proxy-Authenticate", 'Basic realm="sandbox"')
@@ -159,8 +159,9 @@ class Gateway:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def set_mode(self, mode: str) -> None:
-        """Switch to "normal", "refuse" (listening socket closed), "hang" or
-        "reset" (every connection is accepted, counted and reset at once)."""
+        """Switch to "normal", "refuse" (listening socket closed), "hang",
+        "reset" (every connection is accepted, counted and reset at once) or
+        "drop" (each request is read, then its connection reset unanswered)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -236,10 +237,7 @@ class Gateway:
             self._next_conn += 1
             conn = _Conn(self._next_conn)
         if self.mode == "reset":
-            sock = writer.get_extra_info("socket")
-            if sock is not None:  # linger 0: close with a RST, not a FIN
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
-            writer.transport.abort()
+            _reset(writer)
             return
         while True:
             if self.mode == "hang":
@@ -248,6 +246,9 @@ class Gateway:
                 return
             head = await read_head(reader)
             if head is None:
+                return
+            if self.mode == "drop":
+                _reset(writer)
                 return
             if self.mode != "hang" and not await self._request(
                 conn, reader, writer, head
@@ -339,3 +340,11 @@ class Gateway:
     async def _open_upstream(self, host: str, port: int, exit_ip: str) -> Stream:
         """Connect to host:port from source address ``exit_ip``."""
         return await connect_from(host, port, exit_ip)
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a RST, not a FIN (linger 0)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+    writer.transport.abort()
