@@ -8,13 +8,15 @@ once per TCP connection sends B out through A's exit. HTTPS targets are not
 affected (CONNECT tunnels are keyed by the Proxy-Authorization value), but one
 tunnel per session can pile up idle sockets.
 
-This handler changes two things and nothing else:
+This handler changes three things and nothing else:
 
 * the pool key of a proxied request gets a digest of its Proxy-Authorization
   header, so a connection is only reused by the session that opened it;
 * the number of idle connections kept in the pool is capped
   (``STICKY_PROXY_POOL_MAX_IDLE``), oldest first out, and empty per-key lists
-  are dropped, so one session per URL cannot grow the pool without bound.
+  are dropped, so one session per URL cannot grow the pool without bound;
+* a CONNECT tunnel whose connection the proxy closes before answering fails
+  at once (:class:`_FailFastTunnel`) instead of at DOWNLOAD_TIMEOUT.
 
 The digest reaches the pool through a context variable set for the duration
 of ``download_request``: the Agent asks the pool for a connection
