@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from scrapy.utils.defer import deferred_f_from_coro_f
 
@@ -90,15 +91,18 @@ def test_two_processes_share_one_queue_and_dupefilter(
     assert client.zcard("demo_redis:requests") == 0
 
 
+@pytest.mark.parametrize("max_keys", [100_000, 5])
 @deferred_f_from_coro_f
 async def test_a_later_crawl_never_reuses_a_burned_session(
-    sandbox: Sandbox, redis_db: str, log_text: Any
+    sandbox: Sandbox, redis_db: str, log_text: Any, max_keys: int
 ) -> None:
+    # With max_keys=5 the local view forgets most burned keys: the
+    # middleware must ask Redis for them rather than start at generation 0.
     rule = ban_fraction(0.3)
     sandbox.site.ban_rule = rule
     first = await crawl(
         ItemsSpider,
-        redis_settings(sandbox, redis_db),
+        redis_settings(sandbox, redis_db, STICKY_PROXY_MAX_KEYS=max_keys),
         base=sandbox.site_url,
         n=60,
         follow=False,
@@ -112,7 +116,7 @@ async def test_a_later_crawl_never_reuses_a_burned_session(
     sandbox.reset()
     second = await crawl(
         ItemsSpider,
-        redis_settings(sandbox, redis_db),
+        redis_settings(sandbox, redis_db, STICKY_PROXY_MAX_KEYS=max_keys),
         base=sandbox.site_url,
         n=60,
         follow=False,
