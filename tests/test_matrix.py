@@ -138,8 +138,16 @@ async def run_case(
             call_later(seconds, box.gateway_normal)
 
     if case.static:
+        # With a {session} placeholder each key has its own exit on each
+        # proxy, so that 20 % of exits banning means what it does with the
+        # gateway (without one, the list would have three exits in all).
         settings: dict[str, Any] = {
-            "STICKY_PROXY_LIST": [box.gateway_url for box in boxes],
+            "STICKY_PROXY_LIST": [
+                box.gateway_url.replace(
+                    f"{box.username}:", f"{box.username}-session-{{session}}:"
+                )
+                for box in boxes
+            ],
             "STICKY_PROXY_BAN_PATTERNS": [r"g-recaptcha"],
         }
     else:
