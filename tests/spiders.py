@@ -84,3 +84,72 @@ def at_counts(actions: dict[int, Callable[[], object]]) -> Callable[[], None]:
 def item_of(path: str) -> int | None:
     match = ITEM_PATH.match(path.split("?", 1)[0])
     return int(match.group(1)) if match else None
+
+
+class IndexSpider(ItemsSpider):
+    """The example project's crawl: the index page ``/?n=N``, each item it
+    links to (through ``/r/{i}`` with ``redirects``), and each item page's
+    three follow-ups with the page's session key.
+
+    Keeps, by URL: what it requested (``requested``), which of those
+    Scrapy scheduled (past the spider middlewares: depth, offsite) and
+    which reached the downloader (past the downloader middlewares), and
+    which were answered to a callback, by the URL it asked for (before
+    redirects)."""
+
+    name = "index"
+
+    def __init__(self, base: str, n: int, redirects: bool = False, **kwargs: Any):
+        super().__init__(base, n, **kwargs)
+        self.redirects = redirects
+        self.requested: set[str] = set()
+        self.scheduled: set[str] = set()
+        self.reached: set[str] = set()
+        self.answered: set[str] = set()
+        self.failures: list[tuple[str, str]] = []
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+        from scrapy import signals
+
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        connect = crawler.signals.connect
+        connect(spider._seen(spider.scheduled), signals.request_scheduled, weak=False)
+        reached = signals.request_reached_downloader
+        connect(spider._seen(spider.reached), reached, weak=False)
+        return spider
+
+    @staticmethod
+    def _seen(urls: set[str]) -> Callable[..., None]:
+        return lambda request, **_: urls.add(request.url)
+
+    def _ask(self, request: Request) -> Request:
+        self.requested.add(request.url)
+        return request.replace(errback=self.failed)
+
+    def _answer(self, response: Response) -> None:
+        redirects = response.meta.get("redirect_urls")
+        self.answered.add(redirects[0] if redirects else response.url)
+
+    async def start(self) -> AsyncIterator[Any]:
+        yield self._ask(Request(f"{self.base}/?n={self.n}", callback=self.parse_index))
+
+    def parse_index(self, response: Response) -> Iterator[Any]:
+        self._answer(response)
+        for href in response.css("a.item::attr(href)").getall():
+            url = response.urljoin(href)
+            if self.redirects:
+                url = url.replace("/item/", "/r/")
+            yield self._ask(Request(url, callback=self.parse_item))
+
+    def parse_item(self, response: Response) -> Iterator[Any]:
+        self._answer(response)
+        for out in super().parse_item(response):
+            yield self._ask(out) if isinstance(out, Request) else out
+
+    def parse_part(self, response: Response) -> dict[str, Any]:
+        self._answer(response)
+        return super().parse_part(response)
+
+    def failed(self, failure: Any) -> None:
+        self.failures.append((failure.request.url, type(failure.value).__name__))
