@@ -536,3 +536,38 @@ def test_cli_stops_when_stdin_closes() -> None:
         assert proc.stdin is not None
         proc.stdin.close()
         assert proc.wait(TIMEOUT) == 0
+
+
+def test_refusing_leaves_no_just_accepted_client_hanging() -> None:
+    # Closing the listening socket while connections were being accepted
+    # left some of them open and unanswered (1-5 of 200 per round).
+    import threading
+
+    outcomes: list[str] = []
+
+    def client(port: int, url: str) -> None:
+        with socket.socket() as sock:
+            sock.settimeout(5)
+            try:
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                sock.recv(100)
+                outcomes.append("answered or closed")
+            except TimeoutError:
+                outcomes.append("hang")
+            except OSError:
+                outcomes.append("refused or reset")
+
+    for _ in range(4):
+        with Sandbox() as sb:
+            url = sb.site_url + "/item/1"
+            threads = [
+                threading.Thread(target=client, args=(sb.gateway_port, url))
+                for _ in range(200)
+            ]
+            for thread in threads:
+                thread.start()
+            sb.gateway_refuse()
+            for thread in threads:
+                thread.join()
+    assert "hang" not in outcomes

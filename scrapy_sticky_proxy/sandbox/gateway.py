@@ -177,6 +177,14 @@ class Gateway:
     async def _unlisten(self) -> None:
         server, self._server = self._server, None
         if server is not None:
+            # Stop accepting first and let connections already accepted be
+            # set up: closing the server between the two (asyncio) left such
+            # a socket open and unanswered, its client hanging until timeout.
+            loop = asyncio.get_running_loop()
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+            for _ in range(3):
+                await asyncio.sleep(0)
             server.close()
         await self._conns.drop_all()
         if server is not None:
