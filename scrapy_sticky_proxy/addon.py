@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .auth import AUTH_MIDDLEWARE, AUTH_PRIORITY
 from .ledger import LEDGER_MIDDLEWARE, LEDGER_PRIORITY
 
 if TYPE_CHECKING:
@@ -23,12 +24,12 @@ _DEFAULT_HANDLER = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler
 
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
-        settings["DOWNLOADER_MIDDLEWARES"].set(MIDDLEWARE, MIDDLEWARE_PRIORITY, "addon")
+        middlewares = settings["DOWNLOADER_MIDDLEWARES"]
+        middlewares.set(MIDDLEWARE, MIDDLEWARE_PRIORITY, "addon")
+        middlewares.set(CACHE_GUARD, 950, "addon")
+        middlewares.set(LEDGER_MIDDLEWARE, LEDGER_PRIORITY, "addon")
+        middlewares.set(AUTH_MIDDLEWARE, AUTH_PRIORITY, "addon")
         settings["SPIDER_MIDDLEWARES"].set(INHERIT, 600, "addon")
-        settings["DOWNLOADER_MIDDLEWARES"].set(CACHE_GUARD, 950, "addon")
-        settings["DOWNLOADER_MIDDLEWARES"].set(
-            LEDGER_MIDDLEWARE, LEDGER_PRIORITY, "addon"
-        )
         settings["EXTENSIONS"].set(EXTENSION, 500, "addon")
         handlers = settings.getwithbase("DOWNLOAD_HANDLERS")
         for scheme in ("http", "https"):

@@ -359,16 +359,15 @@ def _static_list(value: Any) -> tuple[StaticProxy, ...]:
 
 
 _HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
+_HTTPCACHE = "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware"
+_AUTH = "scrapy_sticky_proxy.auth.StickyProxyAuth"
 
 
 def check_middleware_order(settings: BaseSettings) -> None:
-    """HttpProxyMiddleware must be on, and after StickyProxyMiddleware."""
-    if not settings.getbool("HTTPPROXY_ENABLED"):
-        raise ConfigError(
-            "HTTPPROXY_ENABLED",
-            "scrapy-sticky-proxy needs Scrapy's HttpProxyMiddleware to turn "
-            "proxy credentials into the Proxy-Authorization header",
-        )
+    """StickyProxyMiddleware before HttpProxyMiddleware (which would
+    otherwise fill meta["proxy"] from the environment first), and
+    StickyProxyAuth, which adds the credential, after everything that may
+    store a request (the HTTP cache)."""
     order = build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
     ours = "scrapy_sticky_proxy.middleware.StickyProxyMiddleware"
     names = [
@@ -386,4 +385,18 @@ def check_middleware_order(settings: BaseSettings) -> None:
             "DOWNLOADER_MIDDLEWARES",
             "StickyProxyMiddleware must have a lower priority number than "
             "HttpProxyMiddleware (750); use 740 or the addon",
+        )
+    if _AUTH not in names:
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            f"{_AUTH} is missing: it adds the proxy credential just before a "
+            "request is sent (999, or use the addon)",
+        )
+    last = max((names.index(n) for n in (_HTTPCACHE, ours) if n in names), default=-1)
+    if names.index(_AUTH) < last:
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            f"{_AUTH} must come after StickyProxyMiddleware and the HTTP cache "
+            "(a higher priority number, 999), or the cache would store the "
+            "credential",
         )

@@ -154,7 +154,8 @@ class StickyProxyMiddleware:
         slot = self.pool is not None and self.config.slot_per_proxy
         if slot and ("download_slot" not in meta or meta.get(M.SLOT)):
             meta["download_slot"] = meta[M.SLOT] = route
-        meta["proxy"] = self.routes.url(route, sid)
+        # No credentials: StickyProxyAuth adds them next to the downloader.
+        meta["proxy"] = self.routes.endpoint(route)
         meta[M.ROUTE] = route
         meta[M.SESSION] = sid
         meta[M.GENERATION] = generation

@@ -10,6 +10,7 @@ Pure logic: no Scrapy import, no I/O.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -188,6 +189,24 @@ class ProxyTemplate:
         *session_id* must fit :attr:`id_rules` (use ``keys.session_id``).
         """
         return session_id.join(self.segments)
+
+    @property
+    def endpoint(self) -> str:
+        """``scheme://host:port``: the proxy without credentials, all that a
+        request carries (see :mod:`scrapy_sticky_proxy.auth`)."""
+        return f"{self.scheme}://{self.hostport}"
+
+    def authorization(self, session_id: str, encoding: str = "latin-1") -> bytes | None:
+        """The ``Proxy-Authorization`` value for *session_id* (Basic, as
+        HttpProxyMiddleware builds it from a URL), or None without
+        credentials."""
+        rest = self.render(session_id).partition("://")[2]
+        userinfo = rest.rpartition("@")[0]
+        if not userinfo:
+            return None
+        user, _, password = userinfo.partition(":")
+        raw = f"{unquote(user)}:{unquote(password)}".encode(encoding)
+        return b"Basic " + base64.b64encode(raw)
 
     def redact(self, text: str) -> str:
         """*text* with every form of the password replaced by ``***``."""

@@ -21,6 +21,7 @@ from .pool import ProxyPool
 
 if TYPE_CHECKING:
     from .config import StickyProxyConfig
+    from .providers import ProxyTemplate
     from .store import HealthStore
 
 logger = logging.getLogger(__name__)
@@ -71,11 +72,30 @@ class Routes:
             gate = self.gates[route] = RouteGate(self._policy)
         return gate
 
-    def url(self, route: str, session: str) -> str:
-        """The proxy URL, with credentials, for *session* through *route*."""
+    def _template(self, route: str) -> ProxyTemplate:
         if self.pool is None:
-            return self.config.gateway.render(session)  # type: ignore[union-attr]
-        return self.proxies[route].template.render(session)
+            assert self.config.gateway is not None
+            return self.config.gateway
+        return self.proxies[route].template
+
+    def knows(self, route: object) -> bool:
+        """Whether *route* (read from meta: untrusted) is one of ours."""
+        if not isinstance(route, str):
+            return False
+        if self.pool is None:
+            return (
+                self.config.gateway is not None
+                and route == self.config.gateway.hostport
+            )
+        return route in self.proxies
+
+    def endpoint(self, route: str) -> str:
+        """``scheme://host:port`` of *route*: what ``meta["proxy"]`` holds."""
+        return self._template(route).endpoint
+
+    def authorization(self, route: str, session: str, encoding: str) -> bytes | None:
+        """The Proxy-Authorization value for *session* through *route*."""
+        return self._template(route).authorization(session, encoding)
 
     async def admit(self, meta: dict[str, Any], key: str, generation: int) -> str:
         """The route to send a request through, once its gate lets it go.

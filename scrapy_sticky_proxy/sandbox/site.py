@@ -37,8 +37,8 @@ BanRule = Callable[[str, str], "str | None"]
 BAN_KINDS = ("403", "429", "captcha")
 # Kinds a rule may also return (not drawn by ban_fraction): "redirect" answers
 # 302 to /captcha?from=PATH; "reset" drops the connection unanswered; "hang" never
-# answers (the client's timeout ends it).
-FAULT_KINDS = ("redirect", "reset", "hang")
+# answers (the client's timeout ends it); "503" answers 503 Service Unavailable.
+FAULT_KINDS = ("redirect", "reset", "hang", "503")
 _REDIRECT_RE = re.compile(r"^/r/(\d{1,9})/?$")
 _ITEM_RE = re.compile(r"^/item/(\d{1,9})(?:/(detail|media|thumb))?/?$")
 _HTML = ("Content-Type", "text/html; charset=utf-8")
@@ -170,7 +170,8 @@ class DemoSite:
                         pass
                 writer.transport.abort()
                 return
-            status, headers, body = self._respond(method, target, ip, kind)
+            host = seen.get("host", "")
+            status, headers, body = self._respond(method, target, ip, kind, host)
             if wants_close(version, head[1]):
                 headers.append(("Connection", "close"))
             self._record(
@@ -188,7 +189,12 @@ class DemoSite:
         logger.debug("site %s", hit)
 
     def _respond(
-        self, method: str, target: str, client_ip: str, kind: str | None
+        self,
+        method: str,
+        target: str,
+        client_ip: str,
+        kind: str | None,
+        host: str = "",
     ) -> tuple[int, Headers, bytes]:
         url = urlsplit(target)
         if url.path == "/captcha" or kind == "captcha":
@@ -201,6 +207,8 @@ class DemoSite:
             return 302, [("Location", location), _TEXT], b"moved\n"
         if kind == "429":
             return 429, [("Retry-After", "1"), _TEXT], b"too many requests\n"
+        if kind == "503":
+            return 503, [("Retry-After", "1"), _TEXT], b"unavailable\n"
         if kind is not None:
             return 403, [_TEXT], b"forbidden\n"
         if method not in ("GET", "POST"):
@@ -208,9 +216,17 @@ class DemoSite:
         redirect = _REDIRECT_RE.match(url.path)
         if redirect is not None:
             # /r/{i}?s=307 -> /item/{i} with that status (default 302).
-            code = parse_qs(url.query).get("s", ["302"])[0]
+            query = parse_qs(url.query)
+            code = query.get("s", ["302"])[0]
             status = int(code) if code in ("301", "302", "303", "307", "308") else 302
             location = f"/item/{redirect.group(1)}"
+            if "x" in query:  # ?x=1: across hosts, 127.0.0.1 <-> localhost
+                name, _, port = host.rpartition(":")
+                other = "localhost" if name == "127.0.0.1" else "127.0.0.1"
+                scheme = url.scheme or (
+                    "https" if port == str(self.https_port) else "http"
+                )
+                location = f"{scheme}://{other}:{port}{location}"
             return status, [("Location", location), _TEXT], b"moved\n"
         if url.path == "/":
             args = parse_qs(url.query)

@@ -1,0 +1,90 @@
+"""The proxy credential lives on a request only while it is being sent.
+
+Scrapy keeps proxy credentials on the Request (``meta["proxy"]``, then the
+``Proxy-Authorization`` header HttpProxyMiddleware moves them into), and
+everything that stores requests stores them: the HTTP cache, JOBDIR,
+scrapy-redis's queue, the copies RetryMiddleware and RedirectMiddleware
+make. So a request routed by :class:`~scrapy_sticky_proxy.StickyProxyMiddleware`
+carries only non-secret references: ``meta["proxy"] = "http://host:port"``,
+the route (``host:port`` or a static proxy's id) and the session id.
+
+:class:`StickyProxyAuth` is the last downloader middleware before the
+download handler (priority 999, after the HTTP cache at 900): it adds
+``Proxy-Authorization`` for the request's session just before the bytes are
+sent, and takes it off again first thing on the way back, before any other
+middleware sees the response or the error. The download handler (Scrapy's
+HTTP/1.1, ours, or any that honours ``meta["proxy"]`` and the header) is the
+only code that sees it.
+
+A request whose ``meta["proxy"]`` is not its route's endpoint (changed by
+another middleware, or a crafted queue entry) gets no credential.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import meta as M
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+logger = logging.getLogger(__name__)
+
+AUTH_MIDDLEWARE = "scrapy_sticky_proxy.auth.StickyProxyAuth"
+AUTH_PRIORITY = 999
+_HEADER = b"Proxy-Authorization"
+
+
+class StickyProxyAuth:
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+        self.encoding = crawler.settings.get("HTTPPROXY_AUTH_ENCODING") or "latin-1"
+        self._owner: Any = None
+        self._warned = False
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> StickyProxyAuth:
+        return cls(crawler)
+
+    def _routes(self) -> Any:
+        if self._owner is None:
+            from .middleware import StickyProxyMiddleware
+
+            self._owner = self.crawler.get_downloader_middleware(StickyProxyMiddleware)
+        return None if self._owner is None else self._owner.routes
+
+    def process_request(self, request: Request) -> None:
+        meta = request.meta
+        route = meta.get(M.ROUTE)
+        if route is None or meta.get(M.DONT):
+            return
+        routes = self._routes()
+        session = meta.get(M.SESSION)
+        if routes is None or not isinstance(session, str) or not routes.knows(route):
+            return
+        if meta.get("proxy") != routes.endpoint(route):
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "A request routed through %s was sent to another proxy "
+                    "(meta['proxy'] changed after StickyProxyMiddleware): it "
+                    "goes without credentials",
+                    route,
+                )
+            return
+        header = routes.authorization(route, session, self.encoding)
+        if header is not None:
+            request.headers[_HEADER] = header
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if M.ROUTE in request.meta:
+            request.headers.pop(_HEADER, None)
+        return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        if M.ROUTE in request.meta:
+            request.headers.pop(_HEADER, None)
