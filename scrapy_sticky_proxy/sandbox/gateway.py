@@ -181,7 +181,7 @@ class Gateway:
             # set up: closing the server between the two (asyncio) left such
             # a socket open and unanswered, its client hanging until timeout.
             loop = asyncio.get_running_loop()
-            for sock in server.sockets:
+            for sock in getattr(server, "sockets", ()):
                 loop.remove_reader(sock.fileno())
             for _ in range(3):
                 await asyncio.sleep(0)
