@@ -45,6 +45,7 @@ class StickyProxyAuth:
         self.encoding = crawler.settings.get("HTTPPROXY_AUTH_ENCODING") or "latin-1"
         self._owner: Any = None
         self._warned = False
+        self._warned_direct = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyAuth:
@@ -81,9 +82,33 @@ class StickyProxyAuth:
             request.headers[_HEADER] = header
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if M.ROUTE in request.meta:
+        meta = request.meta
+        if M.ROUTE in meta:
             request.headers.pop(_HEADER, None)
+            self._check_proxied(meta[M.ROUTE], response)
         return response
+
+    def _check_proxied(self, route: Any, response: Response) -> None:
+        """A response from another address than the proxy's (given as an
+        IP address) went straight to the target: say so."""
+        came_from = getattr(response, "ip_address", None)
+        routes = self._routes()
+        if came_from is None or routes is None or not routes.knows(route):
+            return
+        proxy_ip = routes.proxy_ip(route)
+        if proxy_ip is None or came_from == proxy_ip:
+            return
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value("sticky_proxy/unproxied")
+        if not self._warned_direct:
+            self._warned_direct = True
+            logger.warning(
+                "A response routed through %s came from %s instead: the "
+                "download handler sent it straight to the target "
+                "(sticky_proxy/unproxied)",
+                route,
+                came_from,
+            )
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         if M.ROUTE in request.meta:

@@ -183,6 +183,8 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
     Scrapy's default handler.
     """
 
+    sticky_proxy_aware = True  # sends routed requests through their proxy
+
     def __init__(self, crawler: Crawler):
         super().__init__(crawler)
         from twisted.internet import reactor

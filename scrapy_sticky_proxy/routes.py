@@ -10,6 +10,7 @@ one their key picks, one probe per proxy per backoff step.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class Routes:
         )
         self._down: set[str] = set()  # static proxies refusing connections
         self.stopping = False  # the spider is closing: no request waits
+        self._ips: dict[str, Any] = {}
 
     def gate(self, route: str) -> RouteGate:
         gate = self.gates.get(route)
@@ -88,6 +90,19 @@ class Routes:
                 and route == self.config.gateway.hostport
             )
         return route in self.proxies
+
+    def proxy_ip(self, route: str) -> Any:
+        """The proxy's address when it is given as one (an
+        ``ipaddress`` object), else None."""
+        ip = self._ips.get(route, False)
+        if ip is False:
+            host = self._template(route).hostport.rpartition(":")[0].strip("[]")
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                ip = None
+            self._ips[route] = ip
+        return ip
 
     def endpoint(self, route: str) -> str:
         """``scheme://host:port`` of *route*: what ``meta["proxy"]`` holds."""

@@ -63,7 +63,11 @@ class Sandbox:
         items: int = 50,
         ban_rule: BanRule | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gateway_host: str = "127.0.0.1",
     ) -> None:
+        if not gateway_host.startswith("127."):
+            raise ValueError("the sandbox listens on loopback (127.0.0.0/8) only")
+        self.gateway_host = gateway_host
         self.username = username
         self._password = password
         self.gateway = Gateway(
@@ -113,7 +117,7 @@ class Sandbox:
         return self
 
     async def _start_servers(self) -> None:
-        await self.gateway.start("127.0.0.1")
+        await self.gateway.start(self.gateway_host)
         await self.site.start("127.0.0.1")
 
     async def _stop_servers(self) -> None:
@@ -197,7 +201,7 @@ class Sandbox:
 
     @property
     def gateway_hostport(self) -> str:
-        return f"127.0.0.1:{self.gateway.port}"
+        return f"{self.gateway_host}:{self.gateway.port}"
 
     @property
     def password(self) -> str:
