@@ -381,6 +381,17 @@ def test_the_serializer_allow_list_setting(
     request = request_from_dict(serializer.loads(data))
     assert type(request).__name__ == "Evil" and request.url == "http://x/1"
     assert marker.exists()
+    # Request classes of the project's own package (SPIDER_MODULES).
+    package = tmp_path / "projpkg_sp"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "requests.py").write_text(
+        "from scrapy import Request\nclass Mine(Request):\n    pass\n"
+    )
+    data = json.dumps({"url": "http://x/2", "_class": "projpkg_sp.requests.Mine"})
+    assert request_from_dict(serializer.loads(data)).url.startswith("data:")
+    serializer.configure(Settings({"SPIDER_MODULES": ["projpkg_sp.spiders"]}))
+    assert type(request_from_dict(serializer.loads(data))).__name__ == "Mine"
     from scrapy_sticky_proxy.errors import ConfigError
 
     with pytest.raises(ConfigError, match="STICKY_PROXY_SERIALIZER_CLASSES"):
@@ -392,7 +403,9 @@ def test_the_serializer_allow_list_setting(
 
 def seed_hostile_values(client: Any, ns: str, keys: list[str]) -> dict[str, int]:
     """Every hostile value of the issue, the first ones on keys the crawl
-    will ban; returns the stats the crawl must end with."""
+    will ban; returns the counts the store must end with."""
+    entry = {"url": keys[0].replace("/0", "/99"), "_class": "hostile_crawl_mod.Evil"}
+    client.zadd("items:requests", {json.dumps(entry): 0})  # scrapy-redis's queue
     for key, value in zip(keys, BAD_GENERATIONS, strict=False):
         client.set(f"{ns}:g:{key_digest(key)}", value)
     client.set(f"{ns}:g:zz", "7")
@@ -423,13 +436,27 @@ def seed_wrong_types(client: Any, ns: str, keys: list[str]) -> dict[str, int]:
 @pytest.mark.parametrize("seed", [seed_hostile_values, seed_wrong_types])
 @deferred_f_from_coro_f
 async def test_a_crawl_and_status_on_a_hostile_namespace(
-    sandbox: Sandbox, redis_db: str, tmp_path: Path, seed: Any
+    sandbox: Sandbox,
+    redis_db: str,
+    tmp_path: Path,
+    seed: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = sync_client(redis_db)
     keys = [f"{sandbox.site_url}/item/{i}" for i in range(10)]
     expected = seed(client, "t", keys)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    marker = hostile_module(tmp_path, "hostile_crawl_mod")
     sandbox.site.ban_rule = ban_all("403")
-    settings = redis_settings(sandbox, redis_db, STICKY_PROXY_MAX_REROLLS=1)
+    settings = redis_settings(
+        sandbox,
+        redis_db,
+        STICKY_PROXY_MAX_REROLLS=1,
+        SCHEDULER="scrapy_redis.scheduler.Scheduler",
+        DUPEFILTER_CLASS="scrapy_redis.dupefilter.RFPDupeFilter",
+        SCHEDULER_SERIALIZER="scrapy_sticky_proxy.serializer",
+        REDIS_URL=redis_db,
+    )
     result = await asyncio.wait_for(
         crawl(ItemsSpider, settings, base=sandbox.site_url, n=10, follow=False), 60
     )
@@ -451,6 +478,14 @@ async def test_a_crawl_and_status_on_a_hostile_namespace(
     assert skipped(store) == expected
     got = {k[len("sticky_proxy/") :]: v for k, v in stats.items() if "/skipped" in k}
     assert got["redis/skipped/generation"] == expected["redis/skipped/generation"]
+    # The queue entry naming a class nobody allowed: never imported, never sent.
+    assert not marker.exists()
+    queued = 1 if seed is seed_hostile_values else None
+    assert stats.get("sticky_proxy/serializer/skipped") == queued
+    assert not [k for k in stats if k.startswith("spider_exceptions")]
+    if seed is seed_hostile_values:
+        # Warnings only: not one ERROR line for anything that was seeded.
+        assert "log_count/ERROR" not in stats
     assert 0 < got["redis/skipped"] <= expected["redis/skipped"]
     burned = [client.get(f"t:g:{key_digest(key)}") for key in keys]
     poisoned = len(BAD_GENERATIONS) if seed is seed_hostile_values else 0
