@@ -10,11 +10,15 @@
 key as ``{"url", "method", "meta": {"sticky_proxy_key"}}`` plus, for a POST,
 its form fields: the only body scrapy-redis can rebuild. Records it cannot
 replay faithfully stay. One Lua script per move: an interrupted run loses none.
+
+Whatever the namespace holds was written by someone: a value that is not one
+of ours (wrong type, NaN, 1e400, a 10 MB string) is left out or shown as
+``-``, text from Redis is printed with control characters escaped and cut
+to a bounded length, and a key of the wrong type reads as empty.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -30,7 +34,15 @@ from .config import _pool_policy, _redis_params, _redis_url
 from .errors import ConfigError
 from .pool import PoolPolicy, ProxyPool
 from .readers import read_str
-from .redis_layout import redact_url, scan_pattern
+from .redis_layout import (
+    MAX_VALUE_LEN,
+    is_digest,
+    parse_generation,
+    parse_proxy_state,
+    printable,
+    redact_url,
+    scan_pattern,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -67,57 +79,102 @@ def start_url_message(record: Any) -> str:
     return json.dumps(message)  # ASCII: whatever REDIS_ENCODING the spider uses
 
 
-def _scan(client: Any, prefix: str) -> list[str]:
-    """Values of the string keys under *prefix* (SCAN, never KEYS)."""
-    names = list(client.scan_iter(match=scan_pattern(prefix), count=1000))
-    chunks = (client.mget(names[i : i + 1000]) for i in range(0, len(names), 1000))
-    return [value for chunk in chunks for value in chunk if value is not None]
+def _scan(client: Any, prefix: str) -> list[tuple[str, str]]:
+    """(name, value) of the string keys under *prefix* (SCAN, never KEYS);
+    other types read as missing (MGET), and overlong values are left out."""
+    found = client.scan_iter(match=scan_pattern(prefix), count=1000)
+    names = list(dict.fromkeys(found))
+    pairs = (
+        zip(chunk, client.mget(chunk), strict=True)
+        for chunk in (names[i : i + 1000] for i in range(0, len(names), 1000))
+    )
+    return [
+        (name, value)
+        for chunk in pairs
+        for name, value in chunk
+        if isinstance(value, str) and len(value) <= MAX_VALUE_LEN
+    ]
+
+
+def _read(call: Any, *args: Any, default: Any) -> Any:
+    """A read of one key, *default* if the key has the wrong type."""
+    from redis.exceptions import ResponseError
+
+    try:
+        return call(*args)
+    except ResponseError:  # WRONGTYPE: someone else's key
+        return default
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 18 and value.isdigit()
+
+
+def _crawler(value: str, now: float) -> dict[str, Any] | None:
+    """A heartbeat for display, or ``None`` if it is not one."""
+    try:
+        beat = json.loads(value, parse_constant=lambda _: None)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(beat, dict):
+        return None
+    pid, start = beat.get("pid"), beat.get("start")
+    if isinstance(start, bool) or not isinstance(start, (int, float)):
+        start = None
+    elif not 0 <= start <= now + 86400:
+        start = None  # NaN, inf, 1e400, a string, a bool: not a time
+    return {
+        "spider": printable(beat.get("spider", ""), 100),
+        "host": printable(beat.get("host", ""), 100),
+        "pid": pid if type(pid) is int and 0 <= pid < 2**32 else None,
+        "start": None if start is None else float(start),
+        "uptime": None if start is None else round(now - start, 1),
+    }
 
 
 def collect_status(client: Any, ns: str, policy: PoolPolicy, now: float) -> dict:
     """``status --json`` but ``redis_url``; *client* decodes replies (so Any)."""
     generations = dict.fromkeys(("1", "2", "3", "4+"), 0)
-    for value in _scan(client, f"{ns}:g:"):
-        with contextlib.suppress(ValueError):
-            if (generation := int(value)) >= 1:
-                generations["4+" if generation >= 4 else str(generation)] += 1
-    states = {k: v for k, v in client.hgetall(f"{ns}:proxies").items() if k}
+    prefix = f"{ns}:g:"
+    for name, value in _scan(client, prefix):
+        if (generation := parse_generation(value)) and is_digest(name[len(prefix) :]):
+            generations["4+" if generation >= 4 else str(generation)] += 1
+    raw = _read(client.hgetall, f"{ns}:proxies", default={})
+    states = {
+        k: parsed for k, v in raw.items() if (parsed := parse_proxy_state(v, now))
+    }
     # A pool holding the shared states labels them exactly as crawlers do.
     pool = ProxyPool(list(states) or ["-"], policy=policy)
     proxies = []
-    for proxy_id, state in sorted(states.items()):
-        try:
-            failures, retry_at, ever_ok = json.loads(state)
-            pool.restore(proxy_id, failures, retry_at, ever_ok)
-        except (ValueError, TypeError):
-            continue  # not ours: another project sharing the namespace?
+    for proxy_id, (failures, stored_retry, ever_ok) in sorted(states.items()):
+        pool.restore(proxy_id, failures, stored_retry, ever_ok)
         retry_at = pool.export(proxy_id)[1]
         proxies.append(
             {
-                "id": proxy_id.rpartition("@")[2],  # host:port, never credentials
+                # host:port, never credentials
+                "id": printable(proxy_id.rpartition("@")[2], 100),
                 "state": pool.state(proxy_id, now).value,
                 "failures": failures,
                 "retry_at": retry_at,
                 "retry_in": None if retry_at is None else round(retry_at - now, 1),
-                "ever_ok": bool(ever_ok),
+                "ever_ok": ever_ok,
             }
         )
-    crawlers = []
-    for value in _scan(client, f"{ns}:crawlers:"):
-        with contextlib.suppress(ValueError, TypeError, KeyError):
-            beat = json.loads(value)
-            crawler = {k: beat[k] for k in ("spider", "host", "pid")}
-            crawler["start"] = start = float(beat["start"])
-            crawlers.append({**crawler, "uptime": round(now - start, 1)})
-    crawlers.sort(key=lambda c: (str(c["spider"]), str(c["host"]), str(c["pid"])))
+    crawlers = [
+        crawler
+        for _, value in _scan(client, f"{ns}:crawlers:")
+        if (crawler := _crawler(value, now)) is not None
+    ]
+    crawlers.sort(key=lambda c: (c["spider"], c["host"], str(c["pid"])))
+    bumps = _read(client.get, f"{ns}:stats:bumps", default=None)
     return {
         "namespace": ns,
         "time": round(now, 3),
         "burned_keys": sum(generations.values()),
         "generations": generations,
-        "bumps": int(client.get(f"{ns}:stats:bumps") or 0),
+        "bumps": int(bumps) if _is_count(bumps) else 0,
         "proxies": proxies,
-        "gave_up": client.llen(f"{ns}:gave_up"),
+        "gave_up": _read(client.llen, f"{ns}:gave_up", default=0),
         "crawlers": crawlers,
     }
 
@@ -129,6 +186,10 @@ def _table(title: str, headers: tuple[str, ...], rows: list[tuple[Any, ...]]) ->
     return "\n".join([f"{title}: {len(rows)}", *lines])
 
 
+def _uptime(seconds: float | None) -> str:
+    return "-" if seconds is None else str(timedelta(seconds=int(max(seconds, 0))))
+
+
 def format_status(status: dict[str, Any]) -> str:
     """``status`` for people."""
     histogram = ", ".join(f"{g}: {n}" for g, n in status["generations"].items())
@@ -138,7 +199,7 @@ def format_status(status: dict[str, Any]) -> str:
         for r in [p["retry_in"]]
     ]
     crawlers = [
-        (c["spider"], c["host"], c["pid"], timedelta(seconds=int(c["uptime"])))
+        (c["spider"], c["host"], c["pid"] or "-", _uptime(c["uptime"]))
         for c in status["crawlers"]
     ]
     lines = [
@@ -221,7 +282,8 @@ class StickyProxyCommand(ScrapyCommand):
             self.exitcode = 1
             return
         status = {"redis_url": redact_url(url), **status}
-        _out(json.dumps(status, indent=2) if opts.json else format_status(status))
+        text = json.dumps(status, indent=2, allow_nan=False)
+        _out(text if opts.json else format_status(status))
 
     def _requeue(self, client: Any, namespace: str, opts: argparse.Namespace) -> None:
         assert self.settings is not None
@@ -238,7 +300,11 @@ class StickyProxyCommand(ScrapyCommand):
                 try:
                     message = start_url_message(json.loads(raw))
                 except ValueError as exc:
-                    _out(f"kept record #{index}: {exc}: {raw[:300]}", sys.stderr)
+                    why = printable(str(exc), 100)
+                    _out(
+                        f"kept record #{index}: {why}: {printable(raw, 300)}",
+                        sys.stderr,
+                    )
                     kept, index = kept + 1, index + 1
                     continue
                 if opts.dry_run:

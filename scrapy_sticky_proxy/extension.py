@@ -10,6 +10,8 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
+from . import serializer
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
@@ -22,6 +24,10 @@ class StickyProxyStats:
         if not crawler.settings.getbool("STICKY_PROXY_ENABLED", True):
             raise NotConfigured
         self.crawler = crawler
+        # scrapy-redis calls the queue serializer without settings: it
+        # learns here which request classes this crawl may rebuild.
+        serializer.configure(crawler.settings)
+        self._skipped_before = serializer.counts["skipped"]
         self.interval = crawler.settings.getfloat("STICKY_PROXY_LOG_INTERVAL", 60.0)
         self._task: Any = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
@@ -66,6 +72,10 @@ class StickyProxyStats:
 
     def _flush_middleware(self) -> None:
         from .middleware import StickyProxyMiddleware
+
+        if skipped := serializer.counts["skipped"] - self._skipped_before:
+            assert self.crawler.stats is not None
+            self.crawler.stats.set_value(f"{PREFIX}serializer/skipped", skipped)
 
         mw = self.crawler.get_downloader_middleware(StickyProxyMiddleware)
         if mw is not None:

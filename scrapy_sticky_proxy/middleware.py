@@ -105,6 +105,7 @@ class StickyProxyMiddleware:
                 self._record(request, [*_reasons(request), LOST], "failed")
         self.flush_stats()
         await self.store.close()
+        self.flush_stats()  # what the store's last writes counted
 
     def _dropped(self, request: Request) -> None:
         # A duplicate the scheduler dropped: Scrapy fetches that URL once.

@@ -11,35 +11,72 @@ pickle; session keys are stored as a digest, never as the URL):
 ``ns:stats:bumps``              how many generation bumps happened (counter)
 ``ns:events``                   pub/sub channel: ``g <digest> <gen>``, ``p <id> <json>``
 ==============================  ==============================================
+
+Anyone who can write to the namespace can put anything there, so every value
+read back is checked here (type, range, length): a generation is a decimal
+integer from 0 to :data:`MAX_GENERATION`, a digest 24 hex digits, a proxy
+state ``[failures, retry_at, ever_ok]`` of bounded, finite numbers. What
+fails is skipped and counted (:class:`Skips`), never raised.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
+import logging
+import math
 import re
+from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TTL = 86400
 HEARTBEAT_INTERVAL = 10.0
 GAVE_UP_MAX = 1_000_000
+# The highest generation read or written anywhere (exact in Lua's doubles,
+# 10 digits). A key re-rolled this often has long stopped being one session.
+MAX_GENERATION = 2**31 - 1
+MAX_FAILURES = 2**31 - 1  # a static proxy's failure count
+RETRY_AHEAD_MAX = 30 * 86400.0  # a proxy benched further ahead is not ours
+MAX_VALUE_LEN = 4096  # a longer string read from Redis is not ours
+
+# Lua: the stored generation as a number, or nil if it is not one of ours.
+_STORED = """
+local function stored(key)
+  local raw = redis.call('GET', key)
+  if not raw then return 0 end
+  if #raw > 10 or not string.match(raw, '^%d+$') then return nil end
+  local value = tonumber(raw)
+  if value > tonumber(ARGV[#ARGV]) then return nil end
+  return value
+end
+"""
 
 # Compare and increment: bump only if the stored generation is not ahead of
-# the one the caller saw banned. Returns {generation now, 1 if bumped here}.
-BUMP = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+# the one the caller saw banned. Returns {generation now, 1 if bumped here},
+# or {-1, 0} if the stored value is not a generation (someone else's write)
+# or the bump would pass the cap: a conflict left as it is, never announced.
+# The counter is best effort (pcall): a wrong-typed one must not stop bumps.
+BUMP = (
+    _STORED
+    + """
+local current = stored(KEYS[1])
 local seen = tonumber(ARGV[1])
+if current == nil or seen >= tonumber(ARGV[4]) then return {-1, 0} end
 if current > seen then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   return {current, 0}
 end
 local new = seen + 1
 redis.call('SET', KEYS[1], new, 'EX', ARGV[2])
-redis.call('INCR', KEYS[3])
+redis.pcall('INCR', KEYS[3])
 redis.call('PUBLISH', KEYS[2], 'g ' .. ARGV[3] .. ' ' .. new)
 return {new, 1}
 """
+)
 
 
 # A static proxy's health: stored, kept for the TTL, announced. One script
@@ -89,10 +126,91 @@ def is_transient(exc: BaseException) -> bool:
 
 def parse_generation(value: object) -> int | None:
     """A generation as Redis or a pub/sub message holds it, or ``None`` if
-    the value is not one (someone else's data)."""
-    if not isinstance(value, str) or len(value) > 18:
+    the value is not one (someone else's data): decimal digits only (no
+    sign, space, exponent or ``0x``), at most :data:`MAX_GENERATION`."""
+    if not isinstance(value, str) or not 0 < len(value) <= 10:
         return None
-    return int(value) if value.isascii() and value.isdigit() else None
+    if not (value.isascii() and value.isdigit()):
+        return None
+    generation = int(value)
+    return generation if generation <= MAX_GENERATION else None
+
+
+_DIGEST = re.compile(r"[0-9a-f]{24}")
+
+
+def is_digest(value: object) -> bool:
+    """Whether *value* can be a :func:`key_digest` (names under ``ns:g:``)."""
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
+def parse_proxy_state(
+    state: object, now: float
+) -> tuple[int, float | None, bool] | None:
+    """``(failures, retry_at, ever_ok)`` from a ``ns:proxies`` value, or
+    ``None`` if it is not one: counts from 0 to :data:`MAX_FAILURES`, a
+    finite ``retry_at`` (Unix time) no further than 30 days ahead of *now*."""
+    if not isinstance(state, str) or len(state) > MAX_VALUE_LEN:
+        return None
+    try:
+        value = json.loads(state, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, list) or len(value) != 3:
+        return None
+    failures, retry_at, ever_ok = value
+    if type(failures) is not int or not 0 <= failures <= MAX_FAILURES:
+        return None
+    if retry_at is not None:
+        if type(retry_at) not in (int, float) or not math.isfinite(retry_at):
+            return None
+        if not 0 <= retry_at <= now + RETRY_AHEAD_MAX:
+            return None
+        retry_at = float(retry_at)
+    if not isinstance(ever_ok, bool):
+        return None
+    return failures, retry_at, ever_ok
+
+
+def printable(value: object, limit: int = 120) -> str:
+    """*value* for a log line or a terminal: control characters (ANSI
+    escapes, newlines, bidi overrides) escaped, cut to about *limit*."""
+    text = value if isinstance(value, str) else repr(value)
+    cut = len(text) > limit
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return text[:limit] + "..." if cut or len(text) > limit else text
+
+
+class Skips:
+    """Values read from Redis that could not be trusted, counted by kind
+    (``generation``, ``proxy``, ``event``, ``bump``) as the store's
+    ``redis/skipped`` counters; the first of each kind is logged."""
+
+    def __init__(self, at: str):
+        self.at = at
+        self.counts: Counter[str] = Counter()
+
+    def skip(self, kind: str, where: str, why: str) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] == 1:
+            logger.warning(
+                "Skipped a value in Redis at %s: %s %s; every such value is "
+                "skipped and counted in sticky_proxy/redis/skipped/%s",
+                self.at,
+                printable(where),
+                why,
+                kind,
+            )
+
+    def counters(self) -> dict[str, int]:
+        if not self.counts:
+            return {}
+        counts = {f"redis/skipped/{k}": n for k, n in self.counts.items()}
+        return {"redis/skipped": sum(self.counts.values()), **counts}
 
 
 def short(exc: BaseException) -> str:
@@ -101,14 +219,19 @@ def short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-# Raise a key to at least a generation (re-seeding a Redis that lost data).
-RAISE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+# Raise a key to at least a generation (re-seeding a Redis that lost data);
+# a stored value that is not a generation is left as it is.
+RAISE = (
+    _STORED
+    + """
+local current = stored(KEYS[1])
+if current == nil then return -1 end
 if current < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 end
 return current
 """
+)
 
 
 def quiet_client() -> dict[str, Any]:

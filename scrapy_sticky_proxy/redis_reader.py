@@ -2,8 +2,10 @@
 and the ``ns:events`` messages after it, applied to the local view.
 
 Everything read here was written by someone else and is untrusted: a value
-that does not parse is skipped (one warning per load), never raised out of
-the load, which runs again on every resubscription. The pub/sub read is
+that does not parse (see :mod:`redis_layout`) is skipped and counted in the
+store's ``redis/skipped`` counters (one warning per kind), never raised out
+of the load, which runs again on every resubscription, nor out of the
+listener. The pub/sub read is
 bounded (``get_message`` with a timeout, not ``listen()``, which redis-py 5
 cut after ``socket_timeout``), and failures resubscribe with a backoff.
 """
@@ -12,12 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .redis_layout import is_lost_connection, parse_generation, scan_pattern, short
+from .redis_layout import (
+    MAX_VALUE_LEN,
+    is_digest,
+    is_lost_connection,
+    parse_generation,
+    parse_proxy_state,
+    scan_pattern,
+    short,
+)
 from .redis_writer import backoff
 
 if TYPE_CHECKING:
@@ -83,61 +92,79 @@ class Reader:
 
     async def load(self) -> None:
         """Load every shared generation and proxy state into the local view."""
-        store = self.store
+        store, skips = self.store, self.store.skips
         now = time.monotonic()
         prefix = f"{store.ns}:g:"
-        names: list[str] = []
+        names: dict[str, None] = {}  # SCAN may return a name twice
         async for name in store.client.scan_iter(
             match=scan_pattern(prefix), count=1000
         ):
-            names.append(name)
-        skipped = 0
-        for start in range(0, len(names), 1000):
-            chunk = names[start : start + 1000]
+            names[name] = None
+        missing: list[str] = []
+        chunks = list(names)
+        for start in range(0, len(chunks), 1000):
+            chunk = chunks[start : start + 1000]
             values = await store.client.mget(chunk)
             for name, value in zip(chunk, values, strict=True):
-                generation = parse_generation(value)
-                if generation is not None:
-                    store.local.set_generation(name[len(prefix) :], generation, now)
-                elif value is not None:
-                    skipped += 1
+                digest, generation = name[len(prefix) :], parse_generation(value)
+                if value is None:
+                    missing.append(name)  # expired since, or not a string
+                elif generation is None:
+                    skips.skip("generation", name, "is not a generation")
+                elif not is_digest(digest):
+                    skips.skip("generation", name, "is not named by a digest")
+                else:
+                    store.local.set_generation(digest, generation, now)
+        if missing:
+            pipe = store.client.pipeline(transaction=False)
+            for name in missing:
+                pipe.type(name)
+            for name, kind in zip(missing, await pipe.execute(), strict=True):
+                if kind != "none":
+                    skips.skip("generation", name, f"is a {kind}, not a string")
         if store.on_proxy_update is not None:
+            where = f"{store.ns}:proxies"
             try:
-                states = await store.client.hgetall(f"{store.ns}:proxies")
+                states = await store.client.hgetall(where)
             except Exception as exc:
                 if is_lost_connection(exc):
                     raise
-                states, skipped = {}, skipped + 1  # WRONGTYPE: not a hash
+                states = {}
+                skips.skip("proxy", where, f"is not a hash ({short(exc)})")
             for proxy_id, state in states.items():
-                self.apply_proxy(proxy_id, state)
-        if skipped:
-            logger.warning(
-                "Skipped %d unreadable value(s) under %s: in Redis at %s",
-                skipped,
-                store.ns,
-                store.at,
-            )
+                self.apply_proxy(proxy_id, state, "proxy", f"{where} {proxy_id}")
 
     def on_message(self, data: Any) -> None:
-        if not isinstance(data, str):
+        skip = self.store.skips.skip
+        where = f"{self.store.ns}:events"
+        if not isinstance(data, str) or len(data) > MAX_VALUE_LEN:
+            skip("event", where, "carried an unreadable message")
             return
         kind, _, rest = data.partition(" ")
         if kind == "g":
             digest, _, value = rest.partition(" ")
             generation = parse_generation(value)
-            if generation is not None:
-                self.store.local.set_generation(digest, generation, time.monotonic())
+            if generation is None or not is_digest(digest):
+                skip("event", f"{where} {data}", "is not a generation of a digest")
+                return
+            self.store.local.set_generation(digest, generation, time.monotonic())
         elif kind == "p":
             proxy_id, _, state = rest.partition(" ")
-            self.apply_proxy(proxy_id, state)
+            self.apply_proxy(proxy_id, state, "event", f"{where} {data}")
+        else:
+            skip("event", f"{where} {data}", "is not a message of ours")
 
-    def apply_proxy(self, proxy_id: str, state: str) -> None:
+    def apply_proxy(self, proxy_id: str, state: str, kind: str, where: str) -> None:
         callback = self.store.on_proxy_update
         if callback is None:
             return
-        try:
-            failures, retry_at, ever_ok = json.loads(state)
-            callback(proxy_id, int(failures), retry_at, bool(ever_ok))
-        except (ValueError, TypeError, KeyError):
-            # Another project sharing the namespace, or a proxy we do not have.
+        parsed = parse_proxy_state(state, time.time())
+        if parsed is None:
+            self.store.skips.skip(kind, where, "is not a proxy state")
             return
+        try:
+            callback(proxy_id, *parsed)
+        except KeyError:  # a proxy another project has, not this one
+            pass
+        except ValueError:
+            self.store.skips.skip(kind, where, "is not a proxy state")

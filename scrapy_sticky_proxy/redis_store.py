@@ -33,8 +33,11 @@ from .redis_layout import (
     DEFAULT_TTL,
     GAVE_UP,
     HEARTBEAT_INTERVAL,
+    MAX_GENERATION,
     PROXY,
     RAISE,
+    Skips,
+    is_lost_connection,
     is_transient,
     key_digest,
     parse_generation,
@@ -83,6 +86,7 @@ class RedisStore(HealthStore):
         self.closing = False
         self.client: Any = None
         self.scripts: dict[str, Any] = {}
+        self.skips = Skips(redact_url(url))
         self.writer = Writer(self)
         self.reader = Reader(self)
         self._reconnecting = asyncio.Lock()
@@ -100,7 +104,7 @@ class RedisStore(HealthStore):
         return self.local.generation(key_digest(key))
 
     def counters(self) -> dict[str, int]:
-        return {"redis/dropped_changes": self.writer.dropped}
+        return {"redis/dropped_changes": self.writer.dropped, **self.skips.counters()}
 
     def lookup(self, key: str) -> Awaitable[None] | None:
         if not self.evicted:  # nothing forgotten yet: the usual case
@@ -115,14 +119,18 @@ class RedisStore(HealthStore):
         the crawl goes on with the local view, as during an outage."""
         if not self.connected:
             return
+        name = f"{self.ns}:g:{digest}"
         try:
-            value = await asyncio.wait_for(
-                self.client.get(f"{self.ns}:g:{digest}"), FETCH_TIMEOUT
-            )
+            value = await asyncio.wait_for(self.client.get(name), FETCH_TIMEOUT)
         except Exception as exc:
-            logger.debug("Redis lookup of an evicted key failed: %s", short(exc))
-            return
+            if is_lost_connection(exc):  # timeouts included
+                logger.debug("Redis lookup of an evicted key failed: %s", short(exc))
+                return
+            value = None  # WRONGTYPE: someone else's key
+            self.skips.skip("generation", name, f"is not a string ({short(exc)})")
         generation = parse_generation(value) if value is not None else 0
+        if generation is None:
+            self.skips.skip("generation", name, "is not a generation")
         # Tracked even at generation 0 (expired in Redis, or a false
         # positive of the filter): the next request needs no lookup.
         self.local.adopt(digest, generation or 0, time.monotonic())
@@ -285,7 +293,7 @@ class RedisStore(HealthStore):
             for digest, generation in entries[start : start + 1000]:
                 await self.scripts["raise"](
                     keys=[f"{self.ns}:g:{digest}"],
-                    args=[generation, self.ttl],
+                    args=[min(generation, MAX_GENERATION), self.ttl, MAX_GENERATION],
                     client=pipe,
                 )
             for result in await pipe.execute(raise_on_error=False):

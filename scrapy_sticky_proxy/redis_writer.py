@@ -13,6 +13,11 @@ a change Redis did not take depends on why:
   one warning per episode;
 - any other error (WRONGTYPE from a key someone else wrote): retrying cannot
   help, so the change is dropped with one error naming it.
+
+A bump the script refuses (the stored value is not a generation, or the
+bump would pass ``MAX_GENERATION``) is a conflict: Redis keeps what it
+holds, nothing is announced, the local view keeps its own generation, and
+the refusal counts in ``redis/skipped/bump``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .redis_layout import GAVE_UP_MAX, is_lost_connection, is_transient, short
+from .redis_layout import (
+    GAVE_UP_MAX,
+    MAX_GENERATION,
+    is_lost_connection,
+    is_transient,
+    parse_generation,
+    short,
+)
 
 if TYPE_CHECKING:
     from .redis_store import RedisStore
@@ -106,7 +118,7 @@ class Writer:
             if op == "bump":
                 digest, generation = args
                 keys = [f"{ns}:g:{digest}", events, f"{ns}:stats:bumps"]
-                argv = [generation, store.ttl, digest]
+                argv = [generation, store.ttl, digest, MAX_GENERATION]
             elif op == "proxy":
                 keys, argv = [f"{ns}:proxies", events], [*args, store.ttl]
             else:
@@ -120,7 +132,7 @@ class Writer:
             self.pending.popleft()
             if not isinstance(result, BaseException):
                 if op == "bump":
-                    store.local.set_generation(args[0], int(result[0]), now)
+                    self._bumped(args[0], result, now)
             elif is_transient(result):
                 kept.append((op, args))
                 error = error or result
@@ -134,6 +146,18 @@ class Writer:
                 )
         self.pending.extendleft(reversed(kept))
         return error
+
+    def _bumped(self, digest: str, result: Any, now: float) -> None:
+        """Adopt what the bump script answered: the key's generation in
+        Redis, or -1 for a conflict it left alone."""
+        answer = result[0] if isinstance(result, list) and result else None
+        generation = parse_generation(str(answer)) if type(answer) is int else None
+        if generation is None:
+            where = f"{self.store.ns}:g:{digest}"
+            reason = "holds no generation below the cap: left as is, not announced"
+            self.store.skips.skip("bump", where, reason)
+            return
+        self.store.local.set_generation(digest, generation, now)
 
     def _describe(self, op: str, args: tuple[Any, ...]) -> str:
         ns = self.store.ns

@@ -6,16 +6,121 @@ Redis runs whatever code the writer put there. This module stores the dict of
 ``Request.to_dict()`` as JSON, with bytes (body, headers) as base64 objects.
 Request meta must then hold JSON-friendly values (str, numbers, lists, dicts,
 bytes), which is true of everything this package puts there.
+
+A queue entry names its request class in ``"_class"``, and Scrapy's
+``request_from_dict`` imports whatever it names: a module's import runs its
+code. So only these classes are rebuilt: Scrapy's own (``Request``,
+``FormRequest``, ``JsonRequest``, ``XmlRpcRequest``), those listed in
+``STICKY_PROXY_SERIALIZER_CLASSES``, and ``Request`` subclasses in the
+packages of ``SPIDER_MODULES`` (the project's own code). scrapy-redis calls
+:func:`loads` without settings: the last two are learnt by :func:`configure`,
+which the addon's extension calls with each crawler's settings. An entry
+naming anything else is never imported: it becomes a ``data:`` request that
+leaves no socket and reaches no callback of the spider, one warning per class
+name, counted in ``counts``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from scrapy import Request
+from scrapy.http import FormRequest, JsonRequest, XmlRpcRequest
+from scrapy.utils.misc import load_object
+
+from . import meta as M
+from .errors import ConfigError
+from .readers import read_list
+from .redis_layout import printable
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
 
 _BYTES = "__b64__"
 _PAIRS = "__pairs__"  # a dict with non-str keys (headers have bytes keys)
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+SETTING = "STICKY_PROXY_SERIALIZER_CLASSES"
+
+_SCRAPY: dict[str, type[Request]] = {
+    f"{cls.__module__}.{cls.__name__}": cls  # what Request.to_dict() writes
+    for cls in (Request, FormRequest, JsonRequest, XmlRpcRequest)
+}
+_SCRAPY.update(
+    {f"scrapy.{c.__name__}": c for c in (Request, FormRequest)}
+    | {f"scrapy.http.{c.__name__}": c for c in _SCRAPY.values()}
+)
+_allowed: set[str] = set()  # STICKY_PROXY_SERIALIZER_CLASSES of every crawler
+_packages: set[str] = set()  # top-level packages of SPIDER_MODULES
+_warned: set[str] = set()
+#: Queue entries skipped in this process (the extension reports its crawl's).
+counts = {"skipped": 0}
+
+
+def configure(settings: BaseSettings) -> None:
+    """Allow the classes a crawler's settings allow (process-wide: a union
+    over the crawlers of the process)."""
+    classes = read_list(settings, SETTING)
+    for path in classes:
+        if not isinstance(path, str) or not _DOTTED.fullmatch(path):
+            raise ConfigError(SETTING, f"expected dotted paths, got {path!r}")
+    packages = [m for m in read_list(settings, "SPIDER_MODULES") if isinstance(m, str)]
+    _allowed.update(classes)
+    _packages.update(m.split(".")[0] for m in packages if _DOTTED.match(m + ".x"))
+
+
+class SkippedRequest(Request):
+    """What a queue entry naming a class not allowed becomes."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["callback"] = _discard
+        kwargs.pop("errback", None)
+        super().__init__(*args, **kwargs)
+
+
+def _discard(response: Any) -> None:
+    return None
+
+
+def _request_class(path: object) -> type[Request] | None:
+    if not isinstance(path, str) or len(path) > 300:
+        return None
+    if path in _SCRAPY:
+        return _SCRAPY[path]
+    if path not in _allowed and not (
+        _DOTTED.fullmatch(path) and path.split(".")[0] in _packages
+    ):
+        return None
+    try:
+        cls = load_object(path)
+    except Exception:  # whatever the module raised on import
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, Request) else None
+
+
+def _skip(entry: dict[str, Any]) -> dict[str, Any]:
+    counts["skipped"] += 1
+    name = printable(entry["_class"], 100)
+    if name not in _warned and len(_warned) < 100:
+        _warned.add(name)
+        logger.warning(
+            "Skipped a scrapy-redis queue entry whose _class %s is not allowed "
+            "(never imported; allow it in %s)",
+            name,
+            SETTING,
+        )
+    meta = {M.DONT: True, "dont_cache": True, "_sticky_proxy_skipped": name}
+    return {
+        "_class": SkippedRequest,
+        "url": "data:,",
+        "dont_filter": True,
+        "meta": meta,
+    }
 
 
 def _encode(obj: Any) -> Any:
@@ -49,4 +154,10 @@ def dumps(obj: dict[str, Any]) -> str:
 
 
 def loads(data: str | bytes) -> dict[str, Any]:
-    return json.loads(data, object_hook=_hook)
+    obj = json.loads(data, object_hook=_hook)
+    if isinstance(obj, dict) and "_class" in obj:
+        cls = _request_class(obj["_class"])
+        if cls is None:
+            return _skip(obj)
+        obj["_class"] = cls  # checked: request_from_dict imports nothing more
+    return obj
