@@ -361,6 +361,7 @@ def _static_list(value: Any) -> tuple[StaticProxy, ...]:
 _HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
 _HTTPCACHE = "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware"
 _AUTH = "scrapy_sticky_proxy.auth.StickyProxyAuth"
+_LEDGER = "scrapy_sticky_proxy.ledger.StickyProxyLedger"
 
 
 def check_middleware_order(settings: BaseSettings) -> None:
@@ -391,6 +392,12 @@ def check_middleware_order(settings: BaseSettings) -> None:
             "DOWNLOADER_MIDDLEWARES",
             f"{_AUTH} is missing: it adds the proxy credential just before a "
             "request is sent (999, or use the addon)",
+        )
+    if _LEDGER not in names:
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            f"{_LEDGER} is missing: it sees how each request ends, so that "
+            "none is lost unrecorded (10, or use the addon)",
         )
     last = max((names.index(n) for n in (_HTTPCACHE, ours) if n in names), default=-1)
     if names.index(_AUTH) < last:

@@ -188,7 +188,7 @@ async def test_the_scrapy_redis_queue_never_holds_the_credential(
     assert_nowhere(forms_of_the_secret(sandbox), blobs)
 
 
-def test_manual_wiring_without_the_auth_middleware_is_refused() -> None:
+def test_manual_wiring_without_auth_or_ledger_is_refused() -> None:
     from scrapy.settings import Settings
 
     from scrapy_sticky_proxy.config import check_middleware_order
@@ -197,6 +197,10 @@ def test_manual_wiring_without_the_auth_middleware_is_refused() -> None:
     ours = {"scrapy_sticky_proxy.StickyProxyMiddleware": 740}
     with pytest.raises(ConfigError, match="StickyProxyAuth is missing"):
         check_middleware_order(Settings({"DOWNLOADER_MIDDLEWARES": ours}))
+    no_ledger = {**ours, "scrapy_sticky_proxy.auth.StickyProxyAuth": 999}
+    with pytest.raises(ConfigError, match="StickyProxyLedger is missing"):
+        check_middleware_order(Settings({"DOWNLOADER_MIDDLEWARES": no_ledger}))
+    ours["scrapy_sticky_proxy.ledger.StickyProxyLedger"] = 10
     early = {**ours, "scrapy_sticky_proxy.auth.StickyProxyAuth": 850}
     with pytest.raises(ConfigError, match="after StickyProxyMiddleware and the HTTP"):
         check_middleware_order(Settings({"DOWNLOADER_MIDDLEWARES": early}))
