@@ -157,9 +157,15 @@ async def test_healthy_requests_cost_no_redis_commands(
     assert result.stats["sticky_proxy/requests"] == 1000
     steady = marks[1000] - marks[100]
     assert steady / 900 <= 0.01, client.info("commandstats")
-    # Start (connections, PING, SUBSCRIBE, SCAN, heartbeat) and close
-    # included, the whole crawl still stays under the bound.
-    assert commands() / 1000 <= 0.01, client.info("commandstats")
+    # Start (connections, PING, SUBSCRIBE, SCAN, the first heartbeat) and
+    # close included, the whole crawl still stays under the bound. Later
+    # heartbeats (one SET every HEARTBEAT_INTERVAL seconds, however many
+    # requests: a crawl slowed by a loaded machine has more) are left out;
+    # the steady state above counts every command, SETs included.
+    stats = client.info("commandstats")
+    later_beats = max(stats.get("cmdstat_set", {}).get("calls", 0) - 1, 0)
+    total = commands() - later_beats
+    assert total / 1000 <= 0.01, stats
 
 
 @deferred_f_from_coro_f
