@@ -149,7 +149,8 @@ async def test_a_407_to_curls_connect_closes_the_crawl(
     sandbox: Sandbox, log_text: Any
 ) -> None:
     # curl reports a refused CONNECT as error 7 "CONNECT tunnel failed,
-    # response 407": it used to fail each request on its own.
+    # response 407": it used to fail each request on its own (150 CONNECTs
+    # for 50 URLs, the crawl "finished").
     wrong = "wrong-" + sandbox.password
     url = sandbox.gateway_url.replace(sandbox.password, wrong)
     result = await crawl_within(
@@ -162,7 +163,7 @@ async def test_a_407_to_curls_connect_closes_the_crawl(
     )
     assert result.stats["finish_reason"] == "sticky_proxy_auth_failed"
     assert result.items == []
-    assert len(sandbox.gateway.log) <= 34  # those in flight, and no more
+    assert len(sandbox.gateway.log) <= 5  # the credential probe, in practice
     text = log_text()
     assert "407" in text and sandbox.gateway_hostport in text
     assert_no_leak(wrong, result, text, sandbox)
