@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .auth import AUTH_MIDDLEWARE, AUTH_PRIORITY
+from .handlers import aware
 from .ledger import LEDGER_MIDDLEWARE, LEDGER_PRIORITY
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class Addon:
             )
             if current_name == _DEFAULT_HANDLER:
                 settings["DOWNLOAD_HANDLERS"].set(scheme, HANDLER, "addon")
-            else:
+            elif current is not None and not aware(current):
                 logger.warning(
                     "scrapy-sticky-proxy: %s uses %s, so plain-http proxy "
                     "connections may be shared between sessions; see the README "

@@ -65,7 +65,7 @@ def check_handlers(settings: BaseSettings) -> dict[str, str]:
         if handler is None:
             continue
         path = _path(handler)
-        if path in HONOUR or _aware(handler):
+        if path in HONOUR or aware(handler):
             continue
         meta_key = BYPASS_BY_META.get(path)
         if path not in allowed:
@@ -88,7 +88,8 @@ def check_handlers(settings: BaseSettings) -> dict[str, str]:
     return bypass
 
 
-def _aware(handler: Any) -> bool:
+def aware(handler: Any) -> bool:
+    """Whether *handler* (a class or its path) is one of ours."""
     try:
         cls = load_object(handler) if isinstance(handler, str) else handler
     except (ImportError, AttributeError, ValueError, NameError):
