@@ -26,6 +26,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import meta as M
+from .ledger import sticky_middleware
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -53,9 +54,7 @@ class StickyProxyAuth:
 
     def _routes(self) -> Any:
         if self._owner is None:
-            from .middleware import StickyProxyMiddleware
-
-            self._owner = self.crawler.get_downloader_middleware(StickyProxyMiddleware)
+            self._owner = sticky_middleware(self.crawler)
         return None if self._owner is None else self._owner.routes
 
     def process_request(self, request: Request) -> None:

@@ -81,6 +81,14 @@ def persistent(crawler: Crawler) -> bool:
     return bool(settings.get("JOBDIR")) or settings.getbool("SCHEDULER_PERSIST")
 
 
+def sticky_middleware(crawler: Crawler) -> Any:
+    """The crawl's StickyProxyMiddleware (None if it is not enabled), for the
+    helper middlewares that work with it; ask once the middlewares exist."""
+    from .middleware import StickyProxyMiddleware
+
+    return crawler.get_downloader_middleware(StickyProxyMiddleware)
+
+
 class StickyProxyLedger:
     """The last downloader middleware: records requests that end in an error
     (``failed``), and closes the ledger entry of delivered responses. The
@@ -96,9 +104,7 @@ class StickyProxyLedger:
 
     def _middleware(self) -> Any:
         if self._owner is None:
-            from .middleware import StickyProxyMiddleware
-
-            self._owner = self.crawler.get_downloader_middleware(StickyProxyMiddleware)
+            self._owner = sticky_middleware(self.crawler)
         return self._owner
 
     def process_response(self, request: Request, response: Response) -> Response:
