@@ -1,0 +1,282 @@
+"""scrapy-playwright through sticky sessions: one browser context per session.
+
+A browser does not read ``meta["proxy"]``: its proxy is set per browser
+context, when the context is created. :class:`StickyPlaywrightDownloadHandler`
+is scrapy-playwright's download handler with one change for requests that
+:class:`~scrapy_sticky_proxy.StickyProxyMiddleware` routed: it gives each
+such request the context of its session (``meta["playwright_context"]``
+becomes ``sticky_proxy:<route>:<session>``), creating it first with the
+session's proxy. The page, every request the page makes itself (scripts,
+XHR, images) and the session's follow-ups share that context, its exit and
+its cookies. A re-roll is a new session, so a new context; the old one is
+closed once no request uses it, as are contexts left idle for
+``STICKY_PROXY_PLAYWRIGHT_IDLE_TIMEOUT``, and at most
+``STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS`` are open (the least recently used
+idle one is closed to make room).
+
+The credential: :class:`~scrapy_sticky_proxy.auth.StickyProxyAuth` puts the
+session's ``Proxy-Authorization`` on the request only while the download
+handler has it, as for any download. This handler takes the header off the
+request (so the browser never sends it as a page header) and decodes it
+into the ``proxy`` argument of ``Browser.new_context``: the password goes
+from there to the browser over Playwright's pipe, in memory, and is never
+written to the request, its meta, a log line or a file.
+
+Requests without ``meta["playwright"]`` go through
+:class:`~scrapy_sticky_proxy.StickyProxyDownloadHandler` (the session-keyed
+connection pool), as with the addon's own handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from scrapy.exceptions import NotConfigured
+
+from . import meta as M
+from .errors import ConfigError
+from .handler import StickyProxyDownloadHandler
+from .readers import read_float, read_int
+
+try:
+    from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "scrapy_sticky_proxy.playwright needs scrapy-playwright: "
+        "pip install 'scrapy-sticky-proxy[playwright]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+logger = logging.getLogger(__name__)
+
+MAX_CONTEXTS = "STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS"
+IDLE_TIMEOUT = "STICKY_PROXY_PLAYWRIGHT_IDLE_TIMEOUT"
+DEFAULT_MAX_CONTEXTS = 32
+DEFAULT_IDLE_TIMEOUT = 120.0
+_STATS = "sticky_proxy/browser_contexts"
+_HEADER = b"Proxy-Authorization"
+# Context options that would undo the session: its proxy is ours; a
+# persistent context writes a profile to disk and has no per-context proxy.
+_OURS = ("proxy", "user_data_dir")
+
+
+@dataclass
+class _Lease:
+    """One session's browser context, as this handler tracks it."""
+
+    key: str
+    generation: int
+    users: int = 0  # requests downloading through it now
+    last_used: float = field(default_factory=time.monotonic)
+    burned: bool = False  # a newer generation of its key exists
+
+
+class StickyPlaywrightDownloadHandler(
+    ScrapyPlaywrightDownloadHandler, StickyProxyDownloadHandler
+):
+    """scrapy-playwright's handler with one browser context per proxy session.
+
+    ``DOWNLOAD_HANDLERS = {"http": ..., "https": ...}`` with this class
+    (the module path is ``scrapy_sticky_proxy.playwright``).
+    """
+
+    def __init__(self, crawler: Crawler):
+        super().__init__(crawler)
+        settings = crawler.settings
+        limit = read_int(settings, MAX_CONTEXTS, DEFAULT_MAX_CONTEXTS, 1, 10_000)
+        assert limit is not None
+        theirs = self.config.max_contexts
+        if theirs is not None and theirs < limit:
+            raise ConfigError(
+                MAX_CONTEXTS,
+                f"is {limit}, above PLAYWRIGHT_MAX_CONTEXTS ({theirs}): requests "
+                "would wait for a context that is never closed; set it at or "
+                "below PLAYWRIGHT_MAX_CONTEXTS",
+            )
+        if self.config.use_threaded_loop:
+            raise NotConfigured(
+                "scrapy-sticky-proxy's playwright handler needs Playwright on "
+                "the reactor's own event loop (not Windows' threaded loop)"
+            )
+        self.max_contexts = limit
+        self.idle_timeout = read_float(
+            settings, IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, allow_zero=True
+        )
+        self.context_wait = settings.getfloat("DOWNLOAD_TIMEOUT") or 180.0
+        self.encoding = settings.get("HTTPPROXY_AUTH_ENCODING") or "latin-1"
+        concurrency = settings.getint("CONCURRENT_REQUESTS")
+        if concurrency > limit:
+            logger.warning(
+                "%s (%d) is below CONCURRENT_REQUESTS (%d): browser requests "
+                "of new sessions may wait for a context to close",
+                MAX_CONTEXTS,
+                limit,
+                concurrency,
+            )
+        self._leases: OrderedDict[str, _Lease] = OrderedDict()  # LRU first
+        self._by_key: dict[str, str] = {}  # session key -> its newest context
+        self._opening = asyncio.Lock()
+        self._released = asyncio.Event()
+
+    async def download_request(self, request: Request) -> Response:
+        meta = request.meta
+        if not meta.get("playwright") or M.ROUTE not in meta or meta.get(M.DONT):
+            return await super().download_request(request)
+        # Never sent by the browser as a page header (it would reach the
+        # site through an https tunnel); it only opens the context.
+        auth = request.headers.get(_HEADER)
+        request.headers.pop(_HEADER, None)
+        name = await self._lease(request, auth)
+        meta["playwright_context"] = name
+        try:
+            return await super().download_request(request)
+        finally:
+            await self._release(name)
+
+    # -- contexts ----------------------------------------------------------------
+
+    async def _lease(self, request: Request, auth: bytes | None) -> str:
+        """The name of the request's session context, open and held."""
+        meta = request.meta
+        route, session = str(meta[M.ROUTE]), str(meta.get(M.SESSION))
+        key = str(meta.get(M.KEY))
+        generation = meta.get(M.GENERATION)
+        generation = generation if isinstance(generation, int) else 0
+        name = f"sticky_proxy:{route}:{session}"
+        async with self._opening:
+            await self._retire(key, generation, name)
+            lease = self._leases.get(name)
+            if lease is None:
+                await self._make_room()
+            if lease is None or name not in self.context_wrappers:
+                # (Again after the browser restarted: it closed them all.)
+                kwargs = _context_kwargs(meta, _proxy(meta, auth, self.encoding))
+                await self._create_browser_context(name, kwargs, self._crawler.spider)
+            if lease is None:
+                lease = self._leases[name] = _Lease(key, generation)
+                self._inc("opened")
+                assert self.stats is not None
+                self.stats.max_value(f"{_STATS}/max_open", len(self._leases))
+            self._leases.move_to_end(name)
+            lease.users += 1
+            lease.last_used = time.monotonic()
+        return name
+
+    async def _release(self, name: str) -> None:
+        lease = self._leases.get(name)
+        if lease is None:
+            return
+        lease.users -= 1
+        lease.last_used = time.monotonic()
+        if lease.users <= 0 and lease.burned:
+            await self._close_context(name, "burned")
+        self._released.set()
+
+    async def _retire(self, key: str, generation: int, name: str) -> None:
+        """A request of *key* at a newer generation: the session its older
+        context belongs to is burned; close that context once unused."""
+        old = self._by_key.get(key)
+        if old is not None and old != name:
+            lease = self._leases.get(old)
+            if lease is not None and lease.generation < generation:
+                lease.burned = True
+                if lease.users <= 0:
+                    await self._close_context(old, "burned")
+            elif lease is not None:
+                return  # an older generation's straggler: keep the newest
+        self._by_key[key] = name
+
+    async def _make_room(self) -> None:
+        """Close idle contexts past the idle timeout, then, at the bound,
+        the least recently used idle one; wait (bounded) while all are busy."""
+        now = time.monotonic()
+        if self.idle_timeout:
+            for name, lease in list(self._leases.items()):
+                if now - lease.last_used < self.idle_timeout:
+                    break  # LRU order: the rest were used more recently
+                if self._idle(name, lease):
+                    await self._close_context(name, "idle")
+        deadline = now + self.context_wait
+        while len(self._leases) >= self.max_contexts:
+            victim = next(
+                (n for n, lease in self._leases.items() if self._idle(n, lease)), None
+            )
+            if victim is not None:
+                await self._close_context(victim, "evicted")
+                continue
+            self._released.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._inc("wait_timeouts")
+                raise TimeoutError(
+                    f"every one of the {self.max_contexts} browser contexts "
+                    f"({MAX_CONTEXTS}) stayed busy for {self.context_wait:.0f} s"
+                )
+            try:
+                await asyncio.wait_for(self._released.wait(), left)
+            except asyncio.TimeoutError:
+                continue
+
+    def _idle(self, name: str, lease: _Lease) -> bool:
+        if lease.users > 0:
+            return False
+        wrapper = self.context_wrappers.get(name)
+        # Pages kept by the spider (playwright_include_page) keep it open.
+        return wrapper is None or not wrapper.context.pages
+
+    async def _close_context(self, name: str, why: str) -> None:
+        lease = self._leases.pop(name, None)
+        if lease is not None and self._by_key.get(lease.key) == name:
+            del self._by_key[lease.key]
+        wrapper = self.context_wrappers.get(name)
+        if wrapper is not None:
+            try:
+                await wrapper.context.close()
+            except Exception as exc:  # the browser went away: nothing to close
+                logger.debug("Closing browser context %s: %r", name, exc)
+            self.context_wrappers.pop(name, None)
+        self._inc(f"closed/{why}")
+        logger.debug("Closed browser context %s (%s)", name, why)
+
+    def _inc(self, name: str) -> None:
+        assert self.stats is not None
+        self.stats.inc_value(f"{_STATS}/{name}")
+
+
+def _proxy(meta: dict[str, Any], auth: bytes | None, encoding: str) -> dict[str, str]:
+    """Playwright's ``proxy`` option for the request's route: its endpoint
+    and the credentials decoded from its Proxy-Authorization value."""
+    proxy = {"server": str(meta.get("proxy"))}
+    scheme, _, token = (auth or b"").partition(b" ")
+    if scheme.lower() != b"basic":
+        return proxy
+    try:
+        raw = base64.b64decode(token.strip(), validate=True).decode(encoding)
+    except (binascii.Error, UnicodeDecodeError):
+        return proxy
+    user, sep, password = raw.partition(":")
+    if sep:
+        proxy.update(username=user, password=password)
+    return proxy
+
+
+def _context_kwargs(meta: dict[str, Any], proxy: dict[str, str]) -> dict[str, Any]:
+    """The request's own ``playwright_context_kwargs`` (viewport, locale,
+    ignore_https_errors ...) with the session's proxy."""
+    given = meta.get("playwright_context_kwargs")
+    kwargs = dict(given) if isinstance(given, dict) else {}
+    for name in _OURS:
+        kwargs.pop(name, None)
+    kwargs["proxy"] = proxy
+    return kwargs
