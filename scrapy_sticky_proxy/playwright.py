@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
+from twisted.internet.error import TimeoutError as TxTimeoutError
 
 from . import meta as M
 from .errors import ConfigError
@@ -46,6 +47,8 @@ from .handler import StickyProxyDownloadHandler
 from .readers import read_float, read_int
 
 try:
+    from playwright.async_api import Error as PlaywrightError
+    from playwright.async_api import TimeoutError as PlaywrightTimeoutError
     from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -54,6 +57,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.http import Response
@@ -141,6 +146,8 @@ class StickyPlaywrightDownloadHandler(
         meta["playwright_context"] = name
         try:
             return await super().download_request(request)
+        except PlaywrightError as exc:
+            raise _network_error(exc) from exc
         finally:
             await self._release(name)
 
@@ -252,6 +259,28 @@ class StickyPlaywrightDownloadHandler(
     def _inc(self, name: str) -> None:
         assert self.stats is not None
         self.stats.inc_value(f"{_STATS}/{name}")
+
+
+# Chromium's network errors, as the exceptions Scrapy's own handler raises
+# for the same event, so that the ban policy, the outage handling and
+# RetryMiddleware treat a browser request as any other.
+_NET_ERRORS: dict[str, Callable[[str], Exception]] = {
+    "net::ERR_PROXY_CONNECTION_FAILED": ConnectionRefusedError,
+    "net::ERR_CONNECTION_RESET": ConnectionResetError,
+    "net::ERR_CONNECTION_CLOSED": ConnectionResetError,
+    "net::ERR_EMPTY_RESPONSE": ConnectionResetError,
+    "net::ERR_TIMED_OUT": lambda message: TxTimeoutError(string=message),
+}
+
+
+def _network_error(exc: PlaywrightError) -> Exception:
+    """*exc* as the exception Scrapy's HTTP handler would have raised."""
+    if isinstance(exc, PlaywrightTimeoutError):  # navigation timeout
+        return TxTimeoutError(string=exc.message)
+    for code, make in _NET_ERRORS.items():
+        if code in exc.message:
+            return make(exc.message)
+    return exc
 
 
 def _proxy(meta: dict[str, Any], auth: bytes | None, encoding: str) -> dict[str, str]:

@@ -318,3 +318,57 @@ async def test_https_follow_ups_share_the_context_and_a_ban_closes_it(
     assert len({p["context"] for p in pages.values()}) == n
     assert stats["sticky_proxy/browser_contexts/opened"] == n + 1
     assert stats["sticky_proxy/browser_contexts/closed/burned"] == 1
+
+
+@deferred_f_from_coro_f
+async def test_a_reset_in_the_browser_is_a_ban_like_any_other(
+    sandbox: Sandbox, browser_tmp: Path
+) -> None:
+    """The site drops item 0's first exit unanswered: Chromium's
+    net::ERR_EMPTY_RESPONSE (or a reset) must reach the ban policy as a reset (one retry
+    on the same session, then a ban and a re-roll), not end as a failure."""
+    first: dict[str, str] = {}
+
+    def reset_first_exit_of_item_0(client_ip: str, path: str) -> str | None:
+        if item_of(path) == 0:
+            first.setdefault("ip", client_ip)
+        return "reset" if client_ip == first.get("ip") else None
+
+    sandbox.site.ban_rule = reset_first_exit_of_item_0
+    # https: over plain http the gateway answers a reset with 502.
+    base = sandbox.site_https_url
+    result = await crawl(BrowserItemsSpider, browser_settings(sandbox), base=base, n=3)
+    stats = result.stats
+    assert sorted(i["item"] for i in result.items if i["part"] == "page") == [0, 1, 2]
+    assert stats.get("sticky_proxy/failed", 0) == 0
+    assert stats["sticky_proxy/soft_retries"] == 1
+    assert stats["sticky_proxy/bans/exception/ConnectionResetError"] == 1
+    resets = [h for h in sandbox.site.hits if h.status == 0]
+    assert len(resets) == 2  # the page, then its retry on the same session
+
+
+@pytest.mark.parametrize(
+    ("settings", "setting"),
+    [
+        ({"STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS": 0}, "MAX_CONTEXTS"),
+        ({"STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS": "many"}, "MAX_CONTEXTS"),
+        ({"STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS": True}, "MAX_CONTEXTS"),
+        # Above scrapy-playwright's own bound: its semaphore would make new
+        # contexts wait for ever, ours never closing one to make room.
+        ({"PLAYWRIGHT_MAX_CONTEXTS": 4}, "MAX_CONTEXTS"),
+        ({"STICKY_PROXY_PLAYWRIGHT_IDLE_TIMEOUT": float("nan")}, "IDLE_TIMEOUT"),
+        ({"STICKY_PROXY_PLAYWRIGHT_IDLE_TIMEOUT": -1}, "IDLE_TIMEOUT"),
+    ],
+)
+def test_bad_settings_name_the_setting(settings: dict[str, Any], setting: str) -> None:
+    _need_browser()
+    from scrapy.utils.misc import build_from_crawler
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_sticky_proxy import ConfigError
+    from scrapy_sticky_proxy.playwright import StickyPlaywrightDownloadHandler
+
+    crawler = get_crawler(Spider, settings)
+    with pytest.raises(ConfigError) as info:
+        build_from_crawler(StickyPlaywrightDownloadHandler, crawler)
+    assert str(info.value).startswith(f"STICKY_PROXY_PLAYWRIGHT_{setting}:")
