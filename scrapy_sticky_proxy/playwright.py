@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -70,6 +71,7 @@ IDLE_TIMEOUT = "STICKY_PROXY_PLAYWRIGHT_IDLE_TIMEOUT"
 DEFAULT_MAX_CONTEXTS = 32
 DEFAULT_IDLE_TIMEOUT = 120.0
 _STATS = "sticky_proxy/browser_contexts"
+_PREFIX = "sticky_proxy:"  # names of our contexts
 _HEADER = b"Proxy-Authorization"
 # Context options that would undo the session: its proxy is ours; a
 # persistent context writes a profile to disk and has no per-context proxy.
@@ -80,8 +82,12 @@ _OURS = ("proxy", "user_data_dir")
 class _Lease:
     """One session's browser context, as this handler tracks it."""
 
+    session: str  # "sticky_proxy:<route>:<session id>"
+    context: str  # its browser context's name: the session's, numbered
     key: str
     generation: int
+    # In memory only, to open the context again if the browser restarts.
+    proxy: dict[str, str] = field(repr=False)
     users: int = 0  # requests downloading through it now
     last_used: float = field(default_factory=time.monotonic)
     burned: bool = False  # a newer generation of its key exists
@@ -129,8 +135,10 @@ class StickyPlaywrightDownloadHandler(
                 limit,
                 concurrency,
             )
-        self._leases: OrderedDict[str, _Lease] = OrderedDict()  # LRU first
-        self._by_key: dict[str, str] = {}  # session key -> its newest context
+        self._leases: OrderedDict[str, _Lease] = OrderedDict()  # by session, LRU first
+        self._contexts: dict[str, _Lease] = {}  # by context name
+        self._by_key: dict[str, str] = {}  # session key -> its newest session
+        self._numbers = itertools.count(1)
         self._opening = asyncio.Lock()
         self._released = asyncio.Event()
 
@@ -142,83 +150,106 @@ class StickyPlaywrightDownloadHandler(
         # site through an https tunnel); it only opens the context.
         auth = request.headers.get(_HEADER)
         request.headers.pop(_HEADER, None)
-        name = await self._lease(request, auth)
-        meta["playwright_context"] = name
+        lease = await self._lease(request, auth)
+        meta["playwright_context"] = lease.context
         try:
             return await super().download_request(request)
         except PlaywrightError as exc:
             raise _network_error(exc) from exc
         finally:
-            await self._release(name)
+            await self._release(lease)
+
+    async def _create_browser_context(
+        self, name: str, context_kwargs: dict[str, Any] | None, spider: Any = None
+    ) -> Any:
+        """Every context of ours is created with its session's proxy, also
+        when scrapy-playwright reopens one (a page that found its context
+        closed): never without it, which would go direct."""
+        if name.startswith(_PREFIX):
+            lease = self._contexts.get(name)
+            if lease is None:
+                raise RuntimeError(
+                    f"the browser context {name} was closed; it is not opened "
+                    "again without its session's proxy"
+                )
+            context_kwargs = _context_kwargs(context_kwargs, lease.proxy)
+        return await super()._create_browser_context(name, context_kwargs, spider)
 
     # -- contexts ----------------------------------------------------------------
 
-    async def _lease(self, request: Request, auth: bytes | None) -> str:
-        """The name of the request's session context, open and held."""
+    async def _lease(self, request: Request, auth: bytes | None) -> _Lease:
+        """The request's session context, open and held."""
         meta = request.meta
-        route, session = str(meta[M.ROUTE]), str(meta.get(M.SESSION))
+        session = f"{_PREFIX}{meta[M.ROUTE]}:{meta.get(M.SESSION)}"
         key = str(meta.get(M.KEY))
         generation = meta.get(M.GENERATION)
         generation = generation if isinstance(generation, int) else 0
-        name = f"sticky_proxy:{route}:{session}"
         async with self._opening:
-            await self._retire(key, generation, name)
-            lease = self._leases.get(name)
+            await self._retire(key, generation, session)
+            lease = self._leases.get(session)
             if lease is None:
                 await self._make_room()
-            if lease is None or name not in self.context_wrappers:
-                # (Again after the browser restarted: it closed them all.)
-                kwargs = _context_kwargs(meta, _proxy(meta, auth, self.encoding))
-                await self._create_browser_context(name, kwargs, self._crawler.spider)
-            if lease is None:
-                lease = self._leases[name] = _Lease(key, generation)
+                lease = _Lease(
+                    session,
+                    f"{session}:{next(self._numbers)}",
+                    key,
+                    generation,
+                    _proxy(meta, auth, self.encoding),
+                )
+                self._contexts[lease.context] = lease
+            if lease.context not in self.context_wrappers:
+                # New, or again after the browser restarted (it closed them all).
+                given = meta.get("playwright_context_kwargs")
+                try:
+                    await self._create_browser_context(
+                        lease.context, given, self._crawler.spider
+                    )
+                except BaseException:
+                    if session not in self._leases:
+                        del self._contexts[lease.context]
+                    raise
+            if session not in self._leases:
+                self._leases[session] = lease
                 self._inc("opened")
                 assert self.stats is not None
                 self.stats.max_value(f"{_STATS}/max_open", len(self._leases))
-            self._leases.move_to_end(name)
+            self._leases.move_to_end(session)
             lease.users += 1
             lease.last_used = time.monotonic()
-        return name
+        return lease
 
-    async def _release(self, name: str) -> None:
-        lease = self._leases.get(name)
-        if lease is None:
-            return
+    async def _release(self, lease: _Lease) -> None:
         lease.users -= 1
         lease.last_used = time.monotonic()
         if lease.users <= 0 and lease.burned:
-            await self._close_context(name, "burned")
+            await self._close_context(lease, "burned")
         self._released.set()
 
-    async def _retire(self, key: str, generation: int, name: str) -> None:
+    async def _retire(self, key: str, generation: int, session: str) -> None:
         """A request of *key* at a newer generation: the session its older
         context belongs to is burned; close that context once unused."""
-        old = self._by_key.get(key)
-        if old is not None and old != name:
-            lease = self._leases.get(old)
-            if lease is not None and lease.generation < generation:
-                lease.burned = True
-                if lease.users <= 0:
-                    await self._close_context(old, "burned")
-            elif lease is not None:
+        old = self._leases.get(self._by_key.get(key, ""))
+        if old is not None and old.session != session:
+            if old.generation > generation:
                 return  # an older generation's straggler: keep the newest
-        self._by_key[key] = name
+            old.burned = True
+            if old.users <= 0:
+                await self._close_context(old, "burned")
+        self._by_key[key] = session
 
     async def _make_room(self) -> None:
         """Close idle contexts past the idle timeout, then, at the bound,
         the least recently used idle one; wait (bounded) while all are busy."""
         now = time.monotonic()
         if self.idle_timeout:
-            for name, lease in list(self._leases.items()):
+            for lease in list(self._leases.values()):
                 if now - lease.last_used < self.idle_timeout:
                     break  # LRU order: the rest were used more recently
-                if self._idle(name, lease):
-                    await self._close_context(name, "idle")
+                if self._idle(lease):
+                    await self._close_context(lease, "idle")
         deadline = now + self.context_wait
         while len(self._leases) >= self.max_contexts:
-            victim = next(
-                (n for n, lease in self._leases.items() if self._idle(n, lease)), None
-            )
+            victim = next((x for x in self._leases.values() if self._idle(x)), None)
             if victim is not None:
                 await self._close_context(victim, "evicted")
                 continue
@@ -235,26 +266,31 @@ class StickyPlaywrightDownloadHandler(
             except asyncio.TimeoutError:
                 continue
 
-    def _idle(self, name: str, lease: _Lease) -> bool:
+    def _idle(self, lease: _Lease) -> bool:
         if lease.users > 0:
             return False
-        wrapper = self.context_wrappers.get(name)
+        wrapper = self.context_wrappers.get(lease.context)
         # Pages kept by the spider (playwright_include_page) keep it open.
         return wrapper is None or not wrapper.context.pages
 
-    async def _close_context(self, name: str, why: str) -> None:
-        lease = self._leases.pop(name, None)
-        if lease is not None and self._by_key.get(lease.key) == name:
+    async def _close_context(self, lease: _Lease, why: str) -> None:
+        # Forgotten first: from here on, nothing opens or uses it again
+        # (its name is never reused).
+        if self._leases.get(lease.session) is lease:
+            del self._leases[lease.session]
+        if self._by_key.get(lease.key) == lease.session:
             del self._by_key[lease.key]
-        wrapper = self.context_wrappers.get(name)
+        self._contexts.pop(lease.context, None)
+        wrapper = self.context_wrappers.get(lease.context)
         if wrapper is not None:
             try:
                 await wrapper.context.close()
             except Exception as exc:  # the browser went away: nothing to close
-                logger.debug("Closing browser context %s: %r", name, exc)
-            self.context_wrappers.pop(name, None)
+                logger.debug("Closing browser context %s: %r", lease.context, exc)
+            self.context_wrappers.pop(lease.context, None)
         self._inc(f"closed/{why}")
-        logger.debug("Closed browser context %s (%s)", name, why)
+        logger.debug("Closed browser context %s (%s)", lease.context, why)
+        self._released.set()
 
     def _inc(self, name: str) -> None:
         assert self.stats is not None
@@ -300,10 +336,9 @@ def _proxy(meta: dict[str, Any], auth: bytes | None, encoding: str) -> dict[str,
     return proxy
 
 
-def _context_kwargs(meta: dict[str, Any], proxy: dict[str, str]) -> dict[str, Any]:
+def _context_kwargs(given: object, proxy: dict[str, str]) -> dict[str, Any]:
     """The request's own ``playwright_context_kwargs`` (viewport, locale,
     ignore_https_errors ...) with the session's proxy."""
-    given = meta.get("playwright_context_kwargs")
     kwargs = dict(given) if isinstance(given, dict) else {}
     for name in _OURS:
         kwargs.pop(name, None)

@@ -347,6 +347,36 @@ async def test_a_reset_in_the_browser_is_a_ban_like_any_other(
     assert len(resets) == 2  # the page, then its retry on the same session
 
 
+@deferred_f_from_coro_f
+async def test_contexts_reopened_after_the_browser_went_away_keep_their_proxy(
+    sandbox: Sandbox, browser_tmp: Path
+) -> None:
+    """The browser closes while pages load: scrapy-playwright relaunches it
+    and reopens the contexts of the pages it retries; each one must be
+    reopened with its session's proxy, never without (straight from
+    127.0.0.1)."""
+    closed: list[bool] = []
+
+    class Spider(BrowserItemsSpider):
+        async def parse(self, response: Response, **kwargs: Any) -> Any:
+            if not closed:
+                closed.append(True)
+                assert self.crawler.engine is not None
+                handler = self.crawler.engine.downloader.handlers._handlers["http"]
+                await handler.browser.close()
+            for out in super().parse(response, **kwargs):
+                yield out
+
+    result = await crawl(Spider, browser_settings(sandbox), base=sandbox.site_url, n=8)
+    stats = result.stats
+    assert stats["playwright/browser_count"] >= 2
+    direct = [h.path for h in sandbox.site.hits if h.client_ip == "127.0.0.1"]
+    assert not direct, direct
+    pages = sorted(i["item"] for i in result.items if i["part"] == "page")
+    lost = stats.get("sticky_proxy/failed", 0)
+    assert len(pages) + lost == 8
+
+
 @pytest.mark.parametrize(
     ("settings", "setting"),
     [
