@@ -20,10 +20,11 @@ DIST = "scrapy-sticky-proxy"
 # example project's modules (its spiders import ``demo``).
 LOCAL = {"scrapy_sticky_proxy", "tests", "bench", "demo"}
 # Which requirements each tree may rely on: the package itself only on
-# install_requires and the ``redis`` extra (imported lazily, with a message
-# naming the extra when missing).
+# install_requires and the ``redis`` and ``playwright`` extras (each
+# imported only where asked for, with a message naming the extra when
+# missing).
 TREES = {
-    "scrapy_sticky_proxy": ("", "redis"),
+    "scrapy_sticky_proxy": ("", "redis", "playwright"),
     "tests": ("", "test"),
     "example_project": ("", "redis", "test"),
     "bench": ("", "test", "bench"),

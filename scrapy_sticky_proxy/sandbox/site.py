@@ -42,6 +42,19 @@ FAULT_KINDS = ("redirect", "reset", "hang", "503")
 _REDIRECT_RE = re.compile(r"^/r/(\d{1,9})/?$")
 _ITEM_RE = re.compile(r"^/item/(\d{1,9})(?:/(detail|media|thumb))?/?$")
 _HTML = ("Content-Type", "text/html; charset=utf-8")
+# /item/{i}?embed=1 adds what a browser fetches by itself: an image (the
+# thumb part) and a script that fetches the media part and shows the client
+# address the site saw for it in #media (data-client set once it is there).
+_EMBED = """
+<img id="thumb" src="/item/{item}/thumb" alt="">
+<p id="media"></p>
+<script>
+fetch("/item/{item}/media").then(r => r.json()).then(d => {{
+  const m = document.getElementById("media");
+  m.textContent = d.client;
+  m.dataset.client = d.client;
+}});
+</script>"""
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 
 
@@ -249,11 +262,14 @@ class DemoSite:
             client = (
                 f'<p>Seen from <span id="client">{html.escape(client_ip)}</span></p>'
             )
-            return (
-                200,
-                [_HTML],
-                _page(f"Item {item}", f"<h1>Item {item}</h1>\n{client}\n{links}"),
-            )
+            body = f"<h1>Item {item}</h1>\n{client}\n{links}"
+            headers: Headers = [_HTML]
+            if "embed" in parse_qs(url.query):
+                # For browsers: requests the page makes itself, and a cookie
+                # that the browser's follow-ups carry back.
+                body += _EMBED.format(item=item)
+                headers.append(("Set-Cookie", f"item={item}; Path=/"))
+            return 200, headers, _page(f"Item {item}", body)
         doc = {"item": item, "part": part, "client": client_ip}
         return 200, [("Content-Type", "application/json")], json.dumps(doc).encode()
 
