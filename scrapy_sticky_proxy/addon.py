@@ -6,8 +6,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from .auth import AUTH_MIDDLEWARE, AUTH_PRIORITY
-from .handlers import aware
 from .ledger import LEDGER_MIDDLEWARE, LEDGER_PRIORITY
+from .wiring import aware
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

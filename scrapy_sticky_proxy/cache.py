@@ -26,12 +26,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
-from scrapy.utils.conf import build_component_list
 from scrapy.utils.misc import build_from_crawler
 
 from . import meta as M
 from .bans import BanPolicy
 from .config import StickyProxyConfig
+from .wiring import middleware_names
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -51,10 +51,7 @@ def check_guard(settings: BaseSettings) -> bool:
     it (ban pages would then be stored, though re-rolls still bypass them)."""
     if not settings.getbool("HTTPCACHE_ENABLED"):
         return False
-    names = [
-        p if isinstance(p, str) else f"{p.__module__}.{p.__qualname__}"
-        for p in build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
-    ]
+    names = middleware_names(settings)
     guarded = GUARD in names and (
         _CACHE not in names or names.index(GUARD) > names.index(_CACHE)
     )

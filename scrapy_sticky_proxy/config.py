@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from scrapy.utils.conf import build_component_list
-
 from .bans import DEFAULT_BAN_EXCEPTIONS, DEFAULT_BAN_STATUSES, compile_patterns
 from .errors import ConfigError
 from .gaveup import checked_gave_up_file
@@ -356,54 +354,3 @@ def _static_list(value: Any) -> tuple[StaticProxy, ...]:
             proxy_id = f"{proxy_id}#{seen[proxy_id]}"
         proxies.append(StaticProxy(proxy_id, template, weight))
     return tuple(proxies)
-
-
-_HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
-_HTTPCACHE = "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware"
-_AUTH = "scrapy_sticky_proxy.auth.StickyProxyAuth"
-_LEDGER = "scrapy_sticky_proxy.ledger.StickyProxyLedger"
-
-
-def check_middleware_order(settings: BaseSettings) -> None:
-    """StickyProxyMiddleware before HttpProxyMiddleware (which would
-    otherwise fill meta["proxy"] from the environment first), and
-    StickyProxyAuth, which adds the credential, after everything that may
-    store a request (the HTTP cache)."""
-    order = build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
-    ours = "scrapy_sticky_proxy.middleware.StickyProxyMiddleware"
-    names = [
-        p if isinstance(p, str) else f"{p.__module__}.{p.__qualname__}" for p in order
-    ]
-    names = [
-        ours if n == "scrapy_sticky_proxy.StickyProxyMiddleware" else n for n in names
-    ]
-    if (
-        _HTTPPROXY in names
-        and ours in names
-        and names.index(ours) > names.index(_HTTPPROXY)
-    ):
-        raise ConfigError(
-            "DOWNLOADER_MIDDLEWARES",
-            "StickyProxyMiddleware must have a lower priority number than "
-            "HttpProxyMiddleware (750); use 740 or the addon",
-        )
-    if _AUTH not in names:
-        raise ConfigError(
-            "DOWNLOADER_MIDDLEWARES",
-            f"{_AUTH} is missing: it adds the proxy credential just before a "
-            "request is sent (999, or use the addon)",
-        )
-    if _LEDGER not in names:
-        raise ConfigError(
-            "DOWNLOADER_MIDDLEWARES",
-            f"{_LEDGER} is missing: it sees how each request ends, so that "
-            "none is lost unrecorded (10, or use the addon)",
-        )
-    last = max((names.index(n) for n in (_HTTPCACHE, ours) if n in names), default=-1)
-    if names.index(_AUTH) < last:
-        raise ConfigError(
-            "DOWNLOADER_MIDDLEWARES",
-            f"{_AUTH} must come after StickyProxyMiddleware and the HTTP cache "
-            "(a higher priority number, 999), or the cache would store the "
-            "credential",
-        )

@@ -18,15 +18,15 @@ from . import meta as M
 from .backends import make_store
 from .bans import TIMEOUTS, UNREACHABLE, AnswerLog, BanPolicy, is_tunnel_407, wait_start
 from .cache import bypass, check_guard, restore
-from .config import StickyProxyConfig, check_middleware_order
+from .config import StickyProxyConfig
 from .gaveup import give_up_record, keep_record
-from .handlers import check_handlers
 from .keys import session_id
 from .ledger import LOST, Ledger, persistent
 from .readers import MAX_REROLLS, meta_count
 from .reroll import bound, number, passed, restart, stamp
 from .routes import Held, Routes
 from .store import HealthStore
+from .wiring import Bypass, check_handlers, check_middleware_order
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -51,9 +51,7 @@ class StickyProxyMiddleware:
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
         check_middleware_order(settings)
-        # scheme -> meta key that sends a request direct (allowed handlers)
-        self._bypass = check_handlers(settings)
-        self._warned_bypass = False
+        self._bypass = Bypass(check_handlers(settings), self._inc)
         self.crawler = crawler
         self.config = config
         self.stats = crawler.stats
@@ -137,7 +135,7 @@ class StickyProxyMiddleware:
         meta = request.meta
         if meta.get(M.DONT) or ("proxy" in meta and M.ROUTE not in meta):
             return
-        if self._bypass and self._goes_direct(request):
+        if self._bypass and self._bypass.goes_direct(request):
             return
         key = meta.get(M.KEY)
         if not key:
@@ -168,24 +166,6 @@ class StickyProxyMiddleware:
         meta[M.GENERATION] = generation
         self._requests += 1
         self.ledger.routed(request)
-
-    def _goes_direct(self, request: Request) -> bool:
-        """A request the configured handler will send straight to the target
-        (allowed in STICKY_PROXY_ALLOW_HANDLERS): leave it alone, count it,
-        never report it as routed."""
-        meta_key = self._bypass.get(urlparse_cached(request).scheme)
-        if meta_key is None or not request.meta.get(meta_key):
-            return False
-        self._inc("unproxied")
-        if not self._warned_bypass:
-            self._warned_bypass = True
-            logger.warning(
-                "Requests with meta[%r] go straight to the target, not through "
-                "the proxy (the download handler ignores meta['proxy']): they "
-                "are not routed (sticky_proxy/unproxied)",
-                meta_key,
-            )
-        return True
 
     # -- responses -------------------------------------------------------------
 

@@ -1,0 +1,192 @@
+"""Is the package wired into Scrapy as it must be? Checked once at start.
+
+* The downloader middlewares' order: StickyProxyMiddleware before
+  HttpProxyMiddleware, StickyProxyAuth after everything that may store a
+  request, StickyProxyLedger present (:func:`check_middleware_order`).
+* No silent bypass: which download handlers send a routed request through
+  its proxy (:func:`check_handlers`, :class:`Bypass`).
+
+A download handler that ignores ``meta["proxy"]`` sends a routed request
+straight to the target, from the user's own IP, while our stats count it as
+routed. scrapy-playwright's handler does that for every request with
+``meta["playwright"]`` (its proxies are per browser context). So, at start:
+
+* handlers of ours (``sticky_proxy_aware = True``), Scrapy's HTTP/1.1 handler
+  and scrapy-impersonate's honour ``meta["proxy"]``;
+* scrapy-playwright's own handler sends ``meta["playwright"]`` requests
+  direct: the crawl does not start unless it is listed in
+  ``STICKY_PROXY_ALLOW_HANDLERS``, and then those requests are left alone
+  (not routed, counted in ``sticky_proxy/unproxied``, one warning);
+* any other handler may ignore the proxy: the crawl does not start unless
+  it is listed in ``STICKY_PROXY_ALLOW_HANDLERS`` (you vouch for it).
+
+At run time, :class:`~scrapy_sticky_proxy.auth.StickyProxyAuth` compares the
+address a response came from (``response.ip_address``) with the proxy's,
+for proxies given by IP address: a routed response from elsewhere went
+direct, and is counted in ``sticky_proxy/unproxied`` with one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from scrapy.utils.conf import build_component_list
+from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.misc import load_object
+
+from .errors import ConfigError
+from .readers import read_list
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+SETTING = "STICKY_PROXY_ALLOW_HANDLERS"
+HONOUR = frozenset(
+    {
+        "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler",
+        "scrapy_impersonate.handler.ImpersonateDownloadHandler",
+        "scrapy_impersonate.ImpersonateDownloadHandler",
+    }
+)
+# Handlers that honour meta["proxy"] except for requests with this meta key.
+BYPASS_BY_META = {
+    "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler": "playwright",
+}
+
+
+def _path(handler: Any) -> str:
+    if isinstance(handler, str):
+        return handler
+    return f"{handler.__module__}.{handler.__qualname__}"
+
+
+def check_handlers(settings: BaseSettings) -> dict[str, str]:
+    """Check the http and https download handlers. Returns, per scheme, the
+    meta key whose truthy value makes its (allowed) handler bypass the
+    proxy; raises ConfigError for a handler that may ignore the proxy."""
+    allowed = {_path(h) for h in read_list(settings, SETTING)}
+    handlers = settings.getwithbase("DOWNLOAD_HANDLERS")
+    bypass: dict[str, str] = {}
+    for scheme in ("http", "https"):
+        handler = handlers.get(scheme)
+        if handler is None:
+            continue
+        path = _path(handler)
+        if path in HONOUR or aware(handler):
+            continue
+        meta_key = BYPASS_BY_META.get(path)
+        if path not in allowed:
+            if meta_key is not None:
+                problem = (
+                    f"requests with meta[{meta_key!r}] would go straight to "
+                    "the target, not through the proxy: use "
+                    "scrapy_sticky_proxy.playwright's handler (see the README, "
+                    "'Browsers and impersonation')"
+                )
+            else:
+                problem = "it is not known to send requests through meta['proxy']"
+            raise ConfigError(
+                "DOWNLOAD_HANDLERS",
+                f"{scheme}: {path}: {problem}. If you accept that, list it "
+                f"in {SETTING}",
+            )
+        if meta_key is not None:
+            bypass[scheme] = meta_key
+    return bypass
+
+
+def aware(handler: Any) -> bool:
+    """Whether *handler* (a class or its path) is one of ours."""
+    try:
+        cls = load_object(handler) if isinstance(handler, str) else handler
+    except (ImportError, AttributeError, ValueError, NameError):
+        return False
+    return bool(getattr(cls, "sticky_proxy_aware", False))
+
+
+def middleware_names(settings: BaseSettings) -> list[str]:
+    """The enabled downloader middlewares' dotted paths, in order."""
+    order = build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
+    return [_path(p) for p in order]
+
+
+_HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
+_HTTPCACHE = "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware"
+_AUTH = "scrapy_sticky_proxy.auth.StickyProxyAuth"
+_LEDGER = "scrapy_sticky_proxy.ledger.StickyProxyLedger"
+
+
+def check_middleware_order(settings: BaseSettings) -> None:
+    """StickyProxyMiddleware before HttpProxyMiddleware (which would
+    otherwise fill meta["proxy"] from the environment first), and
+    StickyProxyAuth, which adds the credential, after everything that may
+    store a request (the HTTP cache)."""
+    ours = "scrapy_sticky_proxy.middleware.StickyProxyMiddleware"
+    names = [
+        ours if n == "scrapy_sticky_proxy.StickyProxyMiddleware" else n
+        for n in middleware_names(settings)
+    ]
+    if (
+        _HTTPPROXY in names
+        and ours in names
+        and names.index(ours) > names.index(_HTTPPROXY)
+    ):
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            "StickyProxyMiddleware must have a lower priority number than "
+            "HttpProxyMiddleware (750); use 740 or the addon",
+        )
+    if _AUTH not in names:
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            f"{_AUTH} is missing: it adds the proxy credential just before a "
+            "request is sent (999, or use the addon)",
+        )
+    if _LEDGER not in names:
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            f"{_LEDGER} is missing: it sees how each request ends, so that "
+            "none is lost unrecorded (10, or use the addon)",
+        )
+    last = max((names.index(n) for n in (_HTTPCACHE, ours) if n in names), default=-1)
+    if names.index(_AUTH) < last:
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            f"{_AUTH} must come after StickyProxyMiddleware and the HTTP cache "
+            "(a higher priority number, 999), or the cache would store the "
+            "credential",
+        )
+
+
+class Bypass:
+    """Requests an allowed handler is known to send straight to the target
+    (scrapy-playwright's ``meta["playwright"]``): they are left alone,
+    counted, never reported as routed."""
+
+    def __init__(self, by_scheme: dict[str, str], count: Callable[[str], None]):
+        self.by_scheme = by_scheme  # scheme -> meta key
+        self._count = count
+        self._warned = False
+
+    def __bool__(self) -> bool:
+        return bool(self.by_scheme)
+
+    def goes_direct(self, request: Request) -> bool:
+        meta_key = self.by_scheme.get(urlparse_cached(request).scheme)
+        if meta_key is None or not request.meta.get(meta_key):
+            return False
+        self._count("unproxied")
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "Requests with meta[%r] go straight to the target, not through "
+                "the proxy (the download handler ignores meta['proxy']): they "
+                "are not routed (sticky_proxy/unproxied)",
+                meta_key,
+            )
+        return True
