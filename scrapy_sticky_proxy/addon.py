@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MIDDLEWARE = "scrapy_sticky_proxy.StickyProxyMiddleware"
-MIDDLEWARE_PRIORITY = 740  # before HttpProxyMiddleware (750) adds the auth header
+MIDDLEWARE_PRIORITY = 740  # before HttpProxyMiddleware (750) reads the environment
 INHERIT = "scrapy_sticky_proxy.StickyProxyInheritMiddleware"
 EXTENSION = "scrapy_sticky_proxy.StickyProxyStats"
 CACHE_GUARD = "scrapy_sticky_proxy.cache.BanCacheGuard"  # inert without the cache
