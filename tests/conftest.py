@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,6 +123,11 @@ def log_text(caplog: pytest.LogCaptureFixture) -> Iterator[Any]:
             + "\n".join(str(r.exc_info) + r.getMessage() for r in caplog.records)
         )
     )
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a STICKY_PROXY_GAVE_UP_FILE."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def assert_absent(secret: str, text: str) -> None:

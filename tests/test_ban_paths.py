@@ -4,7 +4,6 @@ target (issue 10: defects 5, 13 and 11)."""
 from __future__ import annotations
 
 import ast
-import json
 import socket
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +18,7 @@ from twisted.python.failure import Failure
 
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_all, ban_fraction
 
-from .conftest import crawl
+from .conftest import crawl, records
 from .spiders import ItemsSpider
 from .test_crawl import settings_for
 
@@ -73,10 +72,6 @@ def ban_items(ip: str, path: str) -> str | None:
 
 def hits_by_path(sandbox: Sandbox) -> Counter[str]:
     return Counter(hit.path for hit in sandbox.site.hits)
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # -- defect 5: a ban after a redirect -------------------------------------------

@@ -24,7 +24,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f, deferred_from_coro
 from scrapy_sticky_proxy.gate import GIVE_UP, GO, WAIT, GatePolicy, RouteGate
 from scrapy_sticky_proxy.sandbox import Sandbox
 
-from .conftest import CrawlResult, crawl
+from .conftest import CrawlResult, crawl, records
 from .servers import ServerProcess, free_port
 from .spiders import ItemsSpider, at_counts, hooked
 from .test_crawl import settings_for
@@ -48,10 +48,6 @@ def refused(stats: dict[str, Any]) -> int:
         for name, count in stats.items()
         if name.startswith(prefix) and "ConnectionRefused" in name
     )
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 class Rewriter:

@@ -3,7 +3,6 @@ ends as a response to the spider or as a record, whatever path it took."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,10 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy.sandbox import Sandbox
 
+from .conftest import records
 from .spiders import ItemsSpider, at_counts, hooked
 from .test_crawl import settings_for
 from .test_gates import crawl_within
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def page_urls(sandbox: Sandbox, n: int) -> set[str]:

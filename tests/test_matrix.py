@@ -20,7 +20,6 @@ response to the spider or as a record in STICKY_PROXY_GAVE_UP_FILE (outcome
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_all, ban_fraction
 
-from .conftest import CrawlResult, assert_absent
+from .conftest import CrawlResult, assert_absent, records
 from .spiders import IndexSpider, at_counts
 from .test_ban_paths import cached_responses
 from .test_crawl import exits_by_item, settings_for
@@ -106,10 +105,6 @@ def with_hook(signal: object, handler: Callable[..., object]) -> type[IndexSpide
     return Hooked
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 @dataclass
 class Run:
     result: CrawlResult
@@ -167,7 +162,7 @@ async def run_case(
     text = gave_up.read_text()
     for box in boxes:
         assert_absent(box.password, text)
-    run = Run(result, spider, read_records(gave_up), text)
+    run = Run(result, spider, records(gave_up), text)
 
     assert run.stats["finish_reason"] == case.finish_reason
     index = f"{site.site_url}/?n={N}"
