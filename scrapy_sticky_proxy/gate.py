@@ -154,16 +154,9 @@ class RouteGate:
         requests already in flight and change nothing. Returns how long the
         route has been down (0 for the refusal that starts the outage)."""
         was_probe = meta.pop(M.PROBE, None) == self.probe and self.state == "probing"
-        if self.down_since is None:
-            self.down_since = now
-            self.backoff = OUTAGE_FIRST_BACKOFF
-        elif was_probe:
-            self.backoff = min(self.backoff * 2, self.policy.backoff_max)
-        else:
-            return now - self.down_since
-        self.not_before = now + self.backoff
-        if self.state != "failed":
-            self._settle("unknown")
+        if self.down_since is None or was_probe:
+            self._back_off(now)
+        assert self.down_since is not None
         return now - self.down_since
 
     def inconclusive(self, meta: dict[str, Any], now: float) -> None:
@@ -174,9 +167,21 @@ class RouteGate:
         if meta.pop(M.PROBE, None) != self.probe or self.state != "probing":
             return
         if self.down_since is not None:
-            self.refused({M.PROBE: self.probe}, now)
+            self._back_off(now)
         else:
             self._settle("open")
+
+    def _back_off(self, now: float) -> None:
+        """Start an outage, or extend its backoff after a failed probe; the
+        next request after the backoff probes again."""
+        if self.down_since is None:
+            self.down_since = now
+            self.backoff = OUTAGE_FIRST_BACKOFF
+        else:
+            self.backoff = min(self.backoff * 2, self.policy.backoff_max)
+        self.not_before = now + self.backoff
+        if self.state != "failed":
+            self._settle("unknown")
 
     def failed(self) -> None:
         """The route rejected the credentials (407)."""
