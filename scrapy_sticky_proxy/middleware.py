@@ -276,8 +276,7 @@ class StickyProxyMiddleware:
         bound(request)  # a follow-up built from response.meta starts afresh
         meta = request.meta
         rerolls = int(number(meta.get(M.REROLLS), 0))
-        reasons = meta.get(M.REASONS)
-        reasons = [*(reasons if isinstance(reasons, list) else ()), reason]
+        reasons = [*_reasons(request), reason]
         limit = meta_count(
             request,
             M.MAX_REROLLS,
