@@ -82,7 +82,7 @@ def make_sticky(backend: str = "memory", store: Any = None) -> Any:
     crawler = crawler_for(sticky_settings())
     mw = StickyProxyMiddleware(crawler)
     if store is None and backend == "redis":
-        from scrapy_sticky_proxy.redis_store import RedisStore
+        from scrapy_sticky_proxy.state.redis_store import RedisStore
 
         # Never opened: a healthy request only reads the local view.
         store = RedisStore("redis://127.0.0.1:1/0", "bench")

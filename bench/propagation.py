@@ -22,7 +22,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from scrapy_sticky_proxy.redis_store import RedisStore
+from scrapy_sticky_proxy.state.redis_store import RedisStore
 
 NS = "bench:propagation"
 

@@ -55,13 +55,13 @@ def url(i: int) -> str:
 
 
 def new_store(kind: str, max_keys: int) -> Any:
-    from scrapy_sticky_proxy.store import MemoryStore, Rotation
+    from scrapy_sticky_proxy.state.store import MemoryStore, Rotation
 
     if kind == "memory":
         return MemoryStore(max_keys)
     if kind == "memory + rotation":
         return MemoryStore(max_keys, Rotation(max_uses=10**9))
-    from scrapy_sticky_proxy.redis_store import RedisStore
+    from scrapy_sticky_proxy.state.redis_store import RedisStore
 
     # Never opened: only the local view is exercised.
     return RedisStore("redis://127.0.0.1:1/0", "bench", max_keys=max_keys)
@@ -75,7 +75,7 @@ def filler(kind: str, store: Any) -> Callable[[int], None]:
     if kind == "memory + rotation":
         # Each key is born at its own time: its own float, as in a crawl.
         return lambda i: store.acquire(url(i), time.monotonic())
-    from scrapy_sticky_proxy.redis_store import key_digest
+    from scrapy_sticky_proxy.state.redis_store import key_digest
 
     # What a ban announced by another crawler (or loaded at start) leaves in
     # the local view: the digest, at generation 1.
@@ -127,7 +127,7 @@ def requests_for(indexes: list[int]) -> list[Any]:
 def check_keys() -> None:
     """The URLs used are their own canonical form, so the keys filled in
     are the keys the middleware derives."""
-    from scrapy_sticky_proxy.keys import url_key
+    from scrapy_sticky_proxy.routing.keys import url_key
 
     for i in (0, 7, 999_999):
         assert url_key(url(i)) == url(i), url(i)
@@ -140,7 +140,7 @@ def run(
     cap_keys: int = 1_000_000,
     progress: Any = None,
 ) -> dict[str, Any]:
-    from scrapy_sticky_proxy.store import DEFAULT_MAX_KEYS
+    from scrapy_sticky_proxy.state.store import DEFAULT_MAX_KEYS
 
     check_keys()
     crawler_for(sticky_settings())  # import Scrapy before anything is timed

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ._wiring import aware
 from .auth import AUTH_MIDDLEWARE, AUTH_PRIORITY
 from .ledger import LEDGER_MIDDLEWARE, LEDGER_PRIORITY
-from .wiring import aware
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import meta as M
+from . import _meta as M
 from .ledger import sticky_middleware
 
 if TYPE_CHECKING:

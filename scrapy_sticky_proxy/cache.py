@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.misc import build_from_crawler
 
-from . import meta as M
+from . import _meta as M
+from ._wiring import middleware_names
 from .bans import BanPolicy
 from .config import StickyProxyConfig
-from .wiring import middleware_names
 
 if TYPE_CHECKING:
     from scrapy import Request

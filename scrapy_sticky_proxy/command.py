@@ -29,12 +29,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
-from . import meta as M
-from .config import _pool_policy, _redis_params, _redis_url
+from . import _meta as M
+from .config.model import _pool_policy, _redis_params, _redis_url
+from .config.readers import read_str
 from .errors import ConfigError
-from .pool import PoolPolicy, ProxyPool
-from .readers import read_str
-from .redis_layout import (
+from .routing.pool import PoolPolicy, ProxyPool
+from .state.redis_layout import (
     MAX_VALUE_LEN,
     is_digest,
     parse_generation,

@@ -46,7 +46,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
-from .readers import read_int
+from .config.readers import read_int
 
 if TYPE_CHECKING:
     from collections.abc import Hashable

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import Request
 from scrapy.exceptions import NotConfigured
 
-from . import meta as M
+from . import _meta as M
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

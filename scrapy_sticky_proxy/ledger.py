@@ -30,7 +30,7 @@ import itertools
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import meta as M
+from . import _meta as M
 
 if TYPE_CHECKING:
     from scrapy import Request

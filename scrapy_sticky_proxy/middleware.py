@@ -14,19 +14,19 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
 
-from . import meta as M
-from .backends import make_store
+from . import _meta as M
+from ._records import give_up_record, keep_record
+from ._reroll import bound, number, passed, restart, stamp
+from ._wiring import Bypass, check_handlers, check_middleware_order
 from .bans import TIMEOUTS, UNREACHABLE, AnswerLog, BanPolicy, is_tunnel_407, wait_start
 from .cache import bypass, check_guard, restore
 from .config import StickyProxyConfig
-from .gaveup import give_up_record, keep_record
-from .keys import session_id
+from .config.readers import MAX_REROLLS, meta_count
 from .ledger import LOST, Ledger, persistent
-from .readers import MAX_REROLLS, meta_count
-from .reroll import bound, number, passed, restart, stamp
-from .routes import Held, Routes
-from .store import HealthStore
-from .wiring import Bypass, check_handlers, check_middleware_order
+from .routing.keys import session_id
+from .routing.router import Held, Routes
+from .state.backends import make_store
+from .state.store import HealthStore
 
 if TYPE_CHECKING:
     from scrapy import Request

@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import NotConfigured
 from twisted.internet.error import TimeoutError as TxTimeoutError
 
-from . import meta as M
+from . import _meta as M
+from .config.readers import read_float, read_int
 from .errors import ConfigError
 from .handler import StickyProxyDownloadHandler
-from .readers import read_float, read_int
 
 try:
     from playwright.async_api import Error as PlaywrightError

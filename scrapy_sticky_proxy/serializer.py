@@ -32,10 +32,10 @@ from scrapy import Request
 from scrapy.http import FormRequest, JsonRequest, XmlRpcRequest
 from scrapy.utils.misc import load_object
 
-from . import meta as M
+from . import _meta as M
+from .config.readers import read_list
 from .errors import ConfigError
-from .readers import read_list
-from .redis_layout import printable
+from .state.redis_layout import printable
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

@@ -191,8 +191,8 @@ async def test_the_scrapy_redis_queue_never_holds_the_credential(
 def test_manual_wiring_without_auth_or_ledger_is_refused() -> None:
     from scrapy.settings import Settings
 
+    from scrapy_sticky_proxy._wiring import check_middleware_order
     from scrapy_sticky_proxy.errors import ConfigError
-    from scrapy_sticky_proxy.wiring import check_middleware_order
 
     ours = {"scrapy_sticky_proxy.StickyProxyMiddleware": 740}
     with pytest.raises(ConfigError, match="StickyProxyAuth is missing"):

@@ -17,7 +17,7 @@ from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
-from scrapy_sticky_proxy.store import MemoryStore, Rotation
+from scrapy_sticky_proxy.state.store import MemoryStore, Rotation
 
 from .conftest import assert_absent, assert_no_leak, crawl
 from .spiders import ItemsSpider, at_counts, hooked, item_of
@@ -129,7 +129,7 @@ async def test_gateway_that_hangs(sandbox: Sandbox) -> None:
 def _ban_many(url: str, keys: int, barrier: Any) -> None:
     import asyncio
 
-    from scrapy_sticky_proxy.redis_store import RedisStore
+    from scrapy_sticky_proxy.state.redis_store import RedisStore
 
     async def run() -> None:
         store = RedisStore(url, "faults", heartbeat_interval=60)

@@ -21,7 +21,7 @@ from scrapy import Request, signals
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import deferred_f_from_coro_f, deferred_from_coro
 
-from scrapy_sticky_proxy.gate import GIVE_UP, GO, WAIT, GatePolicy, RouteGate
+from scrapy_sticky_proxy.routing.gate import GIVE_UP, GO, WAIT, GatePolicy, RouteGate
 from scrapy_sticky_proxy.sandbox import Sandbox
 
 from .conftest import CrawlResult, crawl, records

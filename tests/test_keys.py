@@ -1,4 +1,4 @@
-"""Key policies and the session id codec (scrapy_sticky_proxy.keys)."""
+"""Key policies and the session id codec (scrapy_sticky_proxy.routing.keys)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scrapy_sticky_proxy import keys
 from scrapy_sticky_proxy.errors import ConfigError
-from scrapy_sticky_proxy.keys import (
+from scrapy_sticky_proxy.routing import keys
+from scrapy_sticky_proxy.routing.keys import (
     ALNUM,
     IdRules,
     domain_key,

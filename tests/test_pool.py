@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scrapy_sticky_proxy.pool import PoolPolicy, ProxyPool, ProxyState
+from scrapy_sticky_proxy.routing.pool import PoolPolicy, ProxyPool, ProxyState
 
 from .conftest import assert_absent
 

@@ -1,4 +1,4 @@
-"""Provider presets and proxy URL templates (scrapy_sticky_proxy.providers)."""
+"""Provider presets and proxy URL templates (scrapy_sticky_proxy.routing.providers)."""
 
 # ruff: noqa: E501 - tables of exact URLs read better unwrapped
 
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scrapy_sticky_proxy.errors import ConfigError
-from scrapy_sticky_proxy.keys import session_id
-from scrapy_sticky_proxy.providers import PRESETS, ProxyTemplate, get_preset
+from scrapy_sticky_proxy.routing.keys import session_id
+from scrapy_sticky_proxy.routing.providers import PRESETS, ProxyTemplate, get_preset
 
 PW = "S3cr3tPw"
 LIFETIME = "STICKY_PROXY_SESSION_LIFETIME"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from scrapy_sticky_proxy.store import MemoryStore, Rotation
+from scrapy_sticky_proxy.state.store import MemoryStore, Rotation
 
 
 def test_unbanned_keys_take_no_memory() -> None:

@@ -16,14 +16,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import meta as M
+from . import _meta as M
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.settings import BaseSettings
 
-    from .store import HealthStore
+    from .state.store import HealthStore
 
 logger = logging.getLogger(__name__)
 

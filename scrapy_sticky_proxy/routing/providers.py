@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Literal
 from urllib.parse import quote, unquote
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .keys import ALNUM, IdRules
 from .proxyurl import Fail, split_proxy_url
 

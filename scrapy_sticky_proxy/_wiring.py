@@ -36,8 +36,8 @@ from scrapy.utils.conf import build_component_list
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
+from .config.readers import read_list
 from .errors import ConfigError
-from .readers import read_list
 
 if TYPE_CHECKING:
     from scrapy import Request

@@ -16,12 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .bans import DEFAULT_BAN_EXCEPTIONS, DEFAULT_BAN_STATUSES, compile_patterns
-from .errors import ConfigError
-from .gaveup import checked_gave_up_file
-from .keys import load_key_policy
-from .pool import PoolPolicy
-from .providers import ProviderSpec, ProxyTemplate, get_preset
+from .._records import checked_gave_up_file
+from ..bans import DEFAULT_BAN_EXCEPTIONS, DEFAULT_BAN_STATUSES, compile_patterns
+from ..errors import ConfigError
+from ..routing.keys import load_key_policy
+from ..routing.pool import PoolPolicy
+from ..routing.providers import ProviderSpec, ProxyTemplate, get_preset
+from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .readers import (
     MAX_REROLLS,
     WEEK,
@@ -34,7 +35,6 @@ from .readers import (
     shown,
     whole_number,
 )
-from .store import DEFAULT_MAX_KEYS, Rotation
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -106,7 +106,7 @@ class StickyProxyConfig:
                 "(static proxies), not both",
             )
         if not url and not static and provider.name == "sandbox" and enabled:
-            from .sandbox import embedded
+            from ..sandbox import embedded
 
             url = embedded().gateway_url
         gateway = None

@@ -32,7 +32,7 @@ from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
-from . import meta as M
+from .. import _meta as M
 
 OUTAGE_FIRST_BACKOFF = 0.5
 

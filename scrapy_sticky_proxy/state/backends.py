@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 from scrapy.utils.asyncio import is_asyncio_available
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .store import HealthStore, MemoryStore
 
 if TYPE_CHECKING:
-    from .config import StickyProxyConfig
+    from ..config import StickyProxyConfig
 
 
 def make_store(config: StickyProxyConfig, spider: str) -> HealthStore:

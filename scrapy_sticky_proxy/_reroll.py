@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import meta as M
+from . import _meta as M
 
 if TYPE_CHECKING:
     from scrapy import Request

@@ -16,14 +16,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import meta as M
+from .. import _meta as M
 from .gate import FAILED, GIVE_UP, GO, GatePolicy, RouteGate
 from .pool import ProxyPool
 
 if TYPE_CHECKING:
-    from .config import StickyProxyConfig
+    from ..config import StickyProxyConfig
+    from ..state.store import HealthStore
     from .providers import ProxyTemplate
-    from .store import HealthStore
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from w3lib.url import canonicalize_url
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "ALNUM",

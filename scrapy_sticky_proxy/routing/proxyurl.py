@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 Fail = Callable[[str], ConfigError]
 
