@@ -11,6 +11,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
 from . import serializer
+from ._signals import stats_wanted
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -45,11 +46,11 @@ class StickyProxyStats:
     def spider_closed(self, reason: str) -> None:
         if self._task is not None and self._task.running:
             self._task.stop()
-        self._flush_middleware()
+        self._flush_counters()
         logger.info("Sticky proxy summary (%s): %s", reason, self.summary())
 
     def log_progress(self) -> None:
-        self._flush_middleware()
+        self._flush_counters()
         logger.info("Sticky proxy: %s", self.summary())
 
     def summary(self) -> str:
@@ -70,13 +71,9 @@ class StickyProxyStats:
             f"gave_up={value.get('gave_up', 0)}"
         )
 
-    def _flush_middleware(self) -> None:
-        from .middleware import StickyProxyMiddleware
-
+    def _flush_counters(self) -> None:
         if skipped := serializer.counts["skipped"] - self._skipped_before:
             assert self.crawler.stats is not None
             self.crawler.stats.set_value(f"{PREFIX}serializer/skipped", skipped)
 
-        mw = self.crawler.get_downloader_middleware(StickyProxyMiddleware)
-        if mw is not None:
-            mw.flush_stats()
+        self.crawler.signals.send_catch_log(signal=stats_wanted)

@@ -17,10 +17,11 @@ from scrapy.utils.misc import build_from_crawler
 from . import _meta as M
 from ._records import give_up_record, keep_record
 from ._reroll import bound, number, passed, restart, stamp
+from ._signals import stats_wanted
 from ._wiring import Bypass, check_handlers, check_middleware_order
 from .bans import TIMEOUTS, UNREACHABLE, AnswerLog, BanPolicy, is_tunnel_407, wait_start
 from .cache import bypass, check_guard, restore
-from .config import StickyProxyConfig
+from .config import for_crawler
 from .config.readers import MAX_REROLLS, meta_count
 from .ledger import LOST, Ledger, persistent
 from .routing.keys import session_id
@@ -47,7 +48,7 @@ class StickyProxyMiddleware:
 
     def __init__(self, crawler: Crawler, store: HealthStore | None = None):
         settings = crawler.settings
-        config = StickyProxyConfig.from_settings(settings)
+        config = for_crawler(crawler)
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
         check_middleware_order(settings)
@@ -82,6 +83,7 @@ class StickyProxyMiddleware:
         crawler.signals.connect(self._open_store, signal=signals.spider_opened)
         crawler.signals.connect(self._close_store, signal=signals.spider_closed)
         crawler.signals.connect(self._dropped, signal=signals.request_dropped)
+        crawler.signals.connect(self.flush_stats, signal=stats_wanted)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyMiddleware:
