@@ -55,7 +55,7 @@ class StickyProxyAuth:
     def _routes(self) -> Any:
         if self._owner is None:
             self._owner = sticky_middleware(self.crawler)
-        return None if self._owner is None else self._owner.routes
+        return None if self._owner is None else self._owner.router
 
     def process_request(self, request: Request) -> None:
         meta = request.meta

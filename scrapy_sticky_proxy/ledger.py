@@ -27,15 +27,24 @@ Outcomes:
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from scrapy.exceptions import IgnoreRequest
 
 from . import _meta as M
+from ._records import give_up_record, keep_record
 
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.http import Response
+
+    from .state.store import HealthStore
+
+logger = logging.getLogger(__name__)
 
 LEDGER_MIDDLEWARE = "scrapy_sticky_proxy.ledger.StickyProxyLedger"
 # Below every middleware that may turn a response or an error into a new
@@ -45,14 +54,24 @@ LOST = "lost/spider_closed"
 
 
 class Ledger:
-    """Open requests by id. Ids are unique across processes (a copy may be
-    queued in Redis and continued by another crawler, which then opens its
-    own entry for it)."""
+    """Open requests by id, and the records of those that will not reach the
+    spider. Ids are unique across processes (a copy may be queued in Redis
+    and continued by another crawler, which then opens its own entry)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        crawler: Crawler,
+        store: HealthStore,
+        redact: Callable[[str], str],
+        inc: Callable[[str], None],
+    ) -> None:
         self._open: dict[str, Request] = {}
         self._prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
+        self._crawler = crawler
+        self._store = store
+        self._redact = redact
+        self._inc = inc
 
     def __len__(self) -> int:
         return len(self._open)
@@ -69,10 +88,50 @@ class Ledger:
         lid = meta.get(M.LEDGER)
         return self._open.pop(lid, None) if isinstance(lid, str) else None
 
-    def drain(self) -> list[Request]:
-        requests = list(self._open.values())
-        self._open.clear()
-        return requests
+    def failed(self, request: Request, reason: str) -> None:
+        """A routed request ended in a download error that no middleware
+        turned into a new request."""
+        if self.close(request.meta) is not None:
+            self.record(request, [*reasons(request), reason], "failed")
+
+    def give_up(self, request: Request, why: list[str]) -> NoReturn:
+        self.record(request, why, "gave_up")
+        raise IgnoreRequest(f"sticky proxy gave up: {', '.join(why)}")
+
+    def spider_closed(self) -> None:
+        """Record what is still open, unless the scheduler keeps it."""
+        if not persistent(self._crawler):
+            requests = list(self._open.values())
+            self._open.clear()
+            for request in requests:
+                self.record(request, [*reasons(request), LOST], "failed")
+
+    def record(self, request: Request, why: list[str], outcome: str) -> None:
+        """Record a routed request that will not reach the spider."""
+        self.close(request.meta)
+        spider = self._crawler.spider
+        record = give_up_record(request, why, self._redact)
+        record["outcome"] = outcome
+        record["spider"] = getattr(spider, "name", None)
+        self._inc(outcome)
+        logger.warning(
+            "%(verb)s %(url)s after %(attempts)d attempts (%(reasons)s)",
+            {
+                "verb": "Gave up on" if outcome == "gave_up" else "Failed:",
+                "url": record["url"],
+                "attempts": len(why),
+                "reasons": ", ".join(why),
+            },
+            extra={"spider": spider},
+        )
+        if not keep_record(self._store, record):
+            self._inc("gave_up_write_errors")
+
+
+def reasons(request: Request) -> list[str]:
+    """Why earlier tries of *request* failed (meta: untrusted)."""
+    value = request.meta.get(M.REASONS)
+    return [str(r) for r in value] if isinstance(value, list) else []
 
 
 def persistent(crawler: Crawler) -> bool:
@@ -116,4 +175,4 @@ class StickyProxyLedger:
     def process_exception(self, request: Request, exception: Exception) -> None:
         owner = self._middleware()
         if owner is not None:
-            owner.request_failed(request, f"failed/{type(exception).__name__}")
+            owner.ledger.failed(request, f"failed/{type(exception).__name__}")

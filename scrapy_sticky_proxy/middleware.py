@@ -1,13 +1,17 @@
-"""The downloader middleware: one sticky session per key, bans re-rolled."""
+"""The downloader middleware: the Scrapy adapter of the router.
+
+Meta in, the router's decision applied (``meta["proxy"]``, the session id,
+the download slot), responses and download errors turned into the router's
+events, copies made through ``get_retry_request`` (:mod:`._copies`), and
+requests that will not reach the spider recorded (:mod:`.ledger`).
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from scrapy import signals
-from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.defer import deferred_from_coro
@@ -15,24 +19,24 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
 
 from . import _meta as M
-from ._records import give_up_record, keep_record
-from ._reroll import bound, number, passed, restart, stamp
+from ._copies import Copies
+from ._reroll import bound, number, passed, stamp
 from ._signals import stats_wanted
+from ._waits import Waits
 from ._wiring import Bypass, check_handlers, check_middleware_order
-from .bans import TIMEOUTS, UNREACHABLE, AnswerLog, BanPolicy, is_tunnel_407, wait_start
-from .cache import bypass, check_guard, restore
+from .bans import TIMEOUTS, UNREACHABLE, BanPolicy, is_tunnel_407
+from .cache import check_guard, restore
 from .config import for_crawler
-from .config.readers import MAX_REROLLS, meta_count
-from .ledger import LOST, Ledger, persistent
-from .routing.keys import session_id
-from .routing.router import Held, Routes
+from .ledger import Ledger, reasons
+from .routing.router import Decision, Held, Router
 from .state.backends import make_store
-from .state.store import HealthStore
 
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.http import Response
+
+    from .state.store import HealthStore
 
 
 logger = logging.getLogger(__name__)
@@ -47,43 +51,40 @@ class StickyProxyMiddleware:
     (or a static proxy), and re-rolls banned requests onto a new session."""
 
     def __init__(self, crawler: Crawler, store: HealthStore | None = None):
-        settings = crawler.settings
         config = for_crawler(crawler)
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
+        settings = crawler.settings
         check_middleware_order(settings)
         self._bypass = Bypass(check_handlers(settings), self._inc)
         self.crawler = crawler
         self.config = config
         self.stats = crawler.stats
-        self.store: HealthStore = (
-            store
-            if store is not None
-            else make_store(config, getattr(crawler.spider, "name", "") or "")
-        )
+        if store is None:
+            store = make_store(config, getattr(crawler.spider, "name", "") or "")
         self.policy: BanPolicy = (
             build_from_crawler(config.ban_policy_cls, crawler)
             if config.ban_policy_cls
             else BanPolicy.from_config(config)
         )
-        self.key_func = config.key_func
-        self.cache = check_guard(settings)
-        self.answers = AnswerLog()
         self.download_timeout = settings.getfloat("DOWNLOAD_TIMEOUT")
-        self.id_rules = config.provider.id_rules
-        self.routes = Routes(config, self.store, self._close)
-        self.pool = self.routes.pool
+        self._waits = Waits()
+        self.router = Router(config, store, wake=self._waits.wake)
+        self.store = store
+        self.pool = self.router.pool
+        self.ledger = Ledger(crawler, store, config.redact, self._inc)
+        self.copies = Copies(crawler, config, self.ledger, check_guard(settings))
         self._closing = False  # we asked the engine to close the spider
         self._watch = create_looping_call(self._watch_engine)
         # Counted here and written to the stats by flush_stats() (progress
         # line, close): a stats call per request costs more than the rest of
         # a healthy request's routing (bench/per_request.py).
         self._requests = 0
-        self.ledger = Ledger()
-        crawler.signals.connect(self._open_store, signal=signals.spider_opened)
-        crawler.signals.connect(self._close_store, signal=signals.spider_closed)
-        crawler.signals.connect(self._dropped, signal=signals.request_dropped)
-        crawler.signals.connect(self.flush_stats, signal=stats_wanted)
+        connect = crawler.signals.connect
+        connect(self._open_store, signal=signals.spider_opened)
+        connect(self._close_store, signal=signals.spider_closed)
+        connect(self._dropped, signal=signals.request_dropped)
+        connect(self.flush_stats, signal=stats_wanted)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyMiddleware:
@@ -97,12 +98,10 @@ class StickyProxyMiddleware:
             self._close(STORE_UNAVAILABLE, str(exc))
 
     async def _close_store(self) -> None:
-        self.routes.stop_waiting()
+        self.router.stop()
         if self._watch.running:
             self._watch.stop()
-        if not persistent(self.crawler):
-            for request in self.ledger.drain():
-                self._record(request, [*_reasons(request), LOST], "failed")
+        self.ledger.spider_closed()
         self.flush_stats()
         await self.store.close()
         self.flush_stats()  # what the store's last writes counted
@@ -120,7 +119,7 @@ class StickyProxyMiddleware:
         if getattr(slot, "closing", None) is not None or getattr(
             engine, "_stopping", False
         ):
-            self.routes.stop_waiting()
+            self.router.stop()
 
     def flush_stats(self) -> None:
         """Write the counters kept locally to the crawl's stats."""
@@ -141,31 +140,32 @@ class StickyProxyMiddleware:
             return
         key = meta.get(M.KEY)
         if not key:
-            key = meta[M.KEY] = self.key_func(request)  # type: ignore[misc]
+            key = meta[M.KEY] = self.config.key_func(request)  # type: ignore[misc]
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
-        pending = self.store.lookup(key)
+        pending = self.router.pending(key)
         if pending is not None:  # a burned key the local view forgot
             await pending
-        now = time.monotonic()
-        generation, rotated = self.store.acquire(key, now)
-        if rotated:
+        session = self.router.session(key)
+        if session.rotated:
             self._inc("rotations")
-        sid = session_id(key, generation, self.id_rules)
         try:
-            route = await self.routes.admit(meta, key, generation)
+            while not isinstance(step := self.router.admit(session, meta), Decision):
+                await self._waits.wait(step.route, step.seconds)
         except Held as held:
+            if held.close is not None:
+                self._close(*held.close)
             if held.reason is None:
                 raise IgnoreRequest(str(held)) from None
-            self._give_up(request, [*_reasons(request), held.reason])
+            self.ledger.give_up(request, [*reasons(request), held.reason])
         slot = self.pool is not None and self.config.slot_per_proxy
         if slot and ("download_slot" not in meta or meta.get(M.SLOT)):
-            meta["download_slot"] = meta[M.SLOT] = route
+            meta["download_slot"] = meta[M.SLOT] = step.route
         # No credentials: StickyProxyAuth adds them next to the downloader.
-        meta["proxy"] = self.routes.endpoint(route)
-        meta[M.ROUTE] = route
-        meta[M.SESSION] = sid
-        meta[M.GENERATION] = generation
+        meta["proxy"] = step.proxy
+        meta[M.ROUTE] = step.route
+        meta[M.SESSION] = step.session
+        meta[M.GENERATION] = step.generation
         self._requests += 1
         self.ledger.routed(request)
 
@@ -179,20 +179,21 @@ class StickyProxyMiddleware:
         if route is None or meta.get(M.DONT):
             return response
         if response.status == 407:
-            self._auth_failed(request, route)
-        self.routes.answered(route, meta)
-        if response.status < 500 and "cached" not in response.flags:
-            self.answers.answered(urlparse_cached(request).netloc, time.monotonic())
+            self._auth_failed(route)
+        cached = "cached" in response.flags
+        shows_target = response.status < 500 and not cached
+        host = urlparse_cached(request).netloc if shows_target else None
+        self.router.answered(route, meta, host)
         reason = self.policy.response_ban(response)
         if reason is None:
-            self.routes.report(route, ok=True)
+            self.router.succeeded(route)
             passed(request, response)
             restore(meta)
             return response
-        if "cached" in response.flags:
+        if cached:
             # An older run's ban page: not this session's fault.
             self._inc("cached_bans")
-            return self._retry_copy(request, reason, "cached_bans")
+            return self.copies.retry(request, reason, "cached_bans")
         return self._ban(request, reason)
 
     def process_exception(
@@ -202,56 +203,59 @@ class StickyProxyMiddleware:
         route = meta.get(M.ROUTE)
         if route is None or meta.get(M.DONT):
             return None
-        gate = self.routes.gate(route)
         if isinstance(exception, IgnoreRequest):
             # Dropped by another component (the HTTP cache, a custom
             # middleware): no answer from the route, and the drop is theirs.
-            gate.inconclusive(meta, time.monotonic())
+            self.router.inconclusive(route, meta)
             return None
         if is_tunnel_407(exception):
-            self._auth_failed(request, route)
+            self._auth_failed(route)
         if isinstance(exception, UNREACHABLE):
             # No ban (burning sessions would not help), and for a static
             # proxy no re-roll either: held back with a backoff, or failed
             # over to a proxy that answers, for STICKY_PROXY_OUTAGE_TIMEOUT.
-            stat = self.routes.refused(route, meta)
+            stat = self.router.refused(route, meta)
             self._inc(stat)
             reason = f"unreachable/{type(exception).__name__}"
-            return self._retry_copy(request, reason, stat)
-        gate.inconclusive(meta, time.monotonic())
+            return self.copies.retry(request, reason, stat)
+        self.router.inconclusive(route, meta)
         ban = self.policy.exception_ban(exception)
         if ban is None:
             return None
-        return self._exception_ban(request, ban, exception)
-
-    def _exception_ban(
-        self, request: Request, reason: str, exception: Exception
-    ) -> Request | None:
         bound(request)  # a follow-up built from response.meta starts afresh
-        meta = request.meta
         soft = meta.get(M.SOFT_RETRIED)
         since = None
         if isinstance(exception, TIMEOUTS):
             timeout = number(meta.get("download_timeout"), self.download_timeout)
-            since = wait_start(soft, timeout, time.monotonic())
-            if not self.answers.answered_since(urlparse_cached(request).netloc, since):
+            host = urlparse_cached(request).netloc
+            since = self.router.exit_blamed(host, soft, timeout)
+            if since is None:
                 # The target answered nobody meanwhile: it is slow or down,
                 # not this exit banned. Left to RetryMiddleware.
                 self._inc("target_timeouts")
                 return None
-        if not soft:
-            # A reset or a timeout may be the network, or a gateway going
-            # down, rather than a ban: try the same session once more before
-            # burning it. A second failure on it is a ban.
-            self._inc("soft_retries")
-            new = self._retry_copy(request, reason, "soft_retries")
-            new.meta[M.SOFT_RETRIED] = True if since is None else since
-            stamp(new)
-            return new
-        return self._ban(request, reason)
+        if soft:
+            return self._ban(request, ban)
+        # A reset or a timeout may be the network, or a gateway going down,
+        # rather than a ban: try the same session once more before burning
+        # it. A second failure on it is a ban.
+        self._inc("soft_retries")
+        new = self.copies.retry(request, ban, "soft_retries")
+        new.meta[M.SOFT_RETRIED] = True if since is None else since
+        stamp(new)
+        return new
 
-    def _auth_failed(self, request: Request, route: str) -> None:
-        self.routes.gate(route).failed()
+    def _ban(self, request: Request, reason: str) -> Request:
+        meta = request.meta
+        self._inc("bans")
+        self._inc(f"bans/{reason}")
+        self.router.banned(meta[M.KEY], meta[M.GENERATION], meta[M.ROUTE])
+        new = self.copies.reroll(request, reason, "rerolls")
+        self._inc("rerolls")
+        return new
+
+    def _auth_failed(self, route: str) -> None:
+        self.router.auth_failed(route)
         self._inc("auth_failed")
         self._close(
             AUTH_FAILED,
@@ -260,103 +264,10 @@ class StickyProxyMiddleware:
         )
         raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
 
-    # -- bans ------------------------------------------------------------------
-
-    def _ban(self, request: Request, reason: str) -> Request:
-        meta = request.meta
-        key, generation, route = meta[M.KEY], meta[M.GENERATION], meta[M.ROUTE]
-        now = time.monotonic()
-        self._inc("bans")
-        self._inc(f"bans/{reason}")
-        self.store.ban(key, generation, now)
-        self.routes.report(route, ok=False)
-        return self._reroll(request, reason, "rerolls")
-
-    def _reroll(self, request: Request, reason: str, stat: str) -> Request:
-        """A copy of *request* for a new route, or IgnoreRequest (recorded)
-        once the request's re-roll budget is spent."""
-        bound(request)  # a follow-up built from response.meta starts afresh
-        meta = request.meta
-        rerolls = int(number(meta.get(M.REROLLS), 0))
-        reasons = [*_reasons(request), reason]
-        limit = meta_count(
-            request,
-            M.MAX_REROLLS,
-            default=self.config.max_rerolls,
-            maximum=MAX_REROLLS,
-            stats=self.stats,
-            redact=self.config.redact,
-        )
-        # After a redirect, start again from the request the spider made.
-        start = restart(request)
-        if rerolls >= limit:
-            self._give_up(start, reasons)
-        new = self._retry_copy(start, reason, stat)
-        new.meta.pop(M.SOFT_RETRIED, None)
-        new.meta[M.REROLLS] = rerolls + 1
-        new.meta[M.REASONS] = reasons
-        stamp(new)
-        self._inc(stat)
-        return new
-
-    def _retry_copy(self, request: Request, reason: str, stat: str) -> Request:
-        """A copy of *request*, through get_retry_request, stripped of its
-        route; stats under ``sticky_proxy/<stat>/``."""
-        retry_times = request.meta.get("retry_times")
-        spider = self.crawler.spider
-        assert spider is not None
-        new = get_retry_request(
-            request,
-            spider=spider,
-            reason=reason,
-            max_retry_times=(retry_times or 0) + 1,
-            stats_base_key=f"sticky_proxy/{stat}",
-            logger=logger,
-        )
-        assert new is not None
-        # Re-rolls have their own budget: leave RetryMiddleware's untouched.
-        if retry_times is None:
-            del new.meta["retry_times"]
-        else:
-            new.meta["retry_times"] = retry_times
-        _strip_route(new)
-        if self.cache:
-            bypass(new.meta)  # to the network, not to the HTTP cache
-        return new
-
-    def _give_up(self, request: Request, reasons: list[str]) -> None:
-        self._record(request, reasons, "gave_up")
-        raise IgnoreRequest(f"sticky proxy gave up: {', '.join(reasons)}")
-
-    def request_failed(self, request: Request, reason: str) -> None:
-        """A routed request ended in a download error that no middleware
-        turned into a new request (see :mod:`.ledger`)."""
-        if self.ledger.close(request.meta) is not None:
-            self._record(request, [*_reasons(request), reason], "failed")
-
-    def _record(self, request: Request, reasons: list[str], outcome: str) -> None:
-        """Record a routed request that will not reach the spider."""
-        self.ledger.close(request.meta)
-        record = give_up_record(request, reasons, self.config.redact)
-        record["outcome"] = outcome
-        record["spider"] = getattr(self.crawler.spider, "name", None)
-        self._inc(outcome)
-        logger.warning(
-            "%(verb)s %(url)s after %(attempts)d attempts (%(reasons)s)",
-            {
-                "verb": "Gave up on" if outcome == "gave_up" else "Failed:",
-                "url": record["url"],
-                "attempts": len(reasons),
-                "reasons": ", ".join(reasons),
-            },
-            extra={"spider": self.crawler.spider},
-        )
-        if not keep_record(self.store, record):
-            self._inc("gave_up_write_errors")
-
     # -- helpers ---------------------------------------------------------------
 
     def _inc(self, name: str, count: int = 1) -> None:
+        """The one way this package's components count: ``sticky_proxy/<name>``."""
         assert self.stats is not None
         self.stats.inc_value(f"sticky_proxy/{name}", count)
 
@@ -365,24 +276,7 @@ class StickyProxyMiddleware:
             return
         self._closing = True
         logger.error("Closing the spider (%s): %s", reason, message)
-        self.routes.stop_waiting()
+        self.router.stop()
         engine = self.crawler.engine
         assert engine is not None
         deferred_from_coro(engine.close_spider_async(reason=reason))
-
-
-def _reasons(request: Request) -> list[str]:
-    reasons = request.meta.get(M.REASONS)
-    return [str(r) for r in reasons] if isinstance(reasons, list) else []
-
-
-def _strip_route(request: Request) -> None:
-    """Drop what this middleware and HttpProxyMiddleware put on a request,
-    so its copy carries no credentials (it may be queued, even in Redis) and
-    gets a fresh route."""
-    meta = request.meta
-    for name in ("proxy", "_auth_proxy", M.ROUTE, M.PROBE, M.SESSION):
-        meta.pop(name, None)
-    if meta.pop(M.SLOT, None):
-        meta.pop("download_slot", None)
-    request.headers.pop(b"Proxy-Authorization", None)

@@ -16,23 +16,25 @@ must not cost a full round of concurrent requests:
   neither extend the backoff nor send extra probes. After ``outage_timeout``
   waiting requests are given up (recorded); one probe per step still goes.
 
-Pure logic: time is the ``now`` argument; a probe is recognised by a token in
-its meta, not by being the same object, so a copy of it that another
-middleware makes on the way down (a new Request from ``process_request``) is
-still the probe and never waits behind itself.
+Pure logic: time is the ``now`` argument, and waiting is the caller's (a
+``WAIT`` verdict says for how long at most; the gate calls ``on_change``
+when waiting requests should decide again). A probe is recognised by a token
+in its request facts (``facts[PROBE]``, the request's meta), not by being the
+same object, so a copy of it that another middleware makes on the way down
+(a new Request from ``process_request``) is still the probe and never waits
+behind itself.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from scrapy.utils.asyncio import call_later
-from scrapy.utils.defer import maybe_deferred_to_future
-from twisted.internet.defer import Deferred
+from .._meta import PROBE
 
-from .. import _meta as M
+Facts = MutableMapping[str, Any]  # a request's meta: plain, untrusted values
 
 OUTAGE_FIRST_BACKOFF = 0.5
 
@@ -57,34 +59,36 @@ class RouteGate:
         "backoff",
         "down_since",
         "not_before",
+        "on_change",
         "policy",
         "probe",
         "probe_since",
         "state",
-        "waiters",
     )
 
-    def __init__(self, policy: GatePolicy) -> None:
+    def __init__(
+        self, policy: GatePolicy, on_change: Callable[[], None] = lambda: None
+    ) -> None:
         self.policy = policy
+        self.on_change = on_change
         # "unknown" (the next request probes) -> "probing" -> "open" | "failed"
         self.state = "unknown"
         self.probe = 0  # token of the probe in flight
         self.probe_since = 0.0
-        self.waiters: list[Deferred[None]] = []
         self.down_since: float | None = None
         self.backoff = 0.0
         self.not_before = 0.0
 
     # -- admission -------------------------------------------------------------
 
-    def decide(self, meta: dict[str, Any], now: float) -> tuple[str, float]:
+    def decide(self, facts: Facts, now: float) -> tuple[str, float]:
         """What a request should do now: ``(GO, 0)``, ``(WAIT, seconds)`` (at
         most, then ask again), ``(GIVE_UP, 0)`` (the route has been down for
         longer than the outage timeout) or ``(FAILED, 0)`` (407)."""
         if self.state == "failed":
             return FAILED, 0.0
         probing = self.state == "probing"
-        if probing and meta.get(M.PROBE) == self.probe:
+        if probing and facts.get(PROBE) == self.probe:
             return GO, 0.0  # the probe itself, back through process_request
         policy = self.policy
         if self.down_since is not None:
@@ -95,11 +99,11 @@ class RouteGate:
                 if expired:
                     return GIVE_UP, 0.0
                 return WAIT, self.probe_since + policy.probe_wait - now
-            return self._start_probe(meta, now)
+            return self._start_probe(facts, now)
         if self.state == "open":
             return GO, 0.0
         if not probing:
-            return self._start_probe(meta, now)
+            return self._start_probe(facts, now)
         waited = now - self.probe_since
         if waited >= policy.probe_wait:
             # The first answer takes too long: stop holding requests back.
@@ -107,39 +111,22 @@ class RouteGate:
             return GO, 0.0
         return WAIT, policy.probe_wait - waited
 
-    def _start_probe(self, meta: dict[str, Any], now: float) -> tuple[str, float]:
+    def _start_probe(self, facts: Facts, now: float) -> tuple[str, float]:
         self.state = "probing"
-        self.probe = meta[M.PROBE] = next(_tokens)
+        self.probe = facts[PROBE] = next(_tokens)
         self.probe_since = now
         return GO, 0.0
 
-    async def wait(self, seconds: float) -> None:
-        """Until the gate's state changes, or *seconds* at most."""
-        waiter: Deferred[None] = Deferred()
-        self.waiters.append(waiter)
-        timer = call_later(seconds, _fire, waiter)
-        try:
-            await maybe_deferred_to_future(waiter)
-        finally:
-            timer.cancel()
-
-    def release(self) -> None:
-        """Wake every waiting request (to re-decide, or to see the spider is
-        closing)."""
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
-            _fire(waiter)
-
     def _settle(self, state: str) -> None:
         self.state = state
-        self.release()
+        self.on_change()  # requests waiting at this gate decide again
 
     # -- outcomes --------------------------------------------------------------
 
-    def answered(self, meta: dict[str, Any], now: float) -> float | None:
+    def answered(self, facts: Facts, now: float) -> float | None:
         """A response came back through the route: it works. Returns how
         long it had been down, if it was."""
-        meta.pop(M.PROBE, None)
+        facts.pop(PROBE, None)
         down_for = None if self.down_since is None else now - self.down_since
         self.down_since = None
         self.backoff = 0.0
@@ -148,23 +135,23 @@ class RouteGate:
             self._settle("open")
         return down_for
 
-    def refused(self, meta: dict[str, Any], now: float) -> float:
+    def refused(self, facts: Facts, now: float) -> float:
         """The route refused a connection. The first refusal starts an outage
         and a failed probe extends its backoff; other refusals come from
         requests already in flight and change nothing. Returns how long the
         route has been down (0 for the refusal that starts the outage)."""
-        was_probe = meta.pop(M.PROBE, None) == self.probe and self.state == "probing"
+        was_probe = facts.pop(PROBE, None) == self.probe and self.state == "probing"
         if self.down_since is None or was_probe:
             self._back_off(now)
         assert self.down_since is not None
         return now - self.down_since
 
-    def inconclusive(self, meta: dict[str, Any], now: float) -> None:
+    def inconclusive(self, facts: Facts, now: float) -> None:
         """The request ended without an answer from the route (a timeout, a
         reset, another middleware dropped it). If it was the probe, it proved
         nothing: during an outage it counts as a failed probe; otherwise stop
         holding requests back behind it."""
-        if meta.pop(M.PROBE, None) != self.probe or self.state != "probing":
+        if facts.pop(PROBE, None) != self.probe or self.state != "probing":
             return
         if self.down_since is not None:
             self._back_off(now)
@@ -187,11 +174,10 @@ class RouteGate:
         """The route rejected the credentials (407)."""
         self._settle("failed")
 
+    def is_probe(self, facts: Facts) -> bool:
+        """Whether *facts* are those of the probe this gate sent last."""
+        return facts.get(PROBE) == self.probe
+
     @property
     def down(self) -> bool:
         return self.down_since is not None
-
-
-def _fire(waiter: Deferred[None]) -> None:
-    if not waiter.called:
-        waiter.callback(None)

@@ -1,11 +1,21 @@
-"""Where a request goes: the gateway, or the static proxy its key picks, once
-that route's gate admits it (see :mod:`.gate`).
+"""The router: which session and which proxy a request goes through, and what
+each outcome teaches about them.
 
-The middleware asks :meth:`Routes.admit` for a route and reports back what
-came through it (:meth:`answered`, :meth:`refused`, :meth:`report`). Static
-proxies that refuse connections are left while another one answers (a
-failover, not a ban); when none answers, requests wait at the gate of the
-one their key picks, one probe per proxy per backoff step.
+Request facts in: the key, and the request's meta as plain values (where a
+probe carries its token). A decision out: :class:`Decision` (session id,
+generation, route, proxy URL), or :class:`Wait` (at which route, for how
+long at most), or :class:`Held` raised (the request must not wait any
+longer). Events in: :meth:`answered`, :meth:`succeeded`, :meth:`banned`,
+:meth:`refused`, :meth:`inconclusive`, :meth:`auth_failed`.
+
+It owns the health store (which generation each key is on), the static
+proxy pool and one gate per route (:mod:`.gate`). Static proxies that refuse
+connections are left while another one answers (a failover, not a ban);
+when none answers, requests wait at the gate of the one their key picks.
+
+No Scrapy, no Twisted: time comes from the injected clocks, and waiting is
+the caller's, who waits at most :attr:`Wait.seconds` or until ``wake(route)``
+(``wake(None)``: every route) says to decide again.
 """
 
 from __future__ import annotations
@@ -13,11 +23,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import _meta as M
-from .gate import FAILED, GIVE_UP, GO, GatePolicy, RouteGate
+from .answers import AnswerLog, wait_start
+from .gate import FAILED, GIVE_UP, GO, Facts, GatePolicy, RouteGate
+from .keys import session_id
 from .pool import ProxyPool
 
 if TYPE_CHECKING:
@@ -32,25 +44,67 @@ OUTAGE = "unreachable/outage"  # give-up reason of requests held back too long
 CLOSING = "spider_closing"  # give-up reason of requests held when it closed
 
 
+@dataclass(frozen=True)
+class Session:
+    """The session a key is on: counted as one use when it is handed out."""
+
+    key: str
+    generation: int
+    id: str
+    rotated: bool  # moved to a new generation by max age / max uses just now
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a request goes: ``proxy`` is ``scheme://host:port`` (never the
+    credentials); ``route`` names the gateway or the static proxy."""
+
+    session: str
+    generation: int
+    route: str
+    proxy: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Wait at *route*'s gate for *seconds* at most, then ask again."""
+
+    route: str
+    seconds: float
+
+
 class Held(Exception):
     """A request that must not wait any longer: record it with ``reason``
-    (``None``: the spider is closing for another cause, already logged)."""
+    (``None``: not the request's fault, the crawl stops; ``close`` then
+    names the spider's close reason and message, if the router asks for it)."""
 
-    def __init__(self, reason: str | None, message: str = ""):
+    def __init__(
+        self,
+        reason: str | None,
+        message: str = "",
+        close: tuple[str, str] | None = None,
+    ):
         super().__init__(message or reason)
         self.reason = reason
+        self.close = close
 
 
-class Routes:
+class Router:
     def __init__(
         self,
         config: StickyProxyConfig,
         store: HealthStore,
-        close_spider: Callable[[str, str], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        wake: Callable[[str | None], None] = lambda route: None,
     ):
         self.config = config
         self.store = store
-        self._close_spider = close_spider
+        self.clock = clock  # gates, sessions, answers: this process only
+        self.wall = wall  # static proxy health: shared between processes
+        self._wake = wake
+        self._id_rules = config.provider.id_rules
         self.proxies = {p.id: p for p in config.static_proxies}
         self.pool: ProxyPool | None = None
         if config.static_proxies:
@@ -66,12 +120,131 @@ class Routes:
         )
         self._down: set[str] = set()  # static proxies refusing connections
         self.stopping = False  # the spider is closing: no request waits
+        self.answers = AnswerLog()
         self._ips: dict[str, Any] = {}
+
+    # -- decisions -------------------------------------------------------------
+
+    def pending(self, key: str) -> Awaitable[None] | None:
+        """Something to await before :meth:`session` (a shared store fetching
+        a burned key it forgot), or None."""
+        return self.store.lookup(key)
+
+    def session(self, key: str) -> Session:
+        generation, rotated = self.store.acquire(key, self.clock())
+        return Session(
+            key, generation, session_id(key, generation, self._id_rules), rotated
+        )
+
+    def admit(self, session: Session, facts: Facts) -> Decision | Wait:
+        """Where the request goes now, or how long to wait before asking
+        again; raises :class:`Held` when it must not wait."""
+        if self.stopping:
+            raise Held(CLOSING)
+        if self.pool is None:
+            assert self.config.gateway is not None
+            route = self.config.gateway.hostport
+        else:
+            # Picked again after every wait: another proxy may be back.
+            route = self._pick(session.key, session.generation)
+        verdict, seconds = self.gate(route).decide(facts, self.clock())
+        if verdict == GO:
+            proxy = self.endpoint(route)
+            return Decision(session.id, session.generation, route, proxy)
+        if verdict == FAILED:
+            raise Held(None, f"proxy {route} rejected the credentials (407)")
+        if verdict == GIVE_UP:
+            raise Held(OUTAGE)
+        return Wait(route, seconds)
+
+    def _pick(self, key: str, generation: int) -> str:
+        assert self.pool is not None
+        now = self.wall()
+        # Proxies refusing connections are left while another one works.
+        picked = self.pool.pick(key, generation, now, avoid=self._down)
+        if picked is None or self.pool.all_dead(now):
+            raise Held(
+                None,
+                "no usable proxy left in STICKY_PROXY_LIST",
+                close=(NO_PROXIES, "every proxy of STICKY_PROXY_LIST is dead"),
+            )
+        return picked
+
+    def stop(self) -> None:
+        """The spider is closing: no request waits at a gate any more."""
+        self.stopping = True
+        self._wake(None)
+
+    # -- events ------------------------------------------------------------------
+
+    def answered(self, route: str, facts: Facts, host: str | None = None) -> None:
+        """A response came back through *route* (from *host*, when it shows
+        the target answering: not a cached one, not a 5xx)."""
+        now = self.clock()
+        if host is not None:
+            self.answers.answered(host, now)
+        down_for = self.gate(route).answered(facts, now)
+        if down_for is not None:
+            logger.info("The proxy %s answers again after %.1f s", route, down_for)
+            self._down.discard(route)
+            self._wake(None)  # requests held at other proxies may come here
+
+    def succeeded(self, route: str) -> None:
+        """The response was no ban."""
+        self._report(route, ok=True)
+
+    def banned(self, key: str, generation: int, route: str) -> None:
+        """The site banned (*key*, *generation*): the key moves on."""
+        self.store.ban(key, generation, self.clock())
+        self._report(route, ok=False)
+
+    def refused(self, route: str, facts: Facts) -> str:
+        """*route* refused a connection (or reset it at accept): that is no
+        ban. Returns the stat the retry counts under."""
+        gate = self.gate(route)
+        first = not gate.down
+        was_probe = gate.is_probe(facts)
+        gate.refused(facts, self.clock())
+        if first:
+            logger.warning(
+                "The proxy %s refuses connections: holding requests back and "
+                "retrying with a backoff (up to %.0f s apart) for %.0f s",
+                route,
+                self.config.outage_backoff_max,
+                self.config.outage_timeout,
+            )
+        if self.pool is None:
+            return "outage_retries"
+        self._down.add(route)
+        if first or was_probe:
+            # Only what the gate learns counts: requests that were in flight
+            # fail together and say nothing new.
+            self._report(route, ok=False, probe=was_probe)
+        return "failovers"
+
+    def inconclusive(self, route: str, facts: Facts) -> None:
+        """The request ended without an answer from *route*."""
+        self.gate(route).inconclusive(facts, self.clock())
+
+    def auth_failed(self, route: str) -> None:
+        """*route* rejected the credentials (407): nothing goes through it."""
+        self.gate(route).failed()
+
+    def exit_blamed(self, host: str, soft: Any, timeout: float) -> float | None:
+        """A request to *host* timed out. When it started waiting on its
+        session, if *host* answered another request since (the exit is
+        tarpitted); None when it answered nobody (the target is slow)."""
+        since = wait_start(soft, timeout, self.clock())
+        return since if self.answers.answered_since(host, since) else None
+
+    # -- routes ------------------------------------------------------------------
 
     def gate(self, route: str) -> RouteGate:
         gate = self.gates.get(route)
         if gate is None:
-            gate = self.gates[route] = RouteGate(self._policy)
+            gate = self.gates[route] = RouteGate(
+                self._policy, lambda: self._wake(route)
+            )
         return gate
 
     def _template(self, route: str) -> ProxyTemplate:
@@ -85,15 +258,13 @@ class Routes:
         if not isinstance(route, str):
             return False
         if self.pool is None:
-            return (
-                self.config.gateway is not None
-                and route == self.config.gateway.hostport
-            )
+            gateway = self.config.gateway
+            return gateway is not None and route == gateway.hostport
         return route in self.proxies
 
     def proxy_ip(self, route: str) -> Any:
-        """The proxy's address when it is given as one (an
-        ``ipaddress`` object), else None."""
+        """The proxy's address when it is given as one (an ``ipaddress``
+        object), else None."""
         ip = self._ips.get(route, False)
         if ip is False:
             host = self._template(route).hostport.rpartition(":")[0].strip("[]")
@@ -112,90 +283,17 @@ class Routes:
         """The Proxy-Authorization value for *session* through *route*."""
         return self._template(route).authorization(session, encoding)
 
-    async def admit(self, meta: dict[str, Any], key: str, generation: int) -> str:
-        """The route to send a request through, once its gate lets it go.
-        Every wait is bounded; raises :class:`Held` when it must not wait."""
-        while True:
-            if self.stopping:
-                raise Held(CLOSING)
-            if self.pool is None:
-                assert self.config.gateway is not None
-                route = self.config.gateway.hostport
-            else:
-                # Pick again after every wait: another proxy may be back.
-                route = self._pick(key, generation)
-            gate = self.gate(route)
-            verdict, seconds = gate.decide(meta, time.monotonic())
-            if verdict == GO:
-                return route
-            if verdict == FAILED:
-                raise Held(None, f"proxy {route} rejected the credentials (407)")
-            if verdict == GIVE_UP:
-                raise Held(OUTAGE)
-            await gate.wait(seconds)
+    # -- static proxy health -----------------------------------------------------
 
-    def _pick(self, key: str, generation: int) -> str:
-        assert self.pool is not None
-        # Wall-clock time: proxy health may be shared between processes.
-        now = time.time()
-        # Proxies refusing connections are left while another one works.
-        picked = self.pool.pick(key, generation, now, avoid=self._down)
-        if picked is None or self.pool.all_dead(now):
-            self._close_spider(NO_PROXIES, "every proxy of STICKY_PROXY_LIST is dead")
-            raise Held(None, "no usable proxy left in STICKY_PROXY_LIST")
-        return picked
-
-    def stop_waiting(self) -> None:
-        """The spider is closing: no request waits at a gate any more."""
-        self.stopping = True
-        for gate in self.gates.values():
-            gate.release()
-
-    # -- what came back ----------------------------------------------------------
-
-    def answered(self, route: str, meta: dict[str, Any]) -> None:
-        """A response came back through *route*."""
-        down_for = self.gate(route).answered(meta, time.monotonic())
-        if down_for is not None:
-            logger.info("The proxy %s answers again after %.1f s", route, down_for)
-            self._down.discard(route)
-            # Requests held at other proxies' gates may come here now.
-            for gate in self.gates.values():
-                gate.release()
-
-    def refused(self, route: str, meta: dict[str, Any]) -> str:
-        """*route* refused a connection (or reset it at accept): that is no
-        ban. Returns the stat the retry counts under."""
-        gate = self.gate(route)
-        first = not gate.down
-        was_probe = meta.get(M.PROBE) == gate.probe
-        gate.refused(meta, time.monotonic())
-        if first:
-            logger.warning(
-                "The proxy %s refuses connections: holding requests back and "
-                "retrying with a backoff (up to %.0f s apart) for %.0f s",
-                route,
-                self.config.outage_backoff_max,
-                self.config.outage_timeout,
-            )
-        if self.pool is None:
-            return "outage_retries"
-        self._down.add(route)
-        if first or was_probe:
-            # Only what the gate learns counts: requests that were in flight
-            # fail together and say nothing new.
-            self.report(route, ok=False, probe=was_probe)
-        return "failovers"
-
-    def report(self, route: str, ok: bool, probe: bool = False) -> None:
+    def _report(self, route: str, ok: bool, probe: bool = False) -> None:
         """Update a static proxy's health; share it when it changed."""
         if self.pool is None:
             return
         before = self.pool.export(route)
         if ok:
-            self.pool.success(route, time.time())
+            self.pool.success(route, self.wall())
         else:
-            self.pool.failure(route, time.time(), probe=probe)
+            self.pool.failure(route, self.wall(), probe=probe)
         after = self.pool.export(route)
         if after != before:
             self.store.proxy_changed(route, *after)

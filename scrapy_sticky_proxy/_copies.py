@@ -1,0 +1,103 @@
+"""Copies of a routed request: a retry on the same session, or a re-roll onto
+a new one within the request's budget. Both go through Scrapy's
+``get_retry_request`` and leave without their route and credentials (a copy
+may be queued, even in Redis)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from scrapy.downloadermiddlewares.retry import get_retry_request
+
+from . import _meta as M
+from ._reroll import bound, number, restart, stamp
+from .cache import bypass
+from .config.readers import MAX_REROLLS, meta_count
+from .ledger import reasons
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+
+    from .config import StickyProxyConfig
+    from .ledger import Ledger
+
+logger = logging.getLogger("scrapy_sticky_proxy.middleware")
+
+
+class Copies:
+    def __init__(
+        self,
+        crawler: Crawler,
+        config: StickyProxyConfig,
+        ledger: Ledger,
+        cache: bool,
+    ):
+        self.crawler = crawler
+        self.config = config
+        self.ledger = ledger
+        self.cache = cache  # HTTPCACHE_ENABLED: copies go to the network
+
+    def reroll(self, request: Request, reason: str, stat: str) -> Request:
+        """A copy of *request* for a new session, or IgnoreRequest (recorded)
+        once the request's re-roll budget is spent."""
+        bound(request)  # a follow-up built from response.meta starts afresh
+        meta = request.meta
+        rerolls = int(number(meta.get(M.REROLLS), 0))
+        why = [*reasons(request), reason]
+        assert self.crawler.stats is not None
+        limit = meta_count(
+            request,
+            M.MAX_REROLLS,
+            default=self.config.max_rerolls,
+            maximum=MAX_REROLLS,
+            stats=self.crawler.stats,
+            redact=self.config.redact,
+        )
+        # After a redirect, start again from the request the spider made.
+        start = restart(request)
+        if rerolls >= limit:
+            self.ledger.give_up(start, why)
+        new = self.retry(start, reason, stat)
+        new.meta.pop(M.SOFT_RETRIED, None)
+        new.meta[M.REROLLS] = rerolls + 1
+        new.meta[M.REASONS] = why
+        stamp(new)
+        return new
+
+    def retry(self, request: Request, reason: str, stat: str) -> Request:
+        """A copy of *request*, through get_retry_request, stripped of its
+        route; stats under ``sticky_proxy/<stat>/``."""
+        retry_times = request.meta.get("retry_times")
+        spider = self.crawler.spider
+        assert spider is not None
+        new = get_retry_request(
+            request,
+            spider=spider,
+            reason=reason,
+            max_retry_times=(retry_times or 0) + 1,
+            stats_base_key=f"sticky_proxy/{stat}",
+            logger=logger,
+        )
+        assert new is not None
+        # Re-rolls have their own budget: leave RetryMiddleware's untouched.
+        if retry_times is None:
+            del new.meta["retry_times"]
+        else:
+            new.meta["retry_times"] = retry_times
+        strip_route(new)
+        if self.cache:
+            bypass(new.meta)  # to the network, not to the HTTP cache
+        return new
+
+
+def strip_route(request: Request) -> None:
+    """Drop what the middleware and HttpProxyMiddleware put on a request, so
+    its copy carries no credentials and gets a fresh route."""
+    meta = request.meta
+    for name in ("proxy", "_auth_proxy", M.ROUTE, M.PROBE, M.SESSION):
+        meta.pop(name, None)
+    if meta.pop(M.SLOT, None):
+        meta.pop("download_slot", None)
+    request.headers.pop(b"Proxy-Authorization", None)

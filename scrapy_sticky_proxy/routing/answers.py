@@ -1,0 +1,39 @@
+"""When each target last answered: tells a tarpitted exit from a slow site."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AnswerLog:
+    """When each target (host:port) last answered, through any session.
+
+    A timeout is the exit's fault only if the target answered another
+    request while this one waited: a tarpitted exit then, not a slow site.
+    Bounded: the least recently answering targets are forgotten first (a
+    forgotten target's timeouts count as "slow", which burns nothing).
+    """
+
+    def __init__(self, max_hosts: int = 4096):
+        self.max_hosts = max_hosts
+        self._last: dict[str, float] = {}
+
+    def answered(self, host: str, now: float) -> None:
+        last = self._last
+        last.pop(host, None)
+        last[host] = now
+        if len(last) > self.max_hosts:
+            del last[next(iter(last))]
+
+    def answered_since(self, host: str, since: float) -> bool:
+        when = self._last.get(host)
+        return when is not None and when >= since
+
+
+def wait_start(soft_retried: Any, timeout: float, now: float) -> float:
+    """When a request that just timed out started waiting on its session:
+    at its first try if this is its same-session retry (which records that
+    time in ``meta[M.SOFT_RETRIED]``), else *timeout* ago."""
+    if type(soft_retried) is float and soft_retried <= now:
+        return soft_retried
+    return now - timeout
