@@ -24,7 +24,7 @@ from .cache import bypass, check_guard, restore
 from .config import for_crawler
 from .config.readers import MAX_REROLLS, meta_count
 from .ledger import LOST, Ledger, persistent
-from .routing.keys import session_id
+from .routing.ids import session_id
 from .routing.router import Held, Routes
 from .state.backends import make_store
 from .state.store import HealthStore

@@ -20,7 +20,7 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy import StickyProxyMiddleware, serializer
-from scrapy_sticky_proxy.routing.keys import session_id
+from scrapy_sticky_proxy.routing.ids import session_id
 from scrapy_sticky_proxy.routing.pool import ProxyPool
 from scrapy_sticky_proxy.routing.providers import PRESETS
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_all

@@ -19,7 +19,7 @@ from typing import Literal
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigError
-from .keys import ALNUM, IdRules
+from .ids import ALNUM, IdRules
 from .proxyurl import Fail, split_proxy_url
 
 __all__ = [
@@ -186,7 +186,7 @@ class ProxyTemplate:
     def render(self, session_id: str) -> str:
         """The full proxy URL, credentials included, for *session_id*.
 
-        *session_id* must fit :attr:`id_rules` (use ``keys.session_id``).
+        *session_id* must fit :attr:`id_rules` (use ``ids.session_id``).
         """
         return session_id.join(self.segments)
 
