@@ -23,7 +23,7 @@ from .pool import ProxyPool
 if TYPE_CHECKING:
     from ..config import StickyProxyConfig
     from ..state.store import HealthStore
-    from .providers import ProxyTemplate
+    from .template import ProxyTemplate
 
 logger = logging.getLogger(__name__)
 
