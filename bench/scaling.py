@@ -55,7 +55,8 @@ def url(i: int) -> str:
 
 
 def new_store(kind: str, max_keys: int) -> Any:
-    from scrapy_sticky_proxy.state.store import MemoryStore, Rotation
+    from scrapy_sticky_proxy.state.memory import MemoryStore
+    from scrapy_sticky_proxy.state.store import Rotation
 
     if kind == "memory":
         return MemoryStore(max_keys)

@@ -255,7 +255,7 @@ async def test_a_burned_key_evicted_from_the_local_view_is_not_reused(
 
 
 def test_the_evicted_filter_remembers_the_latest_evictions() -> None:
-    from scrapy_sticky_proxy.state.store import EvictedFilter
+    from scrapy_sticky_proxy.state.evicted import EvictedFilter
 
     evicted = EvictedFilter(1024)
     assert not evicted and key_digest("k0") not in evicted

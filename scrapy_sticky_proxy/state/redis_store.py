@@ -28,6 +28,8 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from .evicted import EvictedFilter
+from .memory import MemoryStore
 from .redis_layout import (
     BUMP,
     DEFAULT_TTL,
@@ -47,7 +49,7 @@ from .redis_layout import (
 )
 from .redis_reader import Reader
 from .redis_writer import Writer
-from .store import DEFAULT_MAX_KEYS, EvictedFilter, HealthStore, MemoryStore, Rotation
+from .store import DEFAULT_MAX_KEYS, HealthStore, Rotation
 
 logger = logging.getLogger(__name__)
 
