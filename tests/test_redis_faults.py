@@ -15,7 +15,8 @@ import pytest
 import redis
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from scrapy_sticky_proxy.state.redis_store import RedisStore, key_digest
+from scrapy_sticky_proxy.state.redis_layout import key_digest
+from scrapy_sticky_proxy.state.redis_store import RedisStore
 
 from .redis_server import RedisServer, free_port
 from .test_redis_store import NS, opened, sync_client, within
