@@ -55,7 +55,8 @@ def url(i: int) -> str:
 
 
 def new_store(kind: str, max_keys: int) -> Any:
-    from scrapy_sticky_proxy.state.store import MemoryStore, Rotation
+    from scrapy_sticky_proxy.state.memory import MemoryStore
+    from scrapy_sticky_proxy.state.store import Rotation
 
     if kind == "memory":
         return MemoryStore(max_keys)
@@ -75,7 +76,7 @@ def filler(kind: str, store: Any) -> Callable[[int], None]:
     if kind == "memory + rotation":
         # Each key is born at its own time: its own float, as in a crawl.
         return lambda i: store.acquire(url(i), time.monotonic())
-    from scrapy_sticky_proxy.state.redis_store import key_digest
+    from scrapy_sticky_proxy.state.redis_layout import key_digest
 
     # What a ban announced by another crawler (or loaded at start) leaves in
     # the local view: the digest, at generation 1.

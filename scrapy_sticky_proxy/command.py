@@ -33,7 +33,8 @@ from . import _meta as M
 from .config.model import _pool_policy, _redis_params, _redis_url
 from .config.readers import read_str
 from .errors import ConfigError
-from .routing.pool import PoolPolicy, ProxyPool
+from .routing.health import PoolPolicy
+from .routing.pool import ProxyPool
 from .state.redis_layout import (
     MAX_VALUE_LEN,
     is_digest,

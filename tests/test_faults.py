@@ -17,7 +17,8 @@ from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
-from scrapy_sticky_proxy.state.store import MemoryStore, Rotation
+from scrapy_sticky_proxy.state.memory import MemoryStore
+from scrapy_sticky_proxy.state.store import Rotation
 
 from .conftest import assert_absent, assert_no_leak, crawl
 from .spiders import ItemsSpider, at_counts, hooked, item_of

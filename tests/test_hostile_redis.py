@@ -20,11 +20,12 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy import StickyProxyMiddleware, serializer
-from scrapy_sticky_proxy.routing.keys import session_id
+from scrapy_sticky_proxy.routing.ids import session_id
 from scrapy_sticky_proxy.routing.pool import ProxyPool
 from scrapy_sticky_proxy.routing.providers import PRESETS
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_all
-from scrapy_sticky_proxy.state.redis_store import RedisStore, key_digest
+from scrapy_sticky_proxy.state.redis_layout import key_digest
+from scrapy_sticky_proxy.state.redis_store import RedisStore
 
 from .conftest import crawl
 from .spiders import ItemsSpider

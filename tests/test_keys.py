@@ -1,4 +1,4 @@
-"""Key policies and the session id codec (scrapy_sticky_proxy.routing.keys)."""
+"""Key policies and the session id codec (scrapy_sticky_proxy.routing.keys, .ids)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,11 @@ from hypothesis import strategies as st
 
 from scrapy_sticky_proxy.errors import ConfigError
 from scrapy_sticky_proxy.routing import keys
+from scrapy_sticky_proxy.routing.ids import ALNUM, IdRules, session_id
 from scrapy_sticky_proxy.routing.keys import (
-    ALNUM,
-    IdRules,
     domain_key,
     host_key,
     load_key_policy,
-    session_id,
     url_key,
 )
 

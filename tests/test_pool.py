@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scrapy_sticky_proxy.routing.pool import PoolPolicy, ProxyPool, ProxyState
+from scrapy_sticky_proxy.routing.health import PoolPolicy, ProxyState
+from scrapy_sticky_proxy.routing.pool import ProxyPool
 
 from .conftest import assert_absent
 

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scrapy_sticky_proxy.errors import ConfigError
-from scrapy_sticky_proxy.routing.keys import session_id
-from scrapy_sticky_proxy.routing.providers import PRESETS, ProxyTemplate, get_preset
+from scrapy_sticky_proxy.routing.ids import session_id
+from scrapy_sticky_proxy.routing.providers import PRESETS, get_preset
+from scrapy_sticky_proxy.routing.template import ProxyTemplate
 
 PW = "S3cr3tPw"
 LIFETIME = "STICKY_PROXY_SESSION_LIFETIME"

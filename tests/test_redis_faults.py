@@ -15,7 +15,8 @@ import pytest
 import redis
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from scrapy_sticky_proxy.state.redis_store import RedisStore, key_digest
+from scrapy_sticky_proxy.state.redis_layout import key_digest
+from scrapy_sticky_proxy.state.redis_store import RedisStore
 
 from .redis_server import RedisServer, free_port
 from .test_redis_store import NS, opened, sync_client, within
@@ -255,7 +256,7 @@ async def test_a_burned_key_evicted_from_the_local_view_is_not_reused(
 
 
 def test_the_evicted_filter_remembers_the_latest_evictions() -> None:
-    from scrapy_sticky_proxy.state.store import EvictedFilter
+    from scrapy_sticky_proxy.state.evicted import EvictedFilter
 
     evicted = EvictedFilter(1024)
     assert not evicted and key_digest("k0") not in evicted

@@ -11,7 +11,8 @@ import pytest
 import redis
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from scrapy_sticky_proxy.state.redis_store import RedisStore, key_digest, redact_url
+from scrapy_sticky_proxy.state.redis_layout import key_digest, redact_url
+from scrapy_sticky_proxy.state.redis_store import RedisStore
 
 from .conftest import assert_absent
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from scrapy_sticky_proxy.config import StaticProxy, StickyProxyConfig
-from scrapy_sticky_proxy.routing.keys import session_id
-from scrapy_sticky_proxy.routing.providers import ProxyTemplate, get_preset
+from scrapy_sticky_proxy.routing.ids import session_id
+from scrapy_sticky_proxy.routing.providers import get_preset
 from scrapy_sticky_proxy.routing.router import (
     CLOSING,
     OUTAGE,
@@ -19,7 +19,8 @@ from scrapy_sticky_proxy.routing.router import (
     Router,
     Wait,
 )
-from scrapy_sticky_proxy.state.store import MemoryStore
+from scrapy_sticky_proxy.routing.template import ProxyTemplate
+from scrapy_sticky_proxy.state.memory import MemoryStore
 
 GATEWAY = "http://user-{session}:s3cret@127.0.0.1:8000"
 

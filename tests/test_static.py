@@ -10,7 +10,7 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy import StickyProxyMiddleware
-from scrapy_sticky_proxy.routing.pool import ProxyState
+from scrapy_sticky_proxy.routing.health import ProxyState
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_all
 
 from .conftest import assert_no_leak, crawl

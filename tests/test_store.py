@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from scrapy_sticky_proxy.state.store import MemoryStore, Rotation
+from scrapy_sticky_proxy.state.memory import MemoryStore
+from scrapy_sticky_proxy.state.store import Rotation
 
 
 def test_unbanned_keys_take_no_memory() -> None:

@@ -133,7 +133,7 @@ async def test_give_ups_that_cannot_be_written_are_logged_and_counted(
 @pytest.mark.parametrize("key", ["caf\u00e9/\u4e2d", "lone-\ud800-surrogate"])
 @deferred_f_from_coro_f
 async def test_a_record_any_key_can_hold_is_written(tmp_path: Path, key: str) -> None:
-    from scrapy_sticky_proxy.state.store import MemoryStore
+    from scrapy_sticky_proxy.state.memory import MemoryStore
 
     path = tmp_path / "gave_up.jsonl"
     store = MemoryStore(gave_up_file=str(path))

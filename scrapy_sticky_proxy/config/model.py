@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from .._records import checked_gave_up_file
 from ..bans import DEFAULT_BAN_EXCEPTIONS, DEFAULT_BAN_STATUSES, compile_patterns
 from ..errors import ConfigError
+from ..routing.health import PoolPolicy
 from ..routing.keys import load_key_policy
-from ..routing.pool import PoolPolicy
-from ..routing.providers import ProviderSpec, ProxyTemplate, get_preset
+from ..routing.providers import ProviderSpec, get_preset
+from ..routing.template import ProxyTemplate
 from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .readers import (
     MAX_REROLLS,

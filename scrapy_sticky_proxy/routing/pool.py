@@ -1,6 +1,5 @@
-"""Static proxy list: per-proxy health and sticky, deterministic picks.
+"""Static proxy list: sticky, deterministic picks among the usable proxies.
 
-Pure logic: time is the ``now`` argument (seconds), jitter an injected Random.
 Weighted rendezvous hashing: for a key, each proxy scores ``-w / ln(u)``, ``u``
 in (0, 1) from ``blake2b(f"{id}\\0{key}\\0" "0", digest_size=8)``; ranked by
 score, generation ``g`` takes the first usable proxy from place ``g mod n`` on
@@ -8,82 +7,27 @@ score, generation ``g`` takes the first usable proxy from place ``g mod n`` on
 and run, shares follow weights, consecutive generations of a key never prefer
 the same proxy, and benching a proxy moves only its own keys (back when it
 recovers). ``pick`` is O(n) proxies with one blake2b copy and one log each
-(plus a sort from generation 1); ``snapshot``,
-``counts``, ``all_dead`` O(n); the rest O(1).
+(plus a sort from generation 1); ``snapshot``, ``counts``, ``all_dead`` O(n);
+the rest O(1). Each proxy's health (failures, backoff, states) is kept by
+:mod:`.health`. Messages never hold proxy ids, which are often URLs with
+credentials.
 
-DEGRADED proxies keep full weight: a cut would move keys after one failure,
-the churn stickiness exists to avoid. Failures reported while a proxy is
-benched are ignored: they come from requests already in flight, and one burst
-must not push a proxy straight to DEAD. Messages never hold proxy ids, which
-are often URLs with credentials.
+Pure logic: time is the ``now`` argument (seconds), jitter an injected Random.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import math
 import random
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 
-__all__ = ["PoolPolicy", "ProxyPool", "ProxyState"]
+from .health import PoolPolicy, ProxyHealth, ProxyState, is_finite
 
 # u = (top 52 bits + 0.5) / 2**52 is exact in a double and strictly inside (0, 1).
 _U_SHIFT = 64 - 52
 _U_SCALE = 2.0**-52
-# Caps 2 ** (f - unhealthy_after) so a huge restored count cannot overflow.
-_MAX_DOUBLINGS = 64
-
-
-class ProxyState(enum.Enum):
-    """Health from the consecutive failure count ``f`` (see :class:`PoolPolicy`).
-
-    UNKNOWN: never reported. HEALTHY: last report a success. DEGRADED:
-    ``0 < f < unhealthy_after``. UNHEALTHY: benched until ``retry_at``, then on
-    probation: a success heals it, a failure benches it twice as long (capped,
-    jittered). DEAD: ``f >= dead_after``, benched ``backoff_max`` per failure,
-    then on probation too, but ``all_dead`` counts it as gone.
-    """
-
-    UNKNOWN = "unknown"
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    UNHEALTHY = "unhealthy"
-    DEAD = "dead"
-
-
-def _is_finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _is_count(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-@dataclass(frozen=True)
-class PoolPolicy:
-    """Failure thresholds and backoff timing (seconds) for :class:`ProxyPool`."""
-
-    unhealthy_after: int = 3
-    dead_after: int = 12
-    backoff_base: float = 30.0
-    backoff_max: float = 1800.0
-    jitter: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not _is_count(self.unhealthy_after, 1):
-            raise ValueError("unhealthy_after must be an integer >= 1")
-        if not _is_count(self.dead_after, self.unhealthy_after + 1):
-            raise ValueError("dead_after must be an integer > unhealthy_after")
-        for name in ("backoff_base", "backoff_max"):
-            seconds = getattr(self, name)
-            if not _is_finite(seconds) or seconds <= 0:
-                raise ValueError(f"{name} must be a positive finite number")
-        if self.backoff_max < self.backoff_base:
-            raise ValueError("backoff_max must not be less than backoff_base")
-        if not _is_finite(self.jitter) or not 0 <= self.jitter < 1:
-            raise ValueError("jitter must be in [0, 1)")
+_DEFAULT_POLICY = PoolPolicy()
 
 
 def _encode(text: str) -> bytes:
@@ -91,19 +35,17 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-class _Proxy:
-    """Mutable per-proxy record; ``retry_at`` is set while benched or on probation."""
+class _Proxy(ProxyHealth):
+    """One proxy of the pool: its health, id, weight and hash state."""
 
-    __slots__ = ("ever_ok", "failures", "hasher", "proxy_id", "retry_at", "weight")
+    __slots__ = ("hasher", "proxy_id", "weight")
 
     def __init__(self, proxy_id: str, weight: float) -> None:
+        super().__init__()
         self.proxy_id = proxy_id
         self.weight = weight
         # Hash state after "{proxy_id}\0"; pick() copies it and adds the key.
         self.hasher = hashlib.blake2b(_encode(proxy_id + "\x00"), digest_size=8)
-        self.failures = 0
-        self.retry_at: float | None = None
-        self.ever_ok = False
 
 
 class ProxyPool:
@@ -117,7 +59,7 @@ class ProxyPool:
         self,
         proxy_ids: Sequence[str],
         weights: Sequence[float] | None = None,
-        policy: PoolPolicy = PoolPolicy(),
+        policy: PoolPolicy = _DEFAULT_POLICY,
         rng: random.Random | None = None,
     ) -> None:
         if isinstance(proxy_ids, str) or not proxy_ids:
@@ -136,7 +78,7 @@ class ProxyPool:
                 raise ValueError(f"proxy #{index}: id must be a non-empty string")
             if proxy_id in self._by_id:
                 raise ValueError(f"proxy #{index}: duplicate id")
-            if not _is_finite(weight) or weight <= 0:
+            if not is_finite(weight) or weight <= 0:
                 raise ValueError(f"proxy #{index}: weight must be positive and finite")
             self._by_id[proxy_id] = proxy = _Proxy(proxy_id, float(weight))
             self._proxies.append(proxy)
@@ -227,48 +169,33 @@ class ProxyPool:
 
     def usable(self, proxy_id: str, now: float) -> bool:
         """Whether ``pick`` may choose this proxy at ``now`` (not benched)."""
-        retry_at = self._get(proxy_id).retry_at
-        return retry_at is None or now >= retry_at
+        return not self._get(proxy_id).benched(now)
 
     def success(self, proxy_id: str, now: float) -> None:
         """A request through this proxy succeeded: it becomes HEALTHY."""
-        proxy = self._get(proxy_id)
-        proxy.failures = 0
-        proxy.retry_at = None
-        proxy.ever_ok = True
+        self._get(proxy_id).succeed()
 
     def failure(self, proxy_id: str, now: float, probe: bool = False) -> ProxyState:
         """A request through this proxy failed (ignored while benched, unless
         it was the *probe*: the one request sent to find out whether the
         proxy is back, whose failure is news)."""
         proxy = self._get(proxy_id)
-        if not probe and proxy.retry_at is not None and now < proxy.retry_at:
-            return self._state_of(proxy)
-        proxy.failures += 1
-        failures = proxy.failures
-        policy = self._policy
-        if failures >= policy.dead_after:
-            proxy.retry_at = now + policy.backoff_max
-        elif failures >= policy.unhealthy_after:
-            doublings = min(failures - policy.unhealthy_after, _MAX_DOUBLINGS)
-            delay = min(policy.backoff_base * 2.0**doublings, policy.backoff_max)
-            jitter = policy.jitter
-            proxy.retry_at = now + delay * self._rng.uniform(1 - jitter, 1 + jitter)
-        return self._state_of(proxy)
+        proxy.fail(now, self._policy, self._rng, probe)
+        return proxy.state(self._policy)
 
     def state(self, proxy_id: str, now: float) -> ProxyState:
         """Health of one proxy (from counts only; :meth:`usable` looks at ``now``)."""
-        return self._state_of(self._get(proxy_id))
+        return self._get(proxy_id).state(self._policy)
 
     def snapshot(self, now: float) -> dict[str, ProxyState]:
         """Every proxy's state, in list order."""
-        return {proxy.proxy_id: self._state_of(proxy) for proxy in self._proxies}
+        return {proxy.proxy_id: proxy.state(self._policy) for proxy in self._proxies}
 
     def counts(self, now: float) -> dict[ProxyState, int]:
         """How many proxies are in each state; every state is a key."""
         counts = dict.fromkeys(ProxyState, 0)
         for proxy in self._proxies:
-            counts[self._state_of(proxy)] += 1
+            counts[proxy.state(self._policy)] += 1
         return counts
 
     def all_dead(self, now: float) -> bool:
@@ -285,15 +212,7 @@ class ProxyPool:
         processes sharing state must use wall-clock time. It is dropped when
         ``failures < unhealthy_after``; a higher count without it is probation.
         """
-        proxy = self._get(proxy_id)
-        if not _is_count(failures, 0):
-            raise ValueError("failures must be an integer >= 0")
-        if retry_at is not None and not _is_finite(retry_at):
-            raise ValueError("retry_at must be a finite number or None")
-        proxy.failures = failures
-        benched = failures >= self._policy.unhealthy_after
-        proxy.retry_at = float(retry_at) if benched and retry_at is not None else None
-        proxy.ever_ok = bool(ever_ok)
+        self._get(proxy_id).restore(failures, retry_at, ever_ok, self._policy)
 
     def export(self, proxy_id: str) -> tuple[int, float | None, bool]:
         """``(failures, retry_at, ever_ok)`` of one proxy; see :meth:`restore`."""
@@ -306,13 +225,3 @@ class ProxyPool:
         except KeyError:
             # The id may hold credentials: keep it out of the exception.
             raise KeyError("proxy not in this pool") from None
-
-    def _state_of(self, proxy: _Proxy) -> ProxyState:
-        failures = proxy.failures
-        if failures >= self._policy.dead_after:
-            return ProxyState.DEAD
-        if failures >= self._policy.unhealthy_after:
-            return ProxyState.UNHEALTHY
-        if failures:
-            return ProxyState.DEGRADED
-        return ProxyState.HEALTHY if proxy.ever_ok else ProxyState.UNKNOWN

@@ -1,41 +1,29 @@
-"""Provider presets and proxy URL templates.
+"""Provider presets: where each provider reads the session id.
 
 A :class:`ProviderSpec` says where a provider reads the session id (and the
-session lifetime) from the proxy credentials and which ids it accepts. A
-:class:`ProxyTemplate` is one validated proxy URL, split once at parse time so
-that :meth:`ProxyTemplate.render` is a single string join per request.
+session lifetime) from the proxy credentials and which ids it accepts;
+:func:`place_session` writes them there, for a URL without a ``{session}``
+placeholder. The URL itself is checked and split by :mod:`.template`.
 
 Pure logic: no Scrapy import, no I/O.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
-from urllib.parse import quote, unquote
 
 from ..errors import ConfigError
-from .keys import ALNUM, IdRules
-from .proxyurl import Fail, split_proxy_url
-
-__all__ = [
-    "LIFETIME_SETTING",
-    "PLACEHOLDERS",
-    "PRESETS",
-    "ProviderSpec",
-    "ProxyTemplate",
-    "get_preset",
-]
+from .ids import ALNUM, IdRules
+from .proxyurl import Fail
 
 LIFETIME_SETTING = "STICKY_PROXY_SESSION_LIFETIME"
-PLACEHOLDERS = ("{session}", "{lifetime}")
+SESSION = "{session}"
+LIFETIME = "{lifetime}"
 LifetimeUnit = Literal["seconds", "minutes", "compact"]
-_SESSION = "{session}"
-_LIFETIME = "{lifetime}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +55,6 @@ class ProviderSpec:
 
 
 _ALNUM32 = IdRules(ALNUM, 1, 32)
-_SESSION_SUFFIX = "-session-{session}"
 _PRESET_LIST = (
     ProviderSpec("generic", IdRules(ALNUM, 1, 64), part=None, session_format=""),
     ProviderSpec("packetstream", _ALNUM32, "password", "_session-{session}",
@@ -91,7 +78,7 @@ _PRESET_LIST = (
                  lifetime_format="-lifetime-{lifetime}", lifetime_unit="minutes",
                  lifetime_min=3, lifetime_max=1440, gateway="proxy.geonode.io:10000"),
     # Tor: the username is the id; IsolateSOCKSAuth gives each its own circuit.
-    ProviderSpec("tor", IdRules(ALNUM, 1, 64), session_format=_SESSION, replace=True,
+    ProviderSpec("tor", IdRules(ALNUM, 1, 64), session_format=SESSION, replace=True,
                  default_password="x", gateway="127.0.0.1:9080"),  # noqa: S106
     ProviderSpec("sandbox", _ALNUM32, lifetime_format="-lifetime-{lifetime}",
                  lifetime_max=86400),
@@ -125,7 +112,7 @@ def _compact(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _lifetime_text(spec: ProviderSpec, seconds: object) -> str:
+def lifetime_text(spec: ProviderSpec, seconds: object) -> str:
     """*seconds* written as *spec* wants it; ConfigError if it does not fit."""
     if isinstance(seconds, bool) or not isinstance(seconds, int):
         raise ConfigError(LIFETIME_SETTING, "must be a whole number of seconds")
@@ -147,168 +134,7 @@ def _lifetime_text(spec: ProviderSpec, seconds: object) -> str:
     return _compact(value) if spec.lifetime_unit == "compact" else str(value)
 
 
-# -- proxy URL templates --------------------------------------------------------
-
-_TOKEN_RE = re.compile(r"\{([^{}]*)\}")
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
-#: Kept as written in the userinfo; everything else is percent-encoded
-#: (``@``, ``[``, non-ASCII...), which ``unquote`` undoes.
-_USERINFO_SAFE = "!$&'()*+,;=:%"
-
-
-@dataclass(frozen=True, repr=False)
-class ProxyTemplate:
-    """A validated proxy URL, ready to take a session id.
-
-    *password* is the user's secret in unquoted form (for a password holding
-    placeholders, its literal text before the first one), ``None`` when there
-    is none; :attr:`secrets` and :meth:`redact` also cover its escaped form.
-    ``repr()`` and ``str()`` never show credentials.
-    """
-
-    hostport: str
-    scheme: str = "http"
-    password: str | None = None
-    provider: str = "generic"
-    id_rules: IdRules = PRESETS["generic"].id_rules
-    segments: tuple[str, ...] = ()
-    secrets: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.segments:
-            object.__setattr__(self, "segments", (f"{self.scheme}://{self.hostport}",))
-
-    @property
-    def has_session(self) -> bool:
-        """Whether the rendered URL depends on the session id."""
-        return len(self.segments) > 1
-
-    def render(self, session_id: str) -> str:
-        """The full proxy URL, credentials included, for *session_id*.
-
-        *session_id* must fit :attr:`id_rules` (use ``keys.session_id``).
-        """
-        return session_id.join(self.segments)
-
-    @property
-    def endpoint(self) -> str:
-        """``scheme://host:port``: the proxy without credentials, all that a
-        request carries (see :mod:`scrapy_sticky_proxy.auth`)."""
-        return f"{self.scheme}://{self.hostport}"
-
-    def authorization(self, session_id: str, encoding: str = "latin-1") -> bytes | None:
-        """The ``Proxy-Authorization`` value for *session_id* (Basic, as
-        HttpProxyMiddleware builds it from a URL), or None without
-        credentials."""
-        rest = self.render(session_id).partition("://")[2]
-        userinfo = rest.rpartition("@")[0]
-        if not userinfo:
-            return None
-        user, _, password = userinfo.partition(":")
-        raw = f"{unquote(user)}:{unquote(password)}".encode(encoding)
-        return b"Basic " + base64.b64encode(raw)
-
-    def redact(self, text: str) -> str:
-        """*text* with every form of the password replaced by ``***``."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def __repr__(self) -> str:
-        return (
-            f"ProxyTemplate({self.scheme}://{self.hostport}, "
-            f"provider={self.provider!r}, session={self.has_session})"
-        )
-
-    __str__ = __repr__
-
-    @classmethod
-    def parse(
-        cls,
-        url: str,
-        spec: ProviderSpec,
-        lifetime: int | None = None,
-        *,
-        setting: str = "STICKY_PROXY_URL",
-        require_session: bool = True,
-    ) -> ProxyTemplate:
-        """Validate *url* and place the session id (and lifetime) per *spec*.
-
-        Errors are :class:`ConfigError` naming *setting* (or
-        STICKY_PROXY_SESSION_LIFETIME) and never quoting the credentials.
-        With ``require_session=False`` (static proxy lists) a URL without
-        ``{session}`` is accepted as is and *lifetime* only fills ``{lifetime}``.
-        """
-
-        def fail(problem: str) -> ConfigError:
-            return ConfigError(setting, problem)
-
-        scheme, userinfo, hostport = split_proxy_url(url, spec.gateway, fail)
-        _check_placeholders(userinfo, fail)
-        user, colon, pw = userinfo.partition(":")
-        cut = re.split(r"\{(?:session|lifetime)\}", pw)
-        secret = cut[0] or max(cut, key=len)
-        if spec.replace and secret == spec.default_password:
-            secret = ""
-        has_session = _SESSION in userinfo
-        if _LIFETIME in userinfo:
-            if lifetime is None:
-                raise ConfigError(
-                    LIFETIME_SETTING,
-                    f"is not set, but {setting} contains {{lifetime}}; set it (in "
-                    "seconds) or remove the placeholder",
-                )
-            text = _lifetime_text(spec, lifetime)
-            user, pw = user.replace(_LIFETIME, text), pw.replace(_LIFETIME, text)
-            lifetime = None  # used up
-        if require_session and not has_session:
-            user, colon, pw = _place(
-                spec, (user, colon, pw), lifetime=lifetime, hostport=hostport, fail=fail
-            )
-        elif require_session and lifetime is not None:
-            raise ConfigError(
-                LIFETIME_SETTING,
-                f"is set but {setting} is a {{session}} template without "
-                "{lifetime}; add {lifetime} where your provider expects it, or unset "
-                "the lifetime",
-            )
-        userinfo = f"{user}{colon}{pw}" if pw else user
-        # No UnicodeEncodeError: isprintable() has rejected lone surrogates.
-        pieces = [quote(p, safe=_USERINFO_SAFE) for p in userinfo.split(_SESSION)]
-        escaped = quote(secret, safe=_USERINFO_SAFE)
-        segments = [f"{scheme}://{pieces[0]}", *pieces[1:]]
-        segments[-1] += f"@{hostport}" if userinfo else hostport
-        password = unquote(secret) or None
-        return cls(
-            hostport=hostport,
-            scheme=scheme,
-            password=password,
-            provider=spec.name,
-            id_rules=spec.id_rules,
-            segments=tuple(segments),
-            secrets=tuple(dict.fromkeys(s for s in (escaped, password) if s)),
-        )
-
-
-def _check_placeholders(userinfo: str, fail: Fail) -> None:
-    """Only {session} and {lifetime}; an unknown one is named if in the username."""
-    user_end = userinfo.find(":") if ":" in userinfo else len(userinfo)
-    for token in _TOKEN_RE.finditer(userinfo):
-        name = token.group(1)
-        if f"{{{name}}}" in PLACEHOLDERS:
-            continue
-        where = "in the password"
-        if token.start() < user_end and _NAME_RE.fullmatch(name):
-            where = f"{{{name}}}"
-        raise fail(
-            f"unknown placeholder {where}; the allowed placeholders are "
-            f"{', '.join(PLACEHOLDERS)} (write literal braces as %7B and %7D)"
-        )
-    if set(_TOKEN_RE.sub("", userinfo)) & {"{", "}"}:
-        raise fail("has a stray '{' or '}'; write literal braces as %7B and %7D")
-
-
-def _place(
+def place_session(
     spec: ProviderSpec, cred: tuple[str, str, str], *, lifetime: int | None,
     hostport: str, fail: Fail,
 ) -> tuple[str, str, str]:  # fmt: skip
@@ -329,8 +155,8 @@ def _place(
                 f"is set but the {spec.name} preset has no lifetime parameter; unset "
                 "it, or use a {session}/{lifetime} template in the proxy URL",
             )
-        text = _lifetime_text(spec, lifetime)
-        added += spec.lifetime_format.replace(_LIFETIME, text)
+        text = lifetime_text(spec, lifetime)
+        added += spec.lifetime_format.replace(LIFETIME, text)
     if spec.replace:
         return added, ":", pw or spec.default_password or ""
     missing = "username" if spec.part == "username" and not user else ""

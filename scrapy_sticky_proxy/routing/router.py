@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from .answers import AnswerLog, wait_start
 from .gate import FAILED, GIVE_UP, GO, Facts, GatePolicy, RouteGate
-from .keys import session_id
+from .ids import session_id
 from .pool import ProxyPool
 
 if TYPE_CHECKING:
     from ..config import StickyProxyConfig
     from ..state.store import HealthStore
-    from .providers import ProxyTemplate
+    from .template import ProxyTemplate
 
 logger = logging.getLogger(__name__)
 

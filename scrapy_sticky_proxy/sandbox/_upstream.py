@@ -1,10 +1,12 @@
-"""The gateway's upstream side: connecting from an exit address, the request
-it sends on, the response it reads back, and the bytes of a CONNECT tunnel."""
+"""The gateway's upstream side: the target (loopback only), connecting from an
+exit address, the request it sends on, the response it reads back, and the
+bytes of a CONNECT tunnel."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import sys
 from urllib.parse import urlsplit
@@ -20,6 +22,33 @@ _HOP_BY_HOP = frozenset({
 # fmt: on
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def loopback_target(host: str) -> str | None:
+    """The IPv4 address to connect to if ``host`` is loopback, else None."""
+    if host.lower() == "localhost":
+        return "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return str(ip) if ip.version == 4 and ip.is_loopback else None
+
+
+def parse_target(method: str, target: str) -> tuple[str, int]:
+    """(host, port) of a CONNECT authority or an absolute http:// URL."""
+    try:
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            if host and port.isdigit() and 0 < int(port) < 65536:
+                return host, int(port)
+        else:
+            url = urlsplit(target)
+            if url.scheme == "http" and url.hostname:
+                return url.hostname, url.port or 80
+    except ValueError:
+        pass
+    raise BadRequest(f"bad proxy target for {method}")
 
 
 def upstream_request(method: str, target: str, headers: Headers, body: bytes) -> bytes:

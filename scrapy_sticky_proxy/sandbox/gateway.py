@@ -1,40 +1,42 @@
-"""The sandbox's forward proxy: one loopback exit address per proxy session."""
+"""The sandbox's forward proxy: one loopback exit address per proxy session.
+
+The gateway authenticates each request, gives its session an exit address,
+forwards it upstream from that address (:mod:`._upstream`) and records it;
+listening and the fault modes are :mod:`._listener`'s.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import logging
-import socket
-import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from ._credentials import decode_basic, match_credentials
 from ._http import (
-    BACKLOG,
     BadRequest,
-    ConnectionTracker,
     Headers,
     build_response,
-    check_loopback_bind,
-    close_server,
     get_header,
     read_body,
-    read_head,
     split_request_line,
     wants_close,
 )
-from ._upstream import Stream, connect_from, exchange, tunnel, upstream_request
+from ._listener import Conn, Listener
+from ._upstream import (
+    Stream,
+    connect_from,
+    exchange,
+    loopback_target,
+    parse_target,
+    tunnel,
+    upstream_request,
+)
 
 logger = logging.getLogger(__name__)
 
-MODES = ("normal", "refuse", "hang", "reset", "drop")
-_LINGER_0 = struct.pack("ii", 1, 0)
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _CHALLENGE = ("Proxy-Authenticate", 'Basic realm="sandbox"')
 
@@ -66,33 +68,6 @@ def exit_address(index: int) -> str:
     return f"127.{high}.{mid + 1}.{low + 1}"
 
 
-def loopback_target(host: str) -> str | None:
-    """The IPv4 address to connect to if ``host`` is loopback, else None."""
-    if host.lower() == "localhost":
-        return "127.0.0.1"
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-    return str(ip) if ip.version == 4 and ip.is_loopback else None
-
-
-def _parse_target(method: str, target: str) -> tuple[str, int]:
-    """(host, port) of a CONNECT authority or an absolute http:// URL."""
-    try:
-        if method == "CONNECT":
-            host, _, port = target.rpartition(":")
-            if host and port.isdigit() and 0 < int(port) < 65536:
-                return host, int(port)
-        else:
-            url = urlsplit(target)
-            if url.scheme == "http" and url.hostname:
-                return url.hostname, url.port or 80
-    except ValueError:
-        pass
-    raise BadRequest(f"bad proxy target for {method}")
-
-
 @dataclass
 class _Answer:
     status: int
@@ -108,13 +83,7 @@ def _text(status: int, message: str, exit_ip: str = "") -> _Answer:
     return _Answer(status, exit_ip, headers, message.encode() + b"\n")
 
 
-@dataclass
-class _Conn:
-    id: int
-    pinned: str | None = None  # the exit, with pin_per_connection
-
-
-class Gateway:
+class Gateway(Listener):
     """Forward proxy (plain HTTP and CONNECT) for loopback targets only."""
 
     def __init__(
@@ -127,68 +96,19 @@ class Gateway:
         accept_any_credentials: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__("gateway")
         self.username = username
         self._password = password
         self.pin_per_connection = pin_per_connection
         self.session_ttl = session_ttl
         self.accept_any_credentials = accept_any_credentials
-        self.mode = "normal"
         self.log: list[ProxyRecord] = []
         self.auth_failures = 0
-        self.connections = 0
-        self.host = "127.0.0.1"
-        self.port = 0
         self._clock = clock
-        self._lock = threading.Lock()
         self._sessions: dict[str, tuple[str, float]] = {}
-        self._next_conn = 0
-        self._server: asyncio.AbstractServer | None = None
-        self._closed = False
-        self._conns = ConnectionTracker("gateway")
 
     def __repr__(self) -> str:
         return f"<Gateway {self.host}:{self.port} user={self.username!r}>"
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host`` (127.0.0.0/8 only); call on the event loop."""
-        check_loopback_bind(host)
-        self.host = host
-        self._server = await asyncio.start_server(
-            self._conns.wrap(self._serve), host, port, backlog=BACKLOG
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def set_mode(self, mode: str) -> None:
-        """Switch to "normal", "refuse" (listening socket closed), "hang",
-        "reset" (every connection is accepted, counted and reset at once) or
-        "drop" (each request is read, then its connection reset unanswered)."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        self.mode = mode
-        if mode == "refuse":
-            await self._unlisten()
-        elif self._server is None and not self._closed:
-            await self.start(self.host, self.port)
-
-    async def close(self) -> None:
-        self._closed = True
-        await self._unlisten()
-
-    async def _unlisten(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            # Stop accepting first and let connections already accepted be
-            # set up: closing the server between the two (asyncio) left such
-            # a socket open and unanswered, its client hanging until timeout.
-            loop = asyncio.get_running_loop()
-            for sock in getattr(server, "sockets", ()):
-                loop.remove_reader(sock.fileno())
-            for _ in range(3):
-                await asyncio.sleep(0)
-            server.close()
-        await self._conns.drop_all()
-        if server is not None:
-            await close_server(server)
 
     def reset(self) -> None:
         """Forget records, counters and sessions (exit numbering goes on)."""
@@ -198,11 +118,6 @@ class Gateway:
             self.connections = 0
             self._conns.peak = 0
             self._sessions.clear()
-
-    @property
-    def peak_connections(self) -> int:
-        """The most client connections that were open at once."""
-        return self._conns.peak
 
     def sessions(self) -> dict[str, str]:
         """Snapshot of session id -> current exit address."""
@@ -234,38 +149,9 @@ class Gateway:
             user, password, username=self.username, expected_password=self._password
         )
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        if self.mode == "refuse":  # mode set directly, without set_mode()
-            writer.transport.abort()
-            return
-        with self._lock:
-            self.connections += 1
-            self._next_conn += 1
-            conn = _Conn(self._next_conn)
-        if self.mode == "reset":
-            _reset(writer)
-            return
-        while True:
-            if self.mode == "hang":
-                while await reader.read(65536):
-                    pass  # accept, read, never answer
-                return
-            head = await read_head(reader)
-            if head is None:
-                return
-            if self.mode == "drop":
-                _reset(writer)
-                return
-            if self.mode != "hang" and not await self._request(
-                conn, reader, writer, head
-            ):
-                return
-
     async def _request(
         self,
-        conn: _Conn,
+        conn: Conn,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         head: tuple[str, Headers],
@@ -308,7 +194,7 @@ class Gateway:
 
     async def _answer(
         self,
-        conn: _Conn,
+        conn: Conn,
         method: str,
         target: str,
         *,
@@ -317,7 +203,7 @@ class Gateway:
         session: str,
     ) -> _Answer:
         try:
-            host, port = _parse_target(method, target)
+            host, port = parse_target(method, target)
         except BadRequest:
             return _text(400, "CONNECT host:port or an absolute http:// URL needed")
         address = loopback_target(host)
@@ -348,11 +234,3 @@ class Gateway:
     async def _open_upstream(self, host: str, port: int, exit_ip: str) -> Stream:
         """Connect to host:port from source address ``exit_ip``."""
         return await connect_from(host, port, exit_ip)
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with a RST, not a FIN (linger 0)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
-    writer.transport.abort()

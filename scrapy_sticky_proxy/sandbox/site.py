@@ -1,4 +1,5 @@
-"""The sandbox's demo site: items, follow-up parts, client address, bans."""
+"""The sandbox's demo site: items, follow-up parts, client address, bans
+(by the rules of :mod:`.ban_rules`)."""
 
 from __future__ import annotations
 
@@ -30,15 +31,10 @@ from ._http import (
     split_request_line,
     wants_close,
 )
+from .ban_rules import BanRule
 
 logger = logging.getLogger(__name__)
 
-BanRule = Callable[[str, str], "str | None"]
-BAN_KINDS = ("403", "429", "captcha")
-# Kinds a rule may also return (not drawn by ban_fraction): "redirect" answers
-# 302 to /captcha?from=PATH; "reset" drops the connection unanswered; "hang" never
-# answers (the client's timeout ends it); "503" answers 503 Service Unavailable.
-FAULT_KINDS = ("redirect", "reset", "hang", "503")
 _REDIRECT_RE = re.compile(r"^/r/(\d{1,9})/?$")
 _ITEM_RE = re.compile(r"^/item/(\d{1,9})(?:/(detail|media|thumb))?/?$")
 _HTML = ("Content-Type", "text/html; charset=utf-8")

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from scrapy.utils.asyncio import is_asyncio_available
 
 from ..errors import ConfigError
-from .store import HealthStore, MemoryStore
+from .memory import MemoryStore
+from .store import HealthStore
 
 if TYPE_CHECKING:
     from ..config import StickyProxyConfig

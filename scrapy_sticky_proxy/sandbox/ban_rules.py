@@ -1,0 +1,67 @@
+"""Ban rules: which client addresses the demo site bans, and how.
+
+A :data:`BanRule` gets ``(client_ip, path)`` and returns ``None`` (serve)
+or a kind: one of :data:`BAN_KINDS` ("403", "429", or "captcha": a 200
+captcha page), or a fault: "redirect" answers 302 to /captcha?from=PATH,
+"reset" drops the connection unanswered, "hang" never answers (the client's
+timeout ends it), "503" answers 503 Service Unavailable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+
+BanRule = Callable[[str, str], "str | None"]
+BAN_KINDS = ("403", "429", "captcha")  # the kinds ban_fraction draws from
+
+
+def _unit_hash(*parts: str) -> float:
+    digest = hashlib.sha256("\x00".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in BAN_KINDS:
+        raise ValueError(f"ban kind must be one of {BAN_KINDS}, not {kind!r}")
+    return kind
+
+
+def ban_fraction(
+    fraction: float, kinds: Iterable[str] = BAN_KINDS, salt: str = ""
+) -> BanRule:
+    """Ban about ``fraction`` of client addresses, chosen by a hash of the
+    address (same answer every time), each with a hash-chosen kind."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be within [0, 1], not {fraction!r}")
+    kinds = tuple(_check_kind(k) for k in kinds)
+    if not kinds:
+        raise ValueError("kinds must not be empty")
+
+    def rule(client_ip: str, path: str) -> str | None:
+        if _unit_hash("ban", salt, client_ip) >= fraction:
+            return None
+        return kinds[int(_unit_hash("kind", salt, client_ip) * len(kinds))]
+
+    return rule
+
+
+def ban_all(kind: str = "403") -> BanRule:
+    """Ban every client address."""
+    _check_kind(kind)
+
+    def rule(client_ip: str, path: str) -> str | None:
+        return kind
+
+    return rule
+
+
+def ban_ips(ips: Iterable[str], kind: str = "403") -> BanRule:
+    """Ban exactly these client addresses."""
+    _check_kind(kind)
+    banned = frozenset(ips)
+
+    def rule(client_ip: str, path: str) -> str | None:
+        return kind if client_ip in banned else None
+
+    return rule

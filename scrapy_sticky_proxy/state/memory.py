@@ -1,0 +1,197 @@
+"""The memory backend of the health store: one process, bounded.
+
+At most *max_keys* keys are kept, the least recently used forgotten first; a
+key at generation 0 takes no memory unless rotation is on. Give-up records are
+appended to STICKY_PROXY_GAVE_UP_FILE, one JSON line each.
+
+Pure logic besides the give-up file: no Scrapy, and time is a parameter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from .store import DEFAULT_MAX_KEYS, HealthStore, Rotation
+
+logger = logging.getLogger(__name__)
+_NO_ROTATION = Rotation()
+
+
+class _Session:
+    """A key's state when rotation is on. Slots, not a list: a store may hold
+    a million of these (``python -m bench.scaling``: 276 -> 228 bytes per
+    key with the key string, at 100,000 keys)."""
+
+    __slots__ = ("born", "generation", "uses")
+
+    def __init__(self, generation: int, born: float | None, uses: int):
+        self.generation = generation
+        self.born = born  # None without a maximum age
+        self.uses = uses
+
+
+def _generation_of(entry: int | _Session) -> int:
+    return entry if isinstance(entry, int) else entry.generation
+
+
+class MemoryStore(HealthStore):
+    """A per-process store, bounded to *max_keys* (least recently used keys
+    are forgotten first; a forgotten key restarts at generation 0).
+
+    Without rotation only keys that have been banned take memory: a key at
+    generation 0 needs no entry. With rotation every key has a
+    :class:`_Session` entry.
+    """
+
+    def __init__(
+        self,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        rotation: Rotation = _NO_ROTATION,
+        gave_up_file: str | None = None,
+    ):
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self.max_keys = max_keys
+        self.rotation = rotation
+        self.gave_up_file = gave_up_file
+        self.evicted = 0
+        #: Called with each evicted key that was past generation 0.
+        self.on_evict: Callable[[str], None] | None = None
+        # key -> generation (no rotation) or _Session
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._gave_up: IO[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def generation(self, key: str) -> int:
+        entry = self._entries.get(key)
+        return 0 if entry is None else _generation_of(entry)
+
+    def acquire(self, key: str, now: float) -> tuple[int, bool]:
+        entries = self._entries
+        if not self.rotation.enabled:
+            generation = entries.get(key)
+            if generation is None:
+                return 0, False
+            entries.move_to_end(key)
+            return generation, False
+        max_age, max_uses = self.rotation.max_age, self.rotation.max_uses
+        # The birth time only matters with a maximum age: not keeping it
+        # otherwise saves a float per key.
+        born = now if max_age is not None else None
+        entry = entries.get(key)
+        if entry is None:
+            self._put(key, _Session(0, born, 1))
+            return 0, False
+        entries.move_to_end(key)
+        rotated = False
+        if (max_uses is not None and entry.uses >= max_uses) or (
+            entry.born is not None
+            and max_age is not None
+            and now - entry.born >= max_age
+        ):
+            entry.generation += 1
+            entry.born = born
+            entry.uses = 0
+            rotated = True
+        entry.uses += 1
+        return entry.generation, rotated
+
+    def ban(self, key: str, generation: int, now: float) -> int:
+        current = self.generation(key)
+        if current > generation:
+            return current
+        new = generation + 1
+        self.set_generation(key, new, now)
+        return new
+
+    def set_generation(self, key: str, generation: int, now: float) -> None:
+        """Move *key* to *generation* if that is ahead of where it is (used to
+        apply what other processes learned)."""
+        if generation <= self.generation(key):
+            if key in self._entries:
+                self._entries.move_to_end(key)
+            return
+        if self.rotation.enabled:
+            born = now if self.rotation.max_age is not None else None
+            self._put(key, _Session(generation, born, 0))
+        else:
+            self._put(key, generation)
+
+    def adopt(self, key: str, generation: int, now: float) -> None:
+        """Track *key* at *generation* or later, even generation 0 (what a
+        shared store answered: the key needs no lookup while it stays)."""
+        if key in self._entries:
+            self.set_generation(key, generation, now)
+        elif self.rotation.enabled:
+            born = now if self.rotation.max_age is not None else None
+            self._put(key, _Session(generation, born, 0))
+        else:
+            self._put(key, generation)
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        """(key, generation) of every key past generation 0."""
+        for key, entry in list(self._entries.items()):
+            generation = _generation_of(entry)
+            if generation:
+                yield key, generation
+
+    def _put(self, key: str, value: Any) -> None:
+        entries = self._entries
+        entries[key] = value
+        entries.move_to_end(key)
+        while len(entries) > self.max_keys:
+            old, entry = entries.popitem(last=False)
+            self.evicted += 1
+            if self.on_evict is not None and _generation_of(entry):
+                self.on_evict(old)
+
+    #: Records the give-up file could not take (each logged at ERROR).
+    gave_up_write_errors = 0
+
+    def record_give_up(self, record: dict[str, Any]) -> None:
+        if not self.gave_up_file:
+            return
+        line = json.dumps(record, ensure_ascii=False)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate, from a key
+                line = json.dumps(record)
+        try:
+            if self._gave_up is None:
+                # Line-buffered append: a record is on disk as soon as it is
+                # written, even if the process is killed afterwards.
+                self._gave_up = open(  # noqa: SIM115
+                    self.gave_up_file, "a", encoding="utf-8", buffering=1
+                )
+            self._gave_up.write(line + "\n")
+        except OSError as exc:
+            # Disk full, file or directory removed: the record goes to the
+            # log instead, and the next one tries a fresh handle.
+            self.gave_up_write_errors += 1
+            broken, self._gave_up = self._gave_up, None
+            if broken is not None:
+                with contextlib.suppress(OSError):
+                    broken.close()
+            logger.error(
+                "Could not append a give-up record to STICKY_PROXY_GAVE_UP_FILE "
+                "%s (%s); the record: %s",
+                self.gave_up_file,
+                exc.strerror or type(exc).__name__,
+                json.dumps(record),
+            )
+
+    async def close(self) -> None:
+        if self._gave_up is not None:
+            self._gave_up.close()
+            self._gave_up = None
