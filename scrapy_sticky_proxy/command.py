@@ -30,8 +30,7 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from . import _meta as M
-from .config.model import _pool_policy, _redis_params, _redis_url
-from .config.readers import read_str
+from .config import SharedStateConfig
 from .errors import ConfigError
 from .routing.pool import PoolPolicy, ProxyPool
 from .state.redis_layout import (
@@ -261,17 +260,20 @@ class StickyProxyCommand(ScrapyCommand):
         if opts.namespace:
             settings.set("STICKY_PROXY_NAMESPACE", opts.namespace, "cmdline")
         try:
-            url = _redis_url(settings)
-            namespace = read_str(settings, "STICKY_PROXY_NAMESPACE") or "sticky_proxy"
-            policy, params = _pool_policy(settings), _redis_params(settings)
+            shared = SharedStateConfig.from_settings(settings)
+            url, namespace = shared.redis_url, shared.namespace
             if opts.start_urls_key == f"{namespace}:gave_up":
                 raise UsageError("--start-urls-key cannot be the give-up list")
-            with redis.Redis.from_url(url, decode_responses=True, **params) as client:
+            with redis.Redis.from_url(
+                url, decode_responses=True, **shared.redis_params
+            ) as client:
                 client.ping()
                 if args[0] == "requeue":
                     self._requeue(client, namespace, opts)
                     return
-                status = collect_status(client, namespace, policy, time.time())
+                status = collect_status(
+                    client, namespace, shared.pool_policy, time.time()
+                )
         except (ValueError, redis.RedisError) as exc:  # ConfigError is a ValueError
             text = str(exc)
             if not isinstance(exc, ConfigError):  # names host:port, but be sure

@@ -43,7 +43,7 @@ from scrapy.exceptions import NotConfigured
 from twisted.internet.error import TimeoutError as TxTimeoutError
 
 from . import _meta as M
-from .config.readers import read_float, read_int
+from .config import for_crawler
 from .errors import ConfigError
 from .handler import StickyProxyDownloadHandler
 
@@ -66,10 +66,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_CONTEXTS = "STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS"
-IDLE_TIMEOUT = "STICKY_PROXY_PLAYWRIGHT_IDLE_TIMEOUT"
-DEFAULT_MAX_CONTEXTS = 32
-DEFAULT_IDLE_TIMEOUT = 120.0
+MAX_CONTEXTS = "STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS"  # named in messages
 _STATS = "sticky_proxy/browser_contexts"
 _PREFIX = "sticky_proxy:"  # names of our contexts
 _HEADER = b"Proxy-Authorization"
@@ -105,8 +102,9 @@ class StickyPlaywrightDownloadHandler(
     def __init__(self, crawler: Crawler):
         super().__init__(crawler)
         settings = crawler.settings
-        limit = read_int(settings, MAX_CONTEXTS, DEFAULT_MAX_CONTEXTS, 1, 10_000)
-        assert limit is not None
+        # A handler routes nothing: a missing proxy URL is the middleware's.
+        sticky = for_crawler(crawler, require_proxy=False)
+        limit = sticky.playwright_max_contexts
         theirs = self.config.max_contexts
         if theirs is not None and theirs < limit:
             raise ConfigError(
@@ -121,9 +119,7 @@ class StickyPlaywrightDownloadHandler(
                 "the reactor's own event loop (not Windows' threaded loop)"
             )
         self.max_contexts = limit
-        self.idle_timeout = read_float(
-            settings, IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, allow_zero=True
-        )
+        self.idle_timeout = sticky.playwright_idle_timeout
         self.context_wait = settings.getfloat("DOWNLOAD_TIMEOUT") or 180.0
         self.encoding = settings.get("HTTPPROXY_AUTH_ENCODING") or "latin-1"
         concurrency = settings.getint("CONCURRENT_REQUESTS")
