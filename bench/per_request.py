@@ -63,13 +63,28 @@ def sticky_settings(**extra: Any) -> dict[str, Any]:
         "STICKY_PROXY_PROVIDER": "sandbox",
         "STICKY_PROXY_URL": GATEWAY,
         "STICKY_PROXY_LOG_INTERVAL": 0,
+        # The start-time wiring check wants the whole set installed.
+        "DOWNLOADER_MIDDLEWARES": {
+            "scrapy_sticky_proxy.StickyProxyMiddleware": 740,
+            "scrapy_sticky_proxy.auth.StickyProxyAuth": 999,
+            "scrapy_sticky_proxy.ledger.StickyProxyLedger": 10,
+        },
+        # No reactor here: get_crawler would pick Scrapy's aiohttp handler.
+        "DOWNLOAD_HANDLERS": {
+            "http": "scrapy_sticky_proxy.StickyProxyDownloadHandler",
+            "https": "scrapy_sticky_proxy.StickyProxyDownloadHandler",
+        },
         **extra,
     }
 
 
 def crawler_for(settings: dict[str, Any]) -> Any:
     from scrapy import Spider
+    from scrapy.utils.reactor import install_reactor, is_reactor_installed
     from scrapy.utils.test import get_crawler
+
+    if not is_reactor_installed():  # the middleware starts a looping call
+        install_reactor("twisted.internet.asyncioreactor.AsyncioSelectorReactor")
 
     crawler = get_crawler(Spider, settings)
     crawler.spider = Spider("bench")
@@ -80,16 +95,12 @@ def make_sticky(backend: str = "memory", store: Any = None) -> Any:
     from scrapy_sticky_proxy import StickyProxyMiddleware
 
     crawler = crawler_for(sticky_settings())
-    mw = StickyProxyMiddleware(crawler)
     if store is None and backend == "redis":
         from scrapy_sticky_proxy.state.redis_store import RedisStore
 
         # Never opened: a healthy request only reads the local view.
         store = RedisStore("redis://127.0.0.1:1/0", "bench")
-    if store is not None:
-        # Assigned, not passed: the constructor's ``store or ...`` would
-        # replace an empty store (a store with no keys is falsy).
-        mw.store = store
+    mw = StickyProxyMiddleware(crawler, store=store)
     # The auth gate: the first response of the gateway proves the
     # credentials; from then on process_request never waits.
     first = make_requests(1, prefix="warm")[0]

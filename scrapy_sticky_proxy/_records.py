@@ -11,46 +11,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _meta as M
-from .errors import ConfigError
 
 if TYPE_CHECKING:
     from scrapy import Request
-    from scrapy.settings import BaseSettings
 
     from .state.store import HealthStore
 
 logger = logging.getLogger(__name__)
-
-
-def checked_gave_up_file(settings: BaseSettings) -> str | None:
-    """The give-up file, checked now: a record that cannot be written at
-    the end of a long crawl is found too late. Opened for append (created
-    if missing, never truncated)."""
-    name = "STICKY_PROXY_GAVE_UP_FILE"
-    value = settings.get(name)
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(name, f"expected a path, got {type(value).__name__}")
-    path = value
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ConfigError(name, f"the directory {directory} is missing")
-    if os.path.isdir(path):
-        raise ConfigError(name, f"{path} is a directory, not a file")
-    try:
-        open(path, "a", encoding="utf-8").close()
-    except OSError as exc:
-        raise ConfigError(name, f"cannot append to {path}: {exc.strerror}") from None
-    return path
 
 
 def give_up_record(

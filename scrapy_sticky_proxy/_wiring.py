@@ -29,14 +29,14 @@ direct, and is counted in ``sticky_proxy/unproxied`` with one warning.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.conf import build_component_list
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
-from .config.readers import read_list
+from .config.readers import dotted_path
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,24 +59,18 @@ BYPASS_BY_META = {
 }
 
 
-def _path(handler: Any) -> str:
-    if isinstance(handler, str):
-        return handler
-    return f"{handler.__module__}.{handler.__qualname__}"
-
-
-def check_handlers(settings: BaseSettings) -> dict[str, str]:
+def check_handlers(settings: BaseSettings, allowed: Collection[str]) -> dict[str, str]:
     """Check the http and https download handlers. Returns, per scheme, the
     meta key whose truthy value makes its (allowed) handler bypass the
-    proxy; raises ConfigError for a handler that may ignore the proxy."""
-    allowed = {_path(h) for h in read_list(settings, SETTING)}
+    proxy; raises ConfigError for a handler that may ignore the proxy.
+    *allowed*: the config's ``allow_handlers``."""
     handlers = settings.getwithbase("DOWNLOAD_HANDLERS")
     bypass: dict[str, str] = {}
     for scheme in ("http", "https"):
         handler = handlers.get(scheme)
         if handler is None:
             continue
-        path = _path(handler)
+        path = dotted_path(handler)
         if path in HONOUR or aware(handler):
             continue
         meta_key = BYPASS_BY_META.get(path)
@@ -112,7 +106,7 @@ def aware(handler: Any) -> bool:
 def middleware_names(settings: BaseSettings) -> list[str]:
     """The enabled downloader middlewares' dotted paths, in order."""
     order = build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
-    return [_path(p) for p in order]
+    return [dotted_path(p) for p in order]
 
 
 _HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"

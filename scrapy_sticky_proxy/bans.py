@@ -22,39 +22,24 @@ To take full control, point ``STICKY_PROXY_BAN_POLICY`` at a subclass of
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scrapy import exceptions
 from twisted.internet.error import ConnectError as TxConnectError
 from twisted.internet.error import DNSLookupError, TCPTimedOutError
 from twisted.internet.error import TimeoutError as TxTimeoutError
 
-from .errors import ConfigError
+from .config import for_crawler
+from .config.ban_rules import DEFAULT_BAN_STATUSES
 
 if TYPE_CHECKING:
+    import re
+
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
     from .config import StickyProxyConfig
-
-DEFAULT_BAN_STATUSES = (401, 403, 429)
-
-# Errors that mean "the exit (or the path through it) failed", not "the
-# gateway is unreachable". Refused connections and DNS failures concern the
-# gateway itself, and CONNECT refusals the target: burning the session would
-# not help, so they are left to Scrapy's RetryMiddleware.
-DEFAULT_BAN_EXCEPTIONS = (
-    "scrapy.exceptions.DownloadFailedError",
-    "scrapy.exceptions.DownloadTimeoutError",
-    "scrapy.exceptions.ResponseDataLossError",
-    "twisted.web.client.ResponseNeverReceived",
-    "twisted.web.client.ResponseFailed",
-    "twisted.internet.error.ConnectionLost",
-    "twisted.internet.error.TimeoutError",
-    "builtins.ConnectionResetError",
-)
 
 
 class BanPolicy:
@@ -72,9 +57,7 @@ class BanPolicy:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> BanPolicy:
-        from .config import StickyProxyConfig
-
-        return cls.from_config(StickyProxyConfig.from_settings(crawler.settings))
+        return cls.from_config(for_crawler(crawler))
 
     @classmethod
     def from_config(cls, config: StickyProxyConfig) -> BanPolicy:
@@ -108,25 +91,6 @@ TIMEOUTS: tuple[type[Exception], ...] = (
         else ()
     ),
 )
-
-
-def compile_patterns(
-    values: Iterable[Any], setting: str
-) -> tuple[re.Pattern[bytes], ...]:
-    """Compile body regexes (str or bytes) as bytes patterns, naming *setting*
-    in the error of one that does not compile."""
-    compiled = []
-    for value in values:
-        raw = value.encode() if isinstance(value, str) else value
-        if not isinstance(raw, bytes):
-            raise ConfigError(setting, f"expected regex strings, got {value!r}")
-        try:
-            compiled.append(re.compile(raw))
-        except re.error as exc:
-            raise ConfigError(
-                setting, f"regex {value!r} does not compile: {exc}"
-            ) from None
-    return tuple(compiled)
 
 
 # Errors that mean the proxy itself cannot be reached: Scrapy connects only

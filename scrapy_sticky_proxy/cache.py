@@ -31,7 +31,7 @@ from scrapy.utils.misc import build_from_crawler
 from . import _meta as M
 from ._wiring import middleware_names
 from .bans import BanPolicy
-from .config import StickyProxyConfig
+from .config import for_crawler
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -90,10 +90,9 @@ class BanCacheGuard:
     """
 
     def __init__(self, crawler: Crawler):
-        settings = crawler.settings
-        if not settings.getbool("HTTPCACHE_ENABLED"):
+        if not crawler.settings.getbool("HTTPCACHE_ENABLED"):
             raise NotConfigured("HTTPCACHE_ENABLED is off")
-        config = StickyProxyConfig.from_settings(settings)
+        config = for_crawler(crawler)
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
         self.policy: BanPolicy = (

@@ -11,7 +11,9 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
 from . import serializer
-from ._signals import stats_wanted
+from ._stats import stats_wanted
+from .config import for_crawler
+from .config.readers import read_list
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -22,14 +24,17 @@ PREFIX = "sticky_proxy/"
 
 class StickyProxyStats:
     def __init__(self, crawler: Crawler):
-        if not crawler.settings.getbool("STICKY_PROXY_ENABLED", True):
+        config = for_crawler(crawler)
+        if not config.enabled:
             raise NotConfigured
         self.crawler = crawler
         # scrapy-redis calls the queue serializer without settings: it
         # learns here which request classes this crawl may rebuild.
-        serializer.configure(crawler.settings)
+        serializer.configure(
+            config.serializer_classes, read_list(crawler.settings, "SPIDER_MODULES")
+        )
         self._skipped_before = serializer.counts["skipped"]
-        self.interval = crawler.settings.getfloat("STICKY_PROXY_LOG_INTERVAL", 60.0)
+        self.interval = config.log_interval
         self._task: Any = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)

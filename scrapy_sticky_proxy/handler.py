@@ -46,7 +46,8 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
-from .config.readers import read_int
+from .config import for_crawler
+from .config.model import DEFAULT_POOL_MAX_IDLE
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -60,8 +61,6 @@ _SESSION_DIGEST: ContextVar[bytes | None] = ContextVar(
     "sticky_proxy_session_digest", default=None
 )
 _KEY_ATTR = "_sticky_proxy_pool_key"
-DEFAULT_MAX_IDLE = 256
-MAX_IDLE_LIMIT = 100_000  # each one an open socket
 
 
 class SessionKeyedPool(HTTPConnectionPool):
@@ -69,7 +68,10 @@ class SessionKeyedPool(HTTPConnectionPool):
     connections."""
 
     def __init__(
-        self, reactor: Any, persistent: bool = True, max_idle: int = DEFAULT_MAX_IDLE
+        self,
+        reactor: Any,
+        persistent: bool = True,
+        max_idle: int = DEFAULT_POOL_MAX_IDLE,
     ):
         super().__init__(reactor, persistent)
         self.max_idle = max_idle
@@ -189,15 +191,10 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         super().__init__(crawler)
         from twisted.internet import reactor
 
-        max_idle = read_int(
-            crawler.settings,
-            "STICKY_PROXY_POOL_MAX_IDLE",
-            DEFAULT_MAX_IDLE,
-            0,
-            MAX_IDLE_LIMIT,
-        )
+        # It routes nothing: a missing proxy URL is the middleware's to report.
+        max_idle = for_crawler(crawler, require_proxy=False).pool_max_idle
         old = self._pool
-        pool = SessionKeyedPool(reactor, persistent=True, max_idle=max_idle or 0)
+        pool = SessionKeyedPool(reactor, persistent=True, max_idle=max_idle)
         pool.maxPersistentPerHost = old.maxPersistentPerHost
         pool._factory = old._factory
         self._pool = pool

@@ -16,6 +16,7 @@ from scrapy import Request
 from scrapy.exceptions import NotConfigured
 
 from . import _meta as M
+from .config import for_crawler
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -24,11 +25,8 @@ if TYPE_CHECKING:
 
 class StickyProxyInheritMiddleware:
     def __init__(self, crawler: Crawler):
-        settings = crawler.settings
-        if not (
-            settings.getbool("STICKY_PROXY_ENABLED", True)
-            and settings.getbool("STICKY_PROXY_INHERIT_KEY", False)
-        ):
+        config = for_crawler(crawler)
+        if not (config.enabled and config.inherit_key):
             raise NotConfigured
 
     @classmethod

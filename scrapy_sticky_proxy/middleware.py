@@ -11,24 +11,24 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from scrapy import signals
 from scrapy.exceptions import IgnoreRequest, NotConfigured
-from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
 
 from . import _meta as M
 from ._copies import Copies
+from ._lifecycle import Lifecycle
 from ._reroll import bound, number, passed, stamp
-from ._signals import stats_wanted
+from ._stats import Counter
 from ._waits import Waits
 from ._wiring import Bypass, check_handlers, check_middleware_order
 from .bans import TIMEOUTS, UNREACHABLE, BanPolicy, is_tunnel_407
 from .cache import check_guard, restore
 from .config import for_crawler
 from .ledger import Ledger, reasons
-from .routing.router import Decision, Held, Router
+from .routing.decisions import Decision, Held
+from .routing.router import Router
 from .state.backends import make_store
 
 if TYPE_CHECKING:
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AUTH_FAILED = "sticky_proxy_auth_failed"
-STORE_UNAVAILABLE = "sticky_proxy_store_unavailable"
-WATCH_INTERVAL = 1.0  # how often held requests check that the spider closes
 
 
 class StickyProxyMiddleware:
@@ -56,10 +54,11 @@ class StickyProxyMiddleware:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
         settings = crawler.settings
         check_middleware_order(settings)
-        self._bypass = Bypass(check_handlers(settings), self._inc)
         self.crawler = crawler
         self.config = config
-        self.stats = crawler.stats
+        self.count = count = Counter(crawler.stats)
+        handlers = check_handlers(settings, config.allow_handlers)
+        self._bypass = Bypass(handlers, count.inc)
         if store is None:
             store = make_store(config, getattr(crawler.spider, "name", "") or "")
         self.policy: BanPolicy = (
@@ -72,63 +71,17 @@ class StickyProxyMiddleware:
         self.router = Router(config, store, wake=self._waits.wake)
         self.store = store
         self.pool = self.router.pool
-        self.ledger = Ledger(crawler, store, config.redact, self._inc)
+        self.ledger = Ledger(crawler, store, config.redact, count.inc)
         self.copies = Copies(crawler, config, self.ledger, check_guard(settings))
         self._closing = False  # we asked the engine to close the spider
-        self._watch = create_looping_call(self._watch_engine)
-        # Counted here and written to the stats by flush_stats() (progress
-        # line, close): a stats call per request costs more than the rest of
-        # a healthy request's routing (bench/per_request.py).
-        self._requests = 0
-        connect = crawler.signals.connect
-        connect(self._open_store, signal=signals.spider_opened)
-        connect(self._close_store, signal=signals.spider_closed)
-        connect(self._dropped, signal=signals.request_dropped)
-        connect(self.flush_stats, signal=stats_wanted)
+        # Kept: signal receivers are weak references.
+        self._lifecycle = Lifecycle(
+            crawler, self.router, self.ledger, count, self._close
+        )
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyMiddleware:
         return cls(crawler)
-
-    async def _open_store(self) -> None:
-        self._watch.start(WATCH_INTERVAL, now=False)
-        try:
-            await self.store.open()
-        except ConnectionError as exc:
-            self._close(STORE_UNAVAILABLE, str(exc))
-
-    async def _close_store(self) -> None:
-        self.router.stop()
-        if self._watch.running:
-            self._watch.stop()
-        self.ledger.spider_closed()
-        self.flush_stats()
-        await self.store.close()
-        self.flush_stats()  # what the store's last writes counted
-
-    def _dropped(self, request: Request) -> None:
-        # A duplicate the scheduler dropped: Scrapy fetches that URL once.
-        self.ledger.close(request.meta)
-
-    def _watch_engine(self) -> None:
-        """Once a second: is the spider closing (CLOSESPIDER_*, a signal,
-        another extension)? Scrapy has no signal for that, and the engine
-        waits for the requests held at our gates before it closes."""
-        engine = self.crawler.engine
-        slot = getattr(engine, "_slot", None)
-        if getattr(slot, "closing", None) is not None or getattr(
-            engine, "_stopping", False
-        ):
-            self.router.stop()
-
-    def flush_stats(self) -> None:
-        """Write the counters kept locally to the crawl's stats."""
-        assert self.stats is not None
-        self.stats.set_value("sticky_proxy/requests", self._requests)
-        self.stats.set_value("sticky_proxy/tracked_keys", len(self.store))
-        for name, count in self.store.counters().items():
-            if count:
-                self.stats.set_value(f"sticky_proxy/{name}", count)
 
     # -- requests ------------------------------------------------------------
 
@@ -148,7 +101,7 @@ class StickyProxyMiddleware:
             await pending
         session = self.router.session(key)
         if session.rotated:
-            self._inc("rotations")
+            self.count.inc("rotations")
         try:
             while not isinstance(step := self.router.admit(session, meta), Decision):
                 await self._waits.wait(step.route, step.seconds)
@@ -166,7 +119,7 @@ class StickyProxyMiddleware:
         meta[M.ROUTE] = step.route
         meta[M.SESSION] = step.session
         meta[M.GENERATION] = step.generation
-        self._requests += 1
+        self.count.requests += 1
         self.ledger.routed(request)
 
     # -- responses -------------------------------------------------------------
@@ -192,7 +145,7 @@ class StickyProxyMiddleware:
             return response
         if cached:
             # An older run's ban page: not this session's fault.
-            self._inc("cached_bans")
+            self.count.inc("cached_bans")
             return self.copies.retry(request, reason, "cached_bans")
         return self._ban(request, reason)
 
@@ -215,7 +168,7 @@ class StickyProxyMiddleware:
             # proxy no re-roll either: held back with a backoff, or failed
             # over to a proxy that answers, for STICKY_PROXY_OUTAGE_TIMEOUT.
             stat = self.router.refused(route, meta)
-            self._inc(stat)
+            self.count.inc(stat)
             reason = f"unreachable/{type(exception).__name__}"
             return self.copies.retry(request, reason, stat)
         self.router.inconclusive(route, meta)
@@ -232,14 +185,14 @@ class StickyProxyMiddleware:
             if since is None:
                 # The target answered nobody meanwhile: it is slow or down,
                 # not this exit banned. Left to RetryMiddleware.
-                self._inc("target_timeouts")
+                self.count.inc("target_timeouts")
                 return None
         if soft:
             return self._ban(request, ban)
         # A reset or a timeout may be the network, or a gateway going down,
         # rather than a ban: try the same session once more before burning
         # it. A second failure on it is a ban.
-        self._inc("soft_retries")
+        self.count.inc("soft_retries")
         new = self.copies.retry(request, ban, "soft_retries")
         new.meta[M.SOFT_RETRIED] = True if since is None else since
         stamp(new)
@@ -247,16 +200,16 @@ class StickyProxyMiddleware:
 
     def _ban(self, request: Request, reason: str) -> Request:
         meta = request.meta
-        self._inc("bans")
-        self._inc(f"bans/{reason}")
+        self.count.inc("bans")
+        self.count.inc(f"bans/{reason}")
         self.router.banned(meta[M.KEY], meta[M.GENERATION], meta[M.ROUTE])
         new = self.copies.reroll(request, reason, "rerolls")
-        self._inc("rerolls")
+        self.count.inc("rerolls")
         return new
 
     def _auth_failed(self, route: str) -> None:
         self.router.auth_failed(route)
-        self._inc("auth_failed")
+        self.count.inc("auth_failed")
         self._close(
             AUTH_FAILED,
             f"the proxy {route} answered 407 Proxy Authentication Required: "
@@ -265,11 +218,6 @@ class StickyProxyMiddleware:
         raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
 
     # -- helpers ---------------------------------------------------------------
-
-    def _inc(self, name: str, count: int = 1) -> None:
-        """The one way this package's components count: ``sticky_proxy/<name>``."""
-        assert self.stats is not None
-        self.stats.inc_value(f"sticky_proxy/{name}", count)
 
     def _close(self, reason: str, message: str) -> None:
         if self._closing:

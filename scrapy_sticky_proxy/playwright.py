@@ -30,8 +30,6 @@ connection pool), as with the addon's own handler.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import itertools
 import logging
 import time
@@ -40,17 +38,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
-from twisted.internet.error import TimeoutError as TxTimeoutError
 
 from . import _meta as M
-from .config.readers import read_float, read_int
+from .config import for_crawler
 from .errors import ConfigError
 from .handler import StickyProxyDownloadHandler
 
 try:
     from playwright.async_api import Error as PlaywrightError
-    from playwright.async_api import TimeoutError as PlaywrightTimeoutError
     from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
+
+    from ._browser import network_error, proxy_option, session_context_kwargs
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "scrapy_sticky_proxy.playwright needs scrapy-playwright: "
@@ -58,24 +56,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
 logger = logging.getLogger(__name__)
 
-MAX_CONTEXTS = "STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS"
-IDLE_TIMEOUT = "STICKY_PROXY_PLAYWRIGHT_IDLE_TIMEOUT"
-DEFAULT_MAX_CONTEXTS = 32
-DEFAULT_IDLE_TIMEOUT = 120.0
+MAX_CONTEXTS = "STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS"  # named in messages
 _STATS = "sticky_proxy/browser_contexts"
 _PREFIX = "sticky_proxy:"  # names of our contexts
 _HEADER = b"Proxy-Authorization"
-# Context options that would undo the session: its proxy is ours; a
-# persistent context writes a profile to disk and has no per-context proxy.
-_OURS = ("proxy", "user_data_dir")
 
 
 @dataclass
@@ -105,8 +95,9 @@ class StickyPlaywrightDownloadHandler(
     def __init__(self, crawler: Crawler):
         super().__init__(crawler)
         settings = crawler.settings
-        limit = read_int(settings, MAX_CONTEXTS, DEFAULT_MAX_CONTEXTS, 1, 10_000)
-        assert limit is not None
+        # A handler routes nothing: a missing proxy URL is the middleware's.
+        sticky = for_crawler(crawler, require_proxy=False)
+        limit = sticky.playwright_max_contexts
         theirs = self.config.max_contexts
         if theirs is not None and theirs < limit:
             raise ConfigError(
@@ -121,9 +112,7 @@ class StickyPlaywrightDownloadHandler(
                 "the reactor's own event loop (not Windows' threaded loop)"
             )
         self.max_contexts = limit
-        self.idle_timeout = read_float(
-            settings, IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, allow_zero=True
-        )
+        self.idle_timeout = sticky.playwright_idle_timeout
         self.context_wait = settings.getfloat("DOWNLOAD_TIMEOUT") or 180.0
         self.encoding = settings.get("HTTPPROXY_AUTH_ENCODING") or "latin-1"
         concurrency = settings.getint("CONCURRENT_REQUESTS")
@@ -155,7 +144,7 @@ class StickyPlaywrightDownloadHandler(
         try:
             return await super().download_request(request)
         except PlaywrightError as exc:
-            raise _network_error(exc) from exc
+            raise network_error(exc) from exc
         finally:
             await self._release(lease)
 
@@ -172,7 +161,7 @@ class StickyPlaywrightDownloadHandler(
                     f"the browser context {name} was closed; it is not opened "
                     "again without its session's proxy"
                 )
-            context_kwargs = _context_kwargs(context_kwargs, lease.proxy)
+            context_kwargs = session_context_kwargs(context_kwargs, lease.proxy)
         return await super()._create_browser_context(name, context_kwargs, spider)
 
     # -- contexts ----------------------------------------------------------------
@@ -194,7 +183,7 @@ class StickyPlaywrightDownloadHandler(
                     f"{session}:{next(self._numbers)}",
                     key,
                     generation,
-                    _proxy(meta, auth, self.encoding),
+                    proxy_option(meta, auth, self.encoding),
                 )
                 self._contexts[lease.context] = lease
             if lease.context not in self.context_wrappers:
@@ -295,52 +284,3 @@ class StickyPlaywrightDownloadHandler(
     def _inc(self, name: str) -> None:
         assert self.stats is not None
         self.stats.inc_value(f"{_STATS}/{name}")
-
-
-# Chromium's network errors, as the exceptions Scrapy's own handler raises
-# for the same event, so that the ban policy, the outage handling and
-# RetryMiddleware treat a browser request as any other.
-_NET_ERRORS: dict[str, Callable[[str], Exception]] = {
-    "net::ERR_PROXY_CONNECTION_FAILED": ConnectionRefusedError,
-    "net::ERR_CONNECTION_RESET": ConnectionResetError,
-    "net::ERR_CONNECTION_CLOSED": ConnectionResetError,
-    "net::ERR_EMPTY_RESPONSE": ConnectionResetError,
-    "net::ERR_TIMED_OUT": lambda message: TxTimeoutError(string=message),
-}
-
-
-def _network_error(exc: PlaywrightError) -> Exception:
-    """*exc* as the exception Scrapy's HTTP handler would have raised."""
-    if isinstance(exc, PlaywrightTimeoutError):  # navigation timeout
-        return TxTimeoutError(string=exc.message)
-    for code, make in _NET_ERRORS.items():
-        if code in exc.message:
-            return make(exc.message)
-    return exc
-
-
-def _proxy(meta: dict[str, Any], auth: bytes | None, encoding: str) -> dict[str, str]:
-    """Playwright's ``proxy`` option for the request's route: its endpoint
-    and the credentials decoded from its Proxy-Authorization value."""
-    proxy = {"server": str(meta.get("proxy"))}
-    scheme, _, token = (auth or b"").partition(b" ")
-    if scheme.lower() != b"basic":
-        return proxy
-    try:
-        raw = base64.b64decode(token.strip(), validate=True).decode(encoding)
-    except (binascii.Error, UnicodeDecodeError):
-        return proxy
-    user, sep, password = raw.partition(":")
-    if sep:
-        proxy.update(username=user, password=password)
-    return proxy
-
-
-def _context_kwargs(given: object, proxy: dict[str, str]) -> dict[str, Any]:
-    """The request's own ``playwright_context_kwargs`` (viewport, locale,
-    ignore_https_errors ...) with the session's proxy."""
-    kwargs = dict(given) if isinstance(given, dict) else {}
-    for name in _OURS:
-        kwargs.pop(name, None)
-    kwargs["proxy"] = proxy
-    return kwargs

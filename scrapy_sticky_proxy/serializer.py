@@ -14,7 +14,7 @@ code. So only these classes are rebuilt: Scrapy's own (``Request``,
 ``STICKY_PROXY_SERIALIZER_CLASSES``, and ``Request`` subclasses in the
 packages of ``SPIDER_MODULES`` (the project's own code). scrapy-redis calls
 :func:`loads` without settings: the last two are learnt by :func:`configure`,
-which the addon's extension calls with each crawler's settings. An entry
+which the addon's extension calls with each crawler's configuration. An entry
 naming anything else is never imported: it becomes a ``data:`` request that
 leaves no socket and reaches no callback of the spider, one warning per class
 name, counted in ``counts``.
@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
@@ -33,18 +32,16 @@ from scrapy.http import FormRequest, JsonRequest, XmlRpcRequest
 from scrapy.utils.misc import load_object
 
 from . import _meta as M
-from .config.readers import read_list
-from .errors import ConfigError
+from .config.readers import DOTTED
 from .state.redis_layout import printable
 
 if TYPE_CHECKING:
-    from scrapy.settings import BaseSettings
+    from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
 
 _BYTES = "__b64__"
 _PAIRS = "__pairs__"  # a dict with non-str keys (headers have bytes keys)
-_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 SETTING = "STICKY_PROXY_SERIALIZER_CLASSES"
 
 _SCRAPY: dict[str, type[Request]] = {
@@ -62,16 +59,16 @@ _warned: set[str] = set()
 counts = {"skipped": 0}
 
 
-def configure(settings: BaseSettings) -> None:
-    """Allow the classes a crawler's settings allow (process-wide: a union
-    over the crawlers of the process)."""
-    classes = read_list(settings, SETTING)
-    for path in classes:
-        if not isinstance(path, str) or not _DOTTED.fullmatch(path):
-            raise ConfigError(SETTING, f"expected dotted paths, got {path!r}")
-    packages = [m for m in read_list(settings, "SPIDER_MODULES") if isinstance(m, str)]
+def configure(classes: Iterable[str] = (), spider_modules: Iterable[Any] = ()) -> None:
+    """Allow *classes* (a crawler's ``serializer_classes``, checked dotted
+    paths) and request classes of the packages of *spider_modules* (its
+    SPIDER_MODULES); process-wide, a union over the crawlers of the process."""
     _allowed.update(classes)
-    _packages.update(m.split(".")[0] for m in packages if _DOTTED.match(m + ".x"))
+    _packages.update(
+        m.split(".")[0]
+        for m in spider_modules
+        if isinstance(m, str) and DOTTED.match(m + ".x")
+    )
 
 
 class SkippedRequest(Request):
@@ -93,7 +90,7 @@ def _request_class(path: object) -> type[Request] | None:
     if path in _SCRAPY:
         return _SCRAPY[path]
     if path not in _allowed and not (
-        _DOTTED.fullmatch(path) and path.split(".")[0] in _packages
+        DOTTED.fullmatch(path) and path.split(".")[0] in _packages
     ):
         return None
     try:

@@ -341,3 +341,109 @@ def test_gave_up_file_opened_for_append_at_start(tmp_path: Any) -> None:
     path.write_text('{"old": 1}\n')
     config(STICKY_PROXY_GAVE_UP_FILE=str(path))
     assert path.read_text() == '{"old": 1}\n'  # appended to, never truncated
+
+
+# -- one parse per crawler, handed to every component -------------------------------
+
+
+@pytest.mark.parametrize(
+    "component",
+    ["StickyProxyMiddleware", "StickyProxyStats", "StickyProxyInheritMiddleware"],
+)
+def test_a_disabled_package_steps_aside_without_a_proxy(component: str) -> None:
+    from scrapy.exceptions import NotConfigured
+    from scrapy.utils.misc import build_from_crawler
+    from scrapy.utils.test import get_crawler
+
+    import scrapy_sticky_proxy
+
+    crawler = get_crawler(
+        settings_dict={"STICKY_PROXY_ENABLED": False, "STICKY_PROXY_INHERIT_KEY": True}
+    )
+    with pytest.raises(NotConfigured):
+        build_from_crawler(getattr(scrapy_sticky_proxy, component), crawler)
+
+
+def test_a_disabled_package_leaves_the_cache_alone() -> None:
+    from scrapy.exceptions import NotConfigured
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_sticky_proxy.cache import BanCacheGuard
+
+    settings = {"STICKY_PROXY_ENABLED": False, "HTTPCACHE_ENABLED": True}
+    with pytest.raises(NotConfigured, match="STICKY_PROXY_ENABLED"):
+        BanCacheGuard(get_crawler(settings_dict=settings))
+
+
+def test_the_download_handler_needs_no_proxy_url() -> None:
+    """A handler routes nothing: it builds without STICKY_PROXY_URL, and the
+    middleware, which asks the same cached parse, still reports it."""
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_sticky_proxy.config import for_crawler
+    from scrapy_sticky_proxy.handler import StickyProxyDownloadHandler
+
+    crawler = get_crawler(settings_dict={"STICKY_PROXY_POOL_MAX_IDLE": 7})
+    handler = StickyProxyDownloadHandler(crawler)
+    assert handler._pool.max_idle == 7
+    with pytest.raises(ConfigError, match="not set") as info:
+        for_crawler(crawler)
+    assert info.value.setting == "STICKY_PROXY_URL"
+
+
+def test_components_share_one_parse() -> None:
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_sticky_proxy import BanPolicy, StickyProxyDownloadHandler
+    from scrapy_sticky_proxy.config import for_crawler
+
+    crawler = get_crawler(
+        settings_dict={
+            "STICKY_PROXY_URL": URL,
+            "STICKY_PROXY_BAN_STATUSES": [418],
+            "STICKY_PROXY_POOL_MAX_IDLE": 3,
+        }
+    )
+    StickyProxyDownloadHandler(crawler)  # parses first, without requiring a proxy
+    config = for_crawler(crawler)
+    assert for_crawler(crawler, require_proxy=False) is config
+    assert config.gateway is not None and config.pool_max_idle == 3
+    assert BanPolicy.from_crawler(crawler).statuses == {418}
+    assert for_crawler(get_crawler(settings_dict={"STICKY_PROXY_URL": URL})) is not (
+        config
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "setting"),
+    [
+        ({"STICKY_PROXY_SERIALIZER_CLASSES": ["not a path"]}, "SERIALIZER_CLASSES"),
+        ({"STICKY_PROXY_ALLOW_HANDLERS": 5}, "ALLOW_HANDLERS"),
+        ({"STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS": 0}, "PLAYWRIGHT_MAX_CONTEXTS"),
+        ({"STICKY_PROXY_PLAYWRIGHT_IDLE_TIMEOUT": "soon"}, "PLAYWRIGHT_IDLE_TIMEOUT"),
+    ],
+)
+def test_component_settings_are_checked_at_start(
+    values: dict[str, Any], setting: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        config(**values)
+    assert info.value.setting == f"STICKY_PROXY_{setting}"
+
+
+def test_the_command_parses_only_the_shared_state_settings() -> None:
+    """No crawler, nothing to route: a URL whose password is in an unset
+    environment variable does not stop ``scrapy sticky_proxy``."""
+    from scrapy_sticky_proxy.config import SharedStateConfig
+
+    settings = Settings(
+        {
+            "STICKY_PROXY_URL": "http://u-{session}:{env:NO_SUCH_VAR_XYZ}@gw:1",
+            "STICKY_PROXY_NAMESPACE": "ns1",
+            "REDIS_URL": "redis://127.0.0.1:1",
+        }
+    )
+    shared = SharedStateConfig.from_settings(settings)
+    assert (shared.namespace, shared.redis_url) == ("ns1", "redis://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="NO_SUCH_VAR_XYZ"):
+        StickyProxyConfig.from_settings(settings)

@@ -373,11 +373,15 @@ def test_the_serializer_allow_list_setting(
     from scrapy.settings import Settings
     from scrapy.utils.request import request_from_dict
 
+    from scrapy_sticky_proxy.config import StickyProxyConfig
+
+    def parsed(settings: dict[str, Any]) -> StickyProxyConfig:
+        return StickyProxyConfig.from_settings(Settings(settings), require_proxy=False)
+
     monkeypatch.syspath_prepend(str(tmp_path))
     marker = hostile_module(tmp_path, "allowed_sp_mod")
-    serializer.configure(
-        Settings({"STICKY_PROXY_SERIALIZER_CLASSES": ["allowed_sp_mod.Evil"]})
-    )
+    allowed = {"STICKY_PROXY_SERIALIZER_CLASSES": ["allowed_sp_mod.Evil"]}
+    serializer.configure(parsed(allowed).serializer_classes)
     data = json.dumps({"url": "http://x/1", "_class": "allowed_sp_mod.Evil"})
     request = request_from_dict(serializer.loads(data))
     assert type(request).__name__ == "Evil" and request.url == "http://x/1"
@@ -391,12 +395,12 @@ def test_the_serializer_allow_list_setting(
     )
     data = json.dumps({"url": "http://x/2", "_class": "projpkg_sp.requests.Mine"})
     assert request_from_dict(serializer.loads(data)).url.startswith("data:")
-    serializer.configure(Settings({"SPIDER_MODULES": ["projpkg_sp.spiders"]}))
+    serializer.configure(spider_modules=["projpkg_sp.spiders"])
     assert type(request_from_dict(serializer.loads(data))).__name__ == "Mine"
     from scrapy_sticky_proxy.errors import ConfigError
 
     with pytest.raises(ConfigError, match="STICKY_PROXY_SERIALIZER_CLASSES"):
-        serializer.configure(Settings({"STICKY_PROXY_SERIALIZER_CLASSES": [5]}))
+        parsed({"STICKY_PROXY_SERIALIZER_CLASSES": [5]})
 
 
 # -- acceptance: a crawl and the status command on a hostile namespace -------------

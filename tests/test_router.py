@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from scrapy_sticky_proxy.config import StaticProxy, StickyProxyConfig
-from scrapy_sticky_proxy.routing.ids import session_id
-from scrapy_sticky_proxy.routing.providers import get_preset
-from scrapy_sticky_proxy.routing.router import (
+from scrapy_sticky_proxy.routing.decisions import (
     CLOSING,
     OUTAGE,
     Decision,
     Held,
-    Router,
     Wait,
 )
+from scrapy_sticky_proxy.routing.ids import session_id
+from scrapy_sticky_proxy.routing.providers import get_preset
+from scrapy_sticky_proxy.routing.router import Router
 from scrapy_sticky_proxy.routing.template import ProxyTemplate
 from scrapy_sticky_proxy.state.memory import MemoryStore
 

@@ -3,7 +3,8 @@ validated once per crawler into a frozen :class:`StickyProxyConfig`.
 
 Components never read ``STICKY_PROXY_*`` settings themselves: they ask
 :func:`for_crawler`, which parses the crawler's settings the first time and
-hands every later caller the same object.
+hands every later caller the same object. ``scrapy sticky_proxy``, which has
+no crawler, parses what it needs with :class:`SharedStateConfig`.
 """
 
 from __future__ import annotations
@@ -11,21 +12,38 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from .model import StaticProxy, StickyProxyConfig
+from .model import StickyProxyConfig
+from .proxies import StaticProxy
+from .shared import SharedStateConfig
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
-__all__ = ["StaticProxy", "StickyProxyConfig", "for_crawler"]
+__all__ = [
+    "SharedStateConfig",
+    "StaticProxy",
+    "StickyProxyConfig",
+    "for_crawler",
+]
 
 _parsed: WeakKeyDictionary[Crawler, StickyProxyConfig] = WeakKeyDictionary()
 
 
-def for_crawler(crawler: Crawler) -> StickyProxyConfig:
+def for_crawler(crawler: Crawler, *, require_proxy: bool = True) -> StickyProxyConfig:
     """The crawler's configuration, parsed on first use (a bad value raises
     :class:`~scrapy_sticky_proxy.errors.ConfigError`, every time it is asked
-    for, so each component that needs it stops the crawl the same way)."""
+    for, so each component that needs it stops the crawl the same way).
+
+    *require_proxy* False is for components that route no request (the
+    download handlers): an enabled package without STICKY_PROXY_URL or
+    STICKY_PROXY_LIST is then left for the middleware to report.
+    """
     config = _parsed.get(crawler)
     if config is None:
-        config = _parsed[crawler] = StickyProxyConfig.from_settings(crawler.settings)
+        config = StickyProxyConfig.from_settings(
+            crawler.settings, require_proxy=require_proxy
+        )
+        _parsed[crawler] = config
+    elif require_proxy:
+        config.check_proxy_given()
     return config

@@ -3,6 +3,7 @@ numbers in Request.meta (a bad one falls back to the setting's value)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -157,6 +158,61 @@ def read_list(settings: BaseSettings, name: str) -> list[Any]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return list(value)
     raise ConfigError(name, f"expected a list, got {type(value).__name__}")
+
+
+DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def dotted_path(obj: Any) -> str:
+    """The dotted path of a class, or *obj* itself if it is one already."""
+    if isinstance(obj, str):
+        return obj
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def read_dotted_paths(settings: BaseSettings, name: str) -> tuple[str, ...]:
+    """A list of dotted paths (never imported here)."""
+    paths = read_list(settings, name)
+    for path in paths:
+        if not isinstance(path, str) or not DOTTED.fullmatch(path):
+            raise ConfigError(name, f"expected dotted paths, got {path!r}")
+    return tuple(paths)
+
+
+def load_class(path: str, name: str) -> type:
+    """The class at dotted *path*, imported now."""
+    module_name, _, attr = path.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(name, f"cannot import {path!r}: {exc}") from None
+    if not isinstance(obj, type):
+        raise ConfigError(name, f"{path!r} is not a class")
+    return obj
+
+
+def read_append_file(settings: BaseSettings, name: str) -> str | None:
+    """A path to a file that will be appended to, checked now: a record that
+    cannot be written at the end of a long crawl is found too late. Opened
+    for append (created if missing, never truncated)."""
+    value = settings.get(name)
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(name, f"expected a path, got {type(value).__name__}")
+    path = value
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(name, f"the directory {directory} is missing")
+    if os.path.isdir(path):
+        raise ConfigError(name, f"{path} is a directory, not a file")
+    try:
+        open(path, "a", encoding="utf-8").close()
+    except OSError as exc:
+        raise ConfigError(name, f"cannot append to {path}: {exc.strerror}") from None
+    return path
 
 
 def meta_count(

@@ -24,10 +24,10 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .answers import AnswerLog, wait_start
+from .decisions import CLOSING, NO_PROXIES, OUTAGE, Decision, Held, Session, Wait
 from .gate import FAILED, GIVE_UP, GO, Facts, GatePolicy, RouteGate
 from .ids import session_id
 from .pool import ProxyPool
@@ -39,57 +39,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NO_PROXIES = "sticky_proxy_no_proxies_left"
-OUTAGE = "unreachable/outage"  # give-up reason of requests held back too long
-CLOSING = "spider_closing"  # give-up reason of requests held when it closed
-
-
-@dataclass(frozen=True)
-class Session:
-    """The session a key is on: counted as one use when it is handed out."""
-
-    key: str
-    generation: int
-    id: str
-    rotated: bool  # moved to a new generation by max age / max uses just now
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Where a request goes: ``proxy`` is ``scheme://host:port`` (never the
-    credentials); ``route`` names the gateway or the static proxy."""
-
-    session: str
-    generation: int
-    route: str
-    proxy: str
-
-
-@dataclass(frozen=True)
-class Wait:
-    """Wait at *route*'s gate for *seconds* at most, then ask again."""
-
-    route: str
-    seconds: float
-
-
-class Held(Exception):
-    """A request that must not wait any longer: record it with ``reason``
-    (``None``: not the request's fault, the crawl stops; ``close`` then
-    names the spider's close reason and message, if the router asks for it)."""
-
-    def __init__(
-        self,
-        reason: str | None,
-        message: str = "",
-        close: tuple[str, str] | None = None,
-    ):
-        super().__init__(message or reason)
-        self.reason = reason
-        self.close = close
-
 
 class Router:
+    """See the module's docstring; the values it hands out are in
+    :mod:`.decisions`."""
+
     def __init__(
         self,
         config: StickyProxyConfig,

@@ -1,0 +1,38 @@
+"""The package's counters: every ``sticky_proxy/<name>`` stat goes through
+:class:`Counter`, and :data:`stats_wanted` asks for the ones kept locally."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scrapy.statscollectors import StatsCollector
+
+    from .state.store import HealthStore
+
+PREFIX = "sticky_proxy/"
+
+#: Sent when the ``sticky_proxy/`` stats are about to be read (the progress
+#: line, the summary at close): counters kept locally are written now.
+stats_wanted = object()
+
+
+class Counter:
+    def __init__(self, stats: StatsCollector | None):
+        assert stats is not None
+        self._stats = stats
+        # Counted here and written by flush(): a stats call per request
+        # costs more than the rest of a healthy request's routing
+        # (bench/per_request.py).
+        self.requests = 0
+
+    def inc(self, name: str, count: int = 1) -> None:
+        self._stats.inc_value(PREFIX + name, count)
+
+    def flush(self, store: HealthStore) -> None:
+        """Write the counters kept locally (here and in *store*)."""
+        self._stats.set_value(PREFIX + "requests", self.requests)
+        self._stats.set_value(PREFIX + "tracked_keys", len(store))
+        for name, count in store.counters().items():
+            if count:
+                self._stats.set_value(PREFIX + name, count)

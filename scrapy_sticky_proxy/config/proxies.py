@@ -1,0 +1,137 @@
+"""Where requests go: STICKY_PROXY_URL (a gateway, shaped by
+STICKY_PROXY_PROVIDER and STICKY_PROXY_SESSION_LIFETIME) or STICKY_PROXY_LIST
+(static proxies), parsed into proxy templates; and the passwords they hold,
+which nothing may show."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ..routing.providers import ProviderSpec, get_preset
+from ..routing.template import ProxyTemplate
+from .readers import WEEK, expand_env, read_int, read_str, shown
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+MAX_WEIGHT = 1_000_000
+
+
+@dataclass(frozen=True)
+class StaticProxy:
+    """One entry of STICKY_PROXY_LIST. ``id`` (host:port) is what logs,
+    stats, download slots and shared stores see; never the URL."""
+
+    id: str
+    template: ProxyTemplate
+    weight: float = 1.0
+
+
+def read_proxies(
+    settings: BaseSettings, enabled: bool, *, require: bool
+) -> tuple[ProviderSpec, ProxyTemplate | None, tuple[StaticProxy, ...]]:
+    """The provider, the gateway and the static proxies. With *require*,
+    an enabled package with neither a gateway nor a list is an error."""
+    provider = get_preset(read_str(settings, "STICKY_PROXY_PROVIDER") or "generic")
+    lifetime = read_int(settings, "STICKY_PROXY_SESSION_LIFETIME", None, 0, WEEK)
+    url = read_str(settings, "STICKY_PROXY_URL") or os.environ.get("STICKY_PROXY_URL")
+    if url:
+        url = expand_env(url, "STICKY_PROXY_URL")
+    static = _static_list(settings.get("STICKY_PROXY_LIST"))
+    if url and static:
+        raise ConfigError(
+            "STICKY_PROXY_URL",
+            "set either STICKY_PROXY_URL (a gateway) or STICKY_PROXY_LIST "
+            "(static proxies), not both",
+        )
+    if not url and not static and provider.name == "sandbox" and enabled:
+        from ..sandbox import embedded
+
+        url = embedded().gateway_url
+    gateway = ProxyTemplate.parse(url, provider, lifetime) if url else None
+    if require:
+        check_given(enabled, gateway, static)
+    return provider, gateway, static
+
+
+def check_given(
+    enabled: bool, gateway: ProxyTemplate | None, static: tuple[StaticProxy, ...]
+) -> None:
+    """An enabled package needs somewhere to send requests."""
+    if enabled and gateway is None and not static:
+        raise ConfigError(
+            "STICKY_PROXY_URL",
+            "not set: give your gateway URL (http://user:pass@host:port), "
+            "or STICKY_PROXY_LIST, or STICKY_PROXY_PROVIDER = 'sandbox' "
+            "for the offline sandbox",
+        )
+
+
+def secrets_of(
+    gateway: ProxyTemplate | None, static: tuple[StaticProxy, ...]
+) -> tuple[str, ...]:
+    return tuple(
+        secret
+        for template in [gateway, *(p.template for p in static)]
+        if template is not None
+        for secret in template.secrets
+        if secret
+    )
+
+
+def _weight(value: Any) -> float | None:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not (math.isfinite(value) and 0 < value <= MAX_WEIGHT):
+        return None
+    return float(value)
+
+
+def _static_list(value: Any) -> tuple[StaticProxy, ...]:
+    name = "STICKY_PROXY_LIST"
+    if value is None or value in ("", [], {}):
+        return ()
+    if isinstance(value, str):
+        value = [line.strip() for line in value.splitlines() if line.strip()]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = [(url, 1.0) for url in value]
+    else:
+        raise ConfigError(name, "expected a list of proxy URLs or a {url: weight} dict")
+    generic = get_preset("generic")
+    proxies: list[StaticProxy] = []
+    seen: dict[str, int] = {}
+    for index, (url, raw_weight) in enumerate(items):
+        weight = _weight(raw_weight)
+        if weight is None:
+            raise ConfigError(
+                name,
+                f"entry {index}: weight must be a positive number up to "
+                f"{MAX_WEIGHT}, got {shown(raw_weight)}",
+            )
+        template = ProxyTemplate.parse(
+            expand_env(url, name) if isinstance(url, str) else url,
+            generic,
+            None,
+            setting=name,
+            require_session=False,
+        )
+        proxy_id = template.hostport
+        seen[proxy_id] = seen.get(proxy_id, 0) + 1
+        if seen[proxy_id] > 1:
+            # The same gateway with other accounts: keep ids distinct
+            # without exposing the credentials.
+            proxy_id = f"{proxy_id}#{seen[proxy_id]}"
+        proxies.append(StaticProxy(proxy_id, template, weight))
+    return tuple(proxies)

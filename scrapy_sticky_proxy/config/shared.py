@@ -1,0 +1,105 @@
+"""The settings that locate and read the state crawlers share: the Redis
+connection (STICKY_PROXY_REDIS_URL, falling back to scrapy-redis's
+REDIS_URL, REDIS_HOST/REDIS_PORT and REDIS_PARAMS), STICKY_PROXY_NAMESPACE,
+and the static proxies' health policy (STICKY_PROXY_LIST_*), which labels
+the shared proxy states.
+
+:class:`SharedStateConfig` holds just these, for ``scrapy sticky_proxy``:
+a command has no crawler and no proxy to route, so it parses these and
+nothing else (a URL whose ``{env:...}`` password is not set on the machine
+where the command runs does not stop it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ..routing.health import PoolPolicy
+from .readers import expand_env, read_float, read_int, read_str
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+DEFAULT_NAMESPACE = "sticky_proxy"
+# Client options that make sense for our connection; scrapy-redis's own
+# defaults (30 s socket timeout) would hide a lost Redis for too long.
+_REDIS_DEFAULTS = {"socket_timeout": 5, "socket_connect_timeout": 2}
+_REDIS_IGNORED = {"redis_cls", "url", "encoding", "decode_responses"}
+
+
+@dataclass(frozen=True)
+class SharedStateConfig:
+    redis_url: str = "redis://localhost:6379"
+    redis_params: dict[str, Any] = field(default_factory=dict)
+    namespace: str = DEFAULT_NAMESPACE
+    pool_policy: PoolPolicy = field(default_factory=PoolPolicy)
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> SharedStateConfig:
+        return cls(
+            redis_url=redis_url(settings),
+            namespace=namespace(settings),
+            pool_policy=pool_policy(settings),
+            redis_params=redis_params(settings),
+        )
+
+
+def namespace(settings: BaseSettings) -> str:
+    return read_str(settings, "STICKY_PROXY_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+def redis_url(settings: BaseSettings) -> str:
+    """STICKY_PROXY_REDIS_URL, else scrapy-redis's REDIS_URL, else its
+    REDIS_HOST/REDIS_PORT, else redis://localhost:6379 (scrapy-redis's default)."""
+    url = read_str(settings, "STICKY_PROXY_REDIS_URL") or read_str(
+        settings, "REDIS_URL"
+    )
+    if url:
+        url = expand_env(url, "STICKY_PROXY_REDIS_URL")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                "STICKY_PROXY_REDIS_URL",
+                "expected a redis://, rediss:// or unix:// URL",
+            )
+        return url
+    host = settings.get("REDIS_HOST") or "localhost"
+    port = settings.get("REDIS_PORT") or 6379
+    return f"redis://{host}:{port}"
+
+
+def redis_params(settings: BaseSettings) -> dict[str, Any]:
+    try:
+        params = settings.getdict("REDIS_PARAMS")
+    except (ValueError, TypeError):
+        raise ConfigError("REDIS_PARAMS", "expected a dict") from None
+    extra = {k: v for k, v in params.items() if k not in _REDIS_IGNORED}
+    return {**_REDIS_DEFAULTS, **extra}
+
+
+def pool_policy(settings: BaseSettings) -> PoolPolicy:
+    default = PoolPolicy()
+    values = {
+        "unhealthy_after": read_int(
+            settings,
+            "STICKY_PROXY_LIST_UNHEALTHY_AFTER",
+            default.unhealthy_after,
+            1,
+            1000,
+        ),
+        "dead_after": read_int(
+            settings, "STICKY_PROXY_LIST_DEAD_AFTER", default.dead_after, 2, 10_000
+        ),
+        "backoff_base": read_float(
+            settings, "STICKY_PROXY_LIST_BACKOFF", default.backoff_base
+        ),
+        "backoff_max": read_float(
+            settings, "STICKY_PROXY_LIST_BACKOFF_MAX", default.backoff_max
+        ),
+    }
+    try:
+        return PoolPolicy(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        name = "BACKOFF_MAX" if "backoff" in str(exc) else "DEAD_AFTER"
+        raise ConfigError(f"STICKY_PROXY_LIST_{name}", str(exc)) from None
