@@ -4,6 +4,8 @@ and a recovery."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -212,3 +214,15 @@ def test_a_timeout_blames_the_exit_only_if_the_target_answered_meanwhile():
     assert router.exit_blamed("site:80", None, timeout=10.0) == clock.now - 10
     clock.advance(20)
     assert router.exit_blamed("site:80", None, timeout=10.0) is None
+
+
+def test_the_routing_core_and_the_stores_import_without_scrapy():
+    code = (
+        "import sys\n"
+        "import scrapy_sticky_proxy.routing.router, scrapy_sticky_proxy.state.memory\n"
+        "print(sorted(m for m in ('scrapy', 'twisted') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
