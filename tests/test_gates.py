@@ -362,3 +362,39 @@ async def test_static_proxies_that_never_come_back_close_the_spider() -> None:
             follow=False,
         )
     assert result.stats["finish_reason"] == "sticky_proxy_no_proxies_left"
+
+
+@deferred_f_from_coro_f
+async def test_a_gateway_that_never_answered_closes_the_crawl_soon(
+    tmp_path: Path, log_text: Any
+) -> None:
+    """A wrong port is a configuration problem, not an outage: the crawl
+    closes after STICKY_PROXY_UNREACHABLE_TIMEOUT, not OUTAGE_TIMEOUT (600 s),
+    names the host:port it tried, and records what it held."""
+    closed = free_port()  # nothing listens: every connection is refused
+    gave_up = tmp_path / "gave_up.jsonl"
+    with Sandbox() as site:
+        result = await crawl_within(
+            60,
+            ItemsSpider,
+            {
+                "STICKY_PROXY_PROVIDER": "sandbox",
+                "STICKY_PROXY_URL": f"http://user:s3cret-pw@127.0.0.1:{closed}",
+                "STICKY_PROXY_UNREACHABLE_TIMEOUT": 1,
+                "STICKY_PROXY_GAVE_UP_FILE": str(gave_up),
+            },
+            base=site.site_url,
+            n=5,
+            follow=False,
+        )
+    stats = result.stats
+    assert stats["finish_reason"] == "sticky_proxy_gateway_unreachable"
+    text = log_text()
+    assert f"the gateway 127.0.0.1:{closed} (STICKY_PROXY_URL) has not answered" in text
+    assert "STICKY_PROXY_UNREACHABLE_TIMEOUT" in text
+    reasons = {r["reasons"][-1] for r in records(gave_up)}
+    assert reasons <= {"unreachable/never_answered", "spider_closing"}, reasons
+    assert stats.get("sticky_proxy/gave_up", 0) + stats.get(
+        "sticky_proxy/failed", 0
+    ) == len(records(gave_up))
+    assert len({r["url"] for r in records(gave_up)}) == 5  # every item recorded

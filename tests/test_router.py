@@ -13,7 +13,9 @@ import pytest
 from scrapy_sticky_proxy.config import StaticProxy, StickyProxyConfig
 from scrapy_sticky_proxy.routing.decisions import (
     CLOSING,
+    NEVER_ANSWERED,
     OUTAGE,
+    UNREACHABLE,
     Decision,
     Held,
     Wait,
@@ -190,6 +192,38 @@ def test_static_proxies_fail_over_while_one_answers_and_return_when_it_does():
     router.answered(down, probe, "site:80")
     assert None in woken
     assert go(router, moved[0], {}).route == down
+
+
+def test_a_gateway_that_never_answered_is_a_configuration_problem():
+    router, clock, _ = make_router(unreachable_timeout=5.0, outage_timeout=600.0)
+    route = "127.0.0.1:8000"
+    facts: dict[str, Any] = {}
+    go(router, "a", facts)
+    router.refused(route, facts)
+    clock.advance(4.9)
+    assert isinstance(admit(router, "b", {}), (Decision, Wait))
+    clock.advance(0.2)
+    with pytest.raises(Held) as held:
+        admit(router, "b", {})
+    assert held.value.reason == NEVER_ANSWERED
+    assert held.value.close is not None
+    reason, message = held.value.close
+    assert reason == UNREACHABLE
+    assert "the gateway 127.0.0.1:8000 (STICKY_PROXY_URL) has not answered" in message
+    assert "s3cret" not in message
+
+
+def test_a_gateway_that_answered_once_is_in_an_outage_not_misconfigured():
+    router, clock, _ = make_router(unreachable_timeout=5.0, outage_timeout=600.0)
+    route = "127.0.0.1:8000"
+    facts: dict[str, Any] = {}
+    go(router, "a", facts)
+    router.answered(route, facts)
+    failing: dict[str, Any] = {}
+    go(router, "a", failing)
+    router.refused(route, failing)
+    clock.advance(60)
+    assert isinstance(admit(router, "b", {}), (Decision, Wait))
 
 
 def test_rejected_credentials_stop_the_route_and_stop_releases_everyone():

@@ -85,6 +85,7 @@ class StickyProxyConfig:
     outage_backoff_max: float = 10.0
     outage_timeout: float = 600.0
     probe_wait: float = 10.0
+    unreachable_timeout: float = 30.0
     secrets: tuple[str, ...] = ()
     # Read by the download handlers, the wiring check and the serializer.
     pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
@@ -156,6 +157,10 @@ class StickyProxyConfig:
             outage_timeout=read_float(settings, "STICKY_PROXY_OUTAGE_TIMEOUT", 600.0)
             or 600.0,
             probe_wait=read_float(settings, "STICKY_PROXY_PROBE_WAIT", 10.0) or 10.0,
+            unreachable_timeout=read_float(
+                settings, "STICKY_PROXY_UNREACHABLE_TIMEOUT", 30.0
+            )
+            or 30.0,
             secrets=secrets_of(gateway, static),
             pool_max_idle=read_int(
                 settings,

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 NO_PROXIES = "sticky_proxy_no_proxies_left"
+UNREACHABLE = "sticky_proxy_gateway_unreachable"  # nothing ever answered
+NEVER_ANSWERED = "unreachable/never_answered"  # give-up reason of its requests
 OUTAGE = "unreachable/outage"  # give-up reason of requests held back too long
 CLOSING = "spider_closing"  # give-up reason of requests held when it closed
 

@@ -27,7 +27,17 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .answers import AnswerLog, wait_start
-from .decisions import CLOSING, NO_PROXIES, OUTAGE, Decision, Held, Session, Wait
+from .decisions import (
+    CLOSING,
+    NEVER_ANSWERED,
+    NO_PROXIES,
+    OUTAGE,
+    UNREACHABLE,
+    Decision,
+    Held,
+    Session,
+    Wait,
+)
 from .gate import FAILED, GIVE_UP, GO, Facts, GatePolicy, RouteGate
 from .ids import session_id
 from .pool import ProxyPool
@@ -40,10 +50,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Router:
-    """See the module's docstring; the values it hands out are in
-    :mod:`.decisions`."""
-
+class Router:  # the values it hands out are in .decisions
     def __init__(
         self,
         config: StickyProxyConfig,
@@ -73,6 +80,9 @@ class Router:
             config.probe_wait, config.outage_backoff_max, config.outage_timeout
         )
         self._down: set[str] = set()  # static proxies refusing connections
+        # Until a first answer through any route: since when routes refuse.
+        self._refused_since: float | None = None
+        self._answered_once = False
         self.stopping = False  # the spider is closing: no request waits
         self.answers = AnswerLog()
         self._ips: dict[str, Any] = {}
@@ -95,6 +105,8 @@ class Router:
         again; raises :class:`Held` when it must not wait."""
         if self.stopping:
             raise Held(CLOSING)
+        if self._refused_since is not None:
+            self._check_reachable()
         if self.pool is None:
             assert self.config.gateway is not None
             route = self.config.gateway.hostport
@@ -124,6 +136,28 @@ class Router:
             )
         return picked
 
+    def _check_reachable(self) -> None:
+        """Nothing has answered since the crawl started and the routes have
+        refused for longer than STICKY_PROXY_UNREACHABLE_TIMEOUT: a wrong
+        host or port, not an outage worth STICKY_PROXY_OUTAGE_TIMEOUT."""
+        assert self._refused_since is not None
+        waited = self.clock() - self._refused_since
+        if waited <= self.config.unreachable_timeout:
+            return
+        if self.pool is None:
+            assert self.config.gateway is not None
+            hostport = self.config.gateway.hostport
+            what = f"the gateway {hostport} (STICKY_PROXY_URL) has not answered"
+        else:
+            tried = ", ".join(self.proxies)
+            what = f"no proxy of STICKY_PROXY_LIST ({tried}) has answered"
+        message = (
+            f"{what} since the crawl started: connections refused (or the host "
+            f"did not resolve) for {waited:.0f} s. Check the host and port "
+            "(STICKY_PROXY_UNREACHABLE_TIMEOUT sets this wait)"
+        )
+        raise Held(NEVER_ANSWERED, message, close=(UNREACHABLE, message))
+
     def stop(self) -> None:
         """The spider is closing: no request waits at a gate any more."""
         self.stopping = True
@@ -137,6 +171,8 @@ class Router:
         now = self.clock()
         if host is not None:
             self.answers.answered(host, now)
+        self._answered_once = True
+        self._refused_since = None
         down_for = self.gate(route).answered(facts, now)
         if down_for is not None:
             logger.info("The proxy %s answers again after %.1f s", route, down_for)
@@ -158,7 +194,10 @@ class Router:
         gate = self.gate(route)
         first = not gate.down
         was_probe = gate.is_probe(facts)
-        gate.refused(facts, self.clock())
+        now = self.clock()
+        gate.refused(facts, now)
+        if not self._answered_once and self._refused_since is None:
+            self._refused_since = now
         if first:
             logger.warning(
                 "The proxy %s refuses connections: holding requests back and "
