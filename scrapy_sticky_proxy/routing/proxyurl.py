@@ -26,6 +26,12 @@ def split_proxy_url(
     if not isinstance(url, str) or not url.strip():
         raise fail("must be a non-empty proxy URL such as http://user:pass@host:port")
     url = url.strip()
+    if url[0] in "[{\"'":
+        raise fail(
+            f"starts with {url[0]!r}: expected one bare proxy URL such as "
+            "http://user:pass@host:port, not JSON or quoted text; several proxies "
+            "go in STICKY_PROXY_LIST"
+        )
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise fail("contains whitespace or control characters; percent-encode them")
     match = _SCHEME_RE.match(url)

@@ -1,0 +1,74 @@
+"""Proxy URLs as users give them (issue 13, items 7, 8 and 10): a JSON list
+from the command line, ``https://`` proxies, credentials the
+Proxy-Authorization encoding cannot carry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from scrapy.settings import Settings
+
+from scrapy_sticky_proxy.config import StickyProxyConfig
+from scrapy_sticky_proxy.errors import ConfigError
+
+from .conftest import assert_absent
+
+PW = "s3cret-pw"
+P1 = f"http://u:{PW}@p1.example:3128"
+P2 = "http://p2.example:3128"
+
+
+def config(**values: Any) -> StickyProxyConfig:
+    return StickyProxyConfig.from_settings(Settings(values))
+
+
+def raises(setting: str, match: str, **values: Any) -> str:
+    """The message of the ConfigError *values* raise, checked: it names
+    *setting* first and holds no password."""
+    with pytest.raises(ConfigError, match=match) as info:
+        config(**values)
+    message = str(info.value)
+    assert message.startswith(f"{setting}: ")
+    assert_absent(PW, message)
+    return message
+
+
+# -- item 7: STICKY_PROXY_LIST as text (-s, Scrapyd's -d setting=) -------------
+
+
+@pytest.mark.parametrize(
+    ("text", "weights"),
+    [
+        (f'["{P1}", "{P2}"]', [1.0, 1.0]),
+        (f' {{"{P1}": 2, "{P2}": "0.5"}} ', [2.0, 0.5]),
+        (f"{P1},{P2}", [1.0, 1.0]),  # what getlist users write
+        (f"{P1}\n{P2}\n", [1.0, 1.0]),
+    ],
+    ids=["json-list", "json-object", "commas", "lines"],
+)
+def test_list_given_as_text(text: str, weights: list[float]) -> None:
+    cfg = config(STICKY_PROXY_LIST=text)
+    assert [p.id for p in cfg.static_proxies] == ["p1.example:3128", "p2.example:3128"]
+    assert [p.weight for p in cfg.static_proxies] == weights
+    assert cfg.secrets == (PW,)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f'["{P1}",', f'{{"{P1}": }}', f"['{P1}']", "[" * 100_000],
+    ids=["unterminated", "no-value", "single-quotes", "deep"],
+)
+def test_list_broken_json(text: str) -> None:
+    message = raises("STICKY_PROXY_LIST", "not valid JSON", STICKY_PROXY_LIST=text)
+    assert "credentials" not in message
+
+
+def test_url_given_a_json_list() -> None:
+    """One URL is expected: say so, rather than blame the credentials."""
+    message = raises(
+        "STICKY_PROXY_URL",
+        r"starts with '\['.*STICKY_PROXY_LIST",
+        STICKY_PROXY_URL=f'["{P1}"]',
+    )
+    assert "credentials" not in message
