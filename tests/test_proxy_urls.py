@@ -4,6 +4,7 @@ Proxy-Authorization encoding cannot carry."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -72,3 +73,58 @@ def test_url_given_a_json_list() -> None:
         STICKY_PROXY_URL=f'["{P1}"]',
     )
     assert "credentials" not in message
+
+
+# -- item 10: credentials HTTPPROXY_AUTH_ENCODING cannot encode -------------------
+
+WIDE = "pä€ss"  # ä is Latin-1, € is not
+
+
+@pytest.mark.parametrize(
+    ("values", "setting", "part"),
+    [
+        (
+            {"STICKY_PROXY_URL": f"http://u-{{session}}:{PW}{WIDE}@gw.example:8000"},
+            "STICKY_PROXY_URL",
+            "password",
+        ),
+        (
+            {"STICKY_PROXY_URL": f"http://u-{{session}}:{PW}p%C3%A4%E2%82%AC@h:1"},
+            "STICKY_PROXY_URL",
+            "password",
+        ),
+        (
+            {"STICKY_PROXY_URL": f"http://{WIDE}-{{session}}:{PW}@gw.example:8000"},
+            "STICKY_PROXY_URL",
+            "username",
+        ),
+        (
+            {"STICKY_PROXY_LIST": [P2, f"http://u:{PW}{WIDE}@p3.example:1"]},
+            "STICKY_PROXY_LIST",
+            "password",
+        ),
+    ],
+    ids=["password", "percent-encoded", "username", "list"],
+)
+def test_credentials_outside_auth_encoding(
+    values: dict[str, Any], setting: str, part: str
+) -> None:
+    expected = f"the {part} .*HTTPPROXY_AUTH_ENCODING.*latin-1"
+    message = raises(setting, expected, **values)
+    assert_absent("€", message)
+    assert_absent("%E2", message)
+    # The user may say the provider takes UTF-8.
+    cfg = config(**values, HTTPPROXY_AUTH_ENCODING="utf-8")
+    template = cfg.gateway or cfg.static_proxies[-1].template
+    header = template.authorization("abc", "utf-8")
+    assert header is not None
+    assert "€" in base64.b64decode(header.split()[1]).decode("utf-8")
+
+
+def test_unknown_auth_encoding() -> None:
+    raises(
+        "HTTPPROXY_AUTH_ENCODING",
+        "not a text encoding",
+        STICKY_PROXY_URL=f"http://u-{{session}}:{PW}@gw.example:8000",
+        HTTPPROXY_AUTH_ENCODING="no-such-codec",
+    )

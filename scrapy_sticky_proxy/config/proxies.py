@@ -59,6 +59,7 @@ def read_proxies(
 
         url = embedded().gateway_url
     gateway = ProxyTemplate.parse(url, provider, lifetime) if url else None
+    _check_encoding(settings, gateway, static)
     if require:
         check_given(enabled, gateway, static)
     return provider, gateway, static
@@ -75,6 +76,37 @@ def check_given(
             "or STICKY_PROXY_LIST, or STICKY_PROXY_PROVIDER = 'sandbox' "
             "for the offline sandbox",
         )
+
+
+def _check_encoding(
+    settings: BaseSettings,
+    gateway: ProxyTemplate | None,
+    static: tuple[StaticProxy, ...],
+) -> None:
+    """Credentials that HTTPPROXY_AUTH_ENCODING (Scrapy's, for the
+    Proxy-Authorization value) cannot write would fail every request."""
+    name = "HTTPPROXY_AUTH_ENCODING"
+    encoding = settings.get(name) or "latin-1"
+    try:
+        "".encode(encoding)
+    except (LookupError, TypeError):
+        raise ConfigError(
+            name, f"{shown(encoding)} is not a text encoding (e.g. 'latin-1', 'utf-8')"
+        ) from None
+    templates = [("STICKY_PROXY_LIST", p.template) for p in static]
+    if gateway is not None:
+        templates.append(("STICKY_PROXY_URL", gateway))
+    for setting, template in templates:
+        part = template.unencodable(encoding)
+        if part is not None:
+            default = ", Scrapy's default" if settings.getpriority(name) == 0 else ""
+            raise ConfigError(
+                setting,
+                f"the {part} of {template.hostport} has characters that "
+                f"{name} ({encoding}{default}) cannot encode, so every request "
+                f"through it would fail: set {name} = 'utf-8' if the proxy "
+                f"reads credentials as UTF-8, or use a {part} without them",
+            )
 
 
 def secrets_of(
