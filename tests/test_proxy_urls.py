@@ -5,15 +5,20 @@ Proxy-Authorization encoding cannot carry."""
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from scrapy import Request
 from scrapy.settings import Settings
+from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy.config import StickyProxyConfig
 from scrapy_sticky_proxy.errors import ConfigError
+from scrapy_sticky_proxy.sandbox import Sandbox
 
-from .conftest import assert_absent
+from .conftest import assert_absent, crawl
+from .spiders import ItemsSpider, item_of
 
 PW = "s3cret-pw"
 P1 = f"http://u:{PW}@p1.example:3128"
@@ -73,6 +78,86 @@ def test_url_given_a_json_list() -> None:
         STICKY_PROXY_URL=f'["{P1}"]',
     )
     assert "credentials" not in message
+
+
+# -- item 8: https:// proxies ----------------------------------------------------
+
+
+def test_https_proxy_urls_are_accepted() -> None:
+    gateway = config(STICKY_PROXY_URL=f"https://u-{{session}}:{PW}@gw.example:8443")
+    assert gateway.gateway is not None
+    assert gateway.gateway.endpoint == "https://gw.example:8443"
+    assert gateway.gateway.render("abc").startswith("https://u-abc:")
+    static = config(STICKY_PROXY_LIST=[f"https://u:{PW}@p1.example:443", P2])
+    endpoints = [p.template.endpoint for p in static.static_proxies]
+    assert endpoints == ["https://p1.example:443", "http://p2.example:3128"]
+
+
+class MixedSpider(ItemsSpider):
+    """ItemsSpider over http, and one https page, which an https:// proxy
+    cannot carry in Scrapy."""
+
+    name = "mixed"
+
+    def __init__(self, https_base: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.https_base = https_base
+        self.failures: list[BaseException] = []
+
+    async def start(self) -> AsyncIterator[Any]:
+        async for request in super().start():
+            yield request
+        yield Request(f"{self.https_base}/item/0", errback=self.failed)
+
+    def failed(self, failure: Any) -> None:
+        self.failures.append(failure.value)
+
+
+@pytest.fixture
+def tls_sandbox() -> Iterator[Sandbox]:
+    with Sandbox(gateway_tls=True, pin_per_connection=True) as sb:
+        yield sb
+
+
+@deferred_f_from_coro_f
+async def test_crawl_through_https_proxy(tls_sandbox: Sandbox, log_text: Any) -> None:
+    """http:// pages go through the TLS gateway, each item and its follow-ups
+    on one exit (the gateway pins exits per connection); the https:// page
+    is refused at once with a true message and recorded."""
+    sb = tls_sandbox
+    assert sb.gateway_url.startswith("https://")
+    n = 8
+    settings = {"STICKY_PROXY_PROVIDER": "sandbox", "STICKY_PROXY_URL": sb.gateway_url}
+    result = await crawl(
+        MixedSpider, settings, base=sb.site_url, https_base=sb.site_https_url, n=n
+    )
+
+    assert sorted(i["item"] for i in result.items if i["part"] == "page") == list(
+        range(n)
+    )
+    assert len([i for i in result.items if i["part"] != "page"]) == 3 * n
+    exits: dict[int, set[str]] = {}
+    for hit in sb.site.hits:
+        item = item_of(hit.path)
+        if item is not None:
+            exits.setdefault(item, set()).add(hit.client_ip)
+    assert all(len(seen) == 1 for seen in exits.values()), exits
+    assert len({ip for seen in exits.values() for ip in seen}) == n
+    # Every request reached the gateway as a proxied GET over TLS (it speaks
+    # nothing else), with its session; no CONNECT was tried, the site saw no
+    # https request, and (crawl() checks it) no Proxy-Authorization.
+    assert len(sb.gateway.log) == 4 * n
+    assert {(r.method, r.status) for r in sb.gateway.log} == {("GET", 200)}
+    assert all(r.session for r in sb.gateway.log)
+    assert not [h for h in sb.site.hits if h.scheme == "https"]
+
+    spider = result.crawler.spider
+    assert isinstance(spider, MixedSpider)
+    [error] = spider.failures
+    assert f"https:// proxy {sb.gateway_hostport}" in str(error)
+    assert "http://" in str(error)
+    assert result.stats["sticky_proxy/failed"] == 1
+    assert "failed/NotSupported" in log_text()
 
 
 # -- item 10: credentials HTTPPROXY_AUTH_ENCODING cannot encode -------------------

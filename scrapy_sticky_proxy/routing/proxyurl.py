@@ -38,19 +38,13 @@ def split_proxy_url(
     scheme = match.group(1).lower() if match else "http"
     rest = url[match.end() :] if match else url
     hint = f" (e.g. {gateway})" if gateway else ""
-    if scheme == "https":
-        raise fail(
-            "https:// proxy URLs are not supported: Scrapy cannot speak TLS to a "
-            f"proxy. Use the provider's plain http port with http://{hint}; https "
-            "sites still work through it (CONNECT)"
-        )
     if scheme.startswith("socks"):
         raise fail(
             f"{scheme}:// proxies are not supported by Scrapy; use the provider's "
             f"http gateway{hint} or a local http-to-socks bridge"
         )
-    if scheme != "http":
-        raise fail(f"unsupported proxy scheme {scheme!r}; use http://")
+    if scheme not in ("http", "https"):
+        raise fail(f"unsupported proxy scheme {scheme!r}; use http:// or https://")
     end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
     netloc, tail = rest[:end], rest[end:]
     if "@" in tail:
