@@ -157,6 +157,7 @@ async def test_crawl_through_https_proxy(tls_sandbox: Sandbox, log_text: Any) ->
     assert f"https:// proxy {sb.gateway_hostport}" in str(error)
     assert "http://" in str(error)
     assert result.stats["sticky_proxy/failed"] == 1
+    assert "sticky_proxy/unproxied" not in result.stats
     assert "failed/NotSupported" in log_text()
 
 
