@@ -8,7 +8,7 @@ once per TCP connection sends B out through A's exit. HTTPS targets are not
 affected (CONNECT tunnels are keyed by the Proxy-Authorization value), but one
 tunnel per session can pile up idle sockets.
 
-This handler changes three things and nothing else:
+This handler changes four things and nothing else:
 
 * the pool key of a proxied request gets a digest of its Proxy-Authorization
   header, so a connection is only reused by the session that opened it;
@@ -16,7 +16,11 @@ This handler changes three things and nothing else:
   (``STICKY_PROXY_POOL_MAX_IDLE``), oldest first out, and empty per-key lists
   are dropped, so one session per URL cannot grow the pool without bound;
 * a CONNECT tunnel whose connection the proxy closes before answering fails
-  at once (:class:`_FailFastTunnel`) instead of at DOWNLOAD_TIMEOUT.
+  at once (:class:`_FailFastTunnel`) instead of at DOWNLOAD_TIMEOUT;
+* an https:// request through an https:// proxy, which Scrapy cannot send
+  (it would need TLS inside the TLS connection to the proxy), fails with a
+  message that names the proxy and the way out (:func:`_refuse_tls_in_tls`).
+  http:// requests through an https:// proxy work as in Scrapy.
 
 The digest reaches the pool through a context variable set for the duration
 of ``download_request``: the Agent asks the pool for a connection
@@ -38,6 +42,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
+from scrapy.exceptions import NotSupported
+from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.abstract import isIPAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
@@ -200,11 +206,32 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         self._pool = pool
 
     async def download_request(self, request: Request) -> Response:
+        proxy = request.meta.get("proxy")
+        if proxy:
+            _refuse_tls_in_tls(request, proxy)
         auth = request.headers.get(b"Proxy-Authorization")
-        if not auth or not request.meta.get("proxy"):
+        if not auth or not proxy:
             return await super().download_request(request)
         token = _SESSION_DIGEST.set(hashlib.blake2b(auth, digest_size=8).digest())
         try:
             return await super().download_request(request)
         finally:
             _SESSION_DIGEST.reset(token)
+
+
+def _refuse_tls_in_tls(request: Request, proxy: object) -> None:
+    """Raise NotSupported for an https:// request through an https:// proxy
+    (Scrapy raises a bare NotImplementedError for it); the message names
+    the proxy by host:port only."""
+    if urlparse_cached(request).scheme != "https" or not isinstance(proxy, str):
+        return
+    scheme, sep, rest = proxy.partition("://")
+    if not sep or scheme.lower() != "https":
+        return
+    hostport = rest.partition("/")[0].rpartition("@")[2]
+    raise NotSupported(
+        f"https:// proxy {hostport} cannot carry https:// requests in Scrapy "
+        "(that needs TLS inside the TLS connection to the proxy): use an "
+        "http:// proxy URL for https sites; their own TLS still runs end to "
+        "end, through CONNECT"
+    )

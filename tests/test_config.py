@@ -33,9 +33,9 @@ NOT_CALLABLE = 42
         ({"STICKY_PROXY_URL": "http://user:pw@:8000"}, "STICKY_PROXY_URL", "host"),
         ({"STICKY_PROXY_URL": "http://user:pw@gw.example"}, "STICKY_PROXY_URL", "port"),
         (
-            {"STICKY_PROXY_URL": "https://u-{session}:pw@gw.example:8000"},
+            {"STICKY_PROXY_URL": "ftp://u-{session}:pw@gw.example:8000"},
             "STICKY_PROXY_URL",
-            "TLS",
+            "scheme",
         ),
         (
             {"STICKY_PROXY_URL": "socks5://u-{session}:pw@gw.example:8000"},
@@ -145,9 +145,9 @@ NOT_CALLABLE = 42
             "positive",
         ),
         (
-            {"STICKY_PROXY_URL": None, "STICKY_PROXY_LIST": ["https://a:1"]},
+            {"STICKY_PROXY_URL": None, "STICKY_PROXY_LIST": ["ftp://a:1"]},
             "STICKY_PROXY_LIST",
-            "TLS",
+            "scheme",
         ),
         (
             {"STICKY_PROXY_URL": None, "STICKY_PROXY_LIST": 5},

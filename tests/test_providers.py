@@ -323,11 +323,6 @@ URL_ERRORS = [
     ("", "STICKY_PROXY_URL", "must be a non-empty proxy URL"),
     ("   ", "STICKY_PROXY_URL", "non-empty"),
     (
-        f"https://u:{PW}@brd.superproxy.io:33335",
-        "STICKY_PROXY_URL",
-        "Scrapy cannot speak TLS to a proxy.*plain http port",
-    ),
-    (
         f"socks5://u:{PW}@h:1080",
         "STICKY_PROXY_URL",
         "socks5:// proxies are not supported by Scrapy",
@@ -337,7 +332,11 @@ URL_ERRORS = [
         "STICKY_PROXY_URL",
         "socks4:// proxies are not supported",
     ),
-    (f"ftp://u:{PW}@h:21", "STICKY_PROXY_URL", "unsupported proxy scheme 'ftp'"),
+    (
+        f"ftp://u:{PW}@h:21",
+        "STICKY_PROXY_URL",
+        "unsupported proxy scheme 'ftp'; use http:// or https://",
+    ),
     (f"http://u:{PW}@:8080", "STICKY_PROXY_URL", "has no host"),
     (f"http://u:{PW}@", "STICKY_PROXY_URL", "has no host"),
     (

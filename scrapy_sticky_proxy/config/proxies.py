@@ -5,8 +5,10 @@ which nothing may show."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 MAX_WEIGHT = 1_000_000
+# A text value is split at line ends, and at commas that start another URL
+# (Scrapy's getlist splits at every comma, but a password may hold one).
+_SPLIT_RE = re.compile(r"[\r\n]+|,(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ def read_proxies(
 
         url = embedded().gateway_url
     gateway = ProxyTemplate.parse(url, provider, lifetime) if url else None
+    _check_encoding(settings, gateway, static)
     if require:
         check_given(enabled, gateway, static)
     return provider, gateway, static
@@ -70,6 +76,37 @@ def check_given(
             "or STICKY_PROXY_LIST, or STICKY_PROXY_PROVIDER = 'sandbox' "
             "for the offline sandbox",
         )
+
+
+def _check_encoding(
+    settings: BaseSettings,
+    gateway: ProxyTemplate | None,
+    static: tuple[StaticProxy, ...],
+) -> None:
+    """Credentials that HTTPPROXY_AUTH_ENCODING (Scrapy's, for the
+    Proxy-Authorization value) cannot write would fail every request."""
+    name = "HTTPPROXY_AUTH_ENCODING"
+    encoding = settings.get(name) or "latin-1"
+    try:
+        "".encode(encoding)
+    except (LookupError, TypeError):
+        raise ConfigError(
+            name, f"{shown(encoding)} is not a text encoding (e.g. 'latin-1', 'utf-8')"
+        ) from None
+    templates = [("STICKY_PROXY_LIST", p.template) for p in static]
+    if gateway is not None:
+        templates.append(("STICKY_PROXY_URL", gateway))
+    for setting, template in templates:
+        part = template.unencodable(encoding)
+        if part is not None:
+            default = ", Scrapy's default" if settings.getpriority(name) == 0 else ""
+            raise ConfigError(
+                setting,
+                f"the {part} of {template.hostport} has characters that "
+                f"{name} ({encoding}{default}) cannot encode, so every request "
+                f"through it would fail: set {name} = 'utf-8' if the proxy "
+                f"reads credentials as UTF-8, or use a {part} without them",
+            )
 
 
 def secrets_of(
@@ -97,12 +134,35 @@ def _weight(value: Any) -> float | None:
     return float(value)
 
 
+def _from_text(text: str) -> Any:
+    """STICKY_PROXY_LIST given as text (``-s``, Scrapyd's ``-d setting=``,
+    an environment variable): JSON, as Scrapy's getdict/getdictorlist read
+    it, or URLs separated by line ends or commas."""
+    if text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            where = (
+                f" ({exc.msg} at line {exc.lineno} column {exc.colno})"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
+            raise ConfigError(
+                "STICKY_PROXY_LIST",
+                f"starts with {text[0]!r} but is not valid JSON{where}: write a "
+                'JSON list of proxy URLs (["http://user:pass@host:port", ...]) or '
+                'a JSON object of weights ({"http://user:pass@host:port": 2, ...}), '
+                "with double quotes",
+            ) from None
+    return [part.strip() for part in _SPLIT_RE.split(text) if part.strip()]
+
+
 def _static_list(value: Any) -> tuple[StaticProxy, ...]:
     name = "STICKY_PROXY_LIST"
     if value is None or value in ("", [], {}):
         return ()
     if isinstance(value, str):
-        value = [line.strip() for line in value.splitlines() if line.strip()]
+        value = _from_text(value.strip())
     if isinstance(value, Mapping):
         items = list(value.items())
     elif isinstance(value, (list, tuple)):

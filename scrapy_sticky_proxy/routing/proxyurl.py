@@ -26,25 +26,25 @@ def split_proxy_url(
     if not isinstance(url, str) or not url.strip():
         raise fail("must be a non-empty proxy URL such as http://user:pass@host:port")
     url = url.strip()
+    if url[0] in "[{\"'":
+        raise fail(
+            f"starts with {url[0]!r}: expected one bare proxy URL such as "
+            "http://user:pass@host:port, not JSON or quoted text; several proxies "
+            "go in STICKY_PROXY_LIST"
+        )
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise fail("contains whitespace or control characters; percent-encode them")
     match = _SCHEME_RE.match(url)
     scheme = match.group(1).lower() if match else "http"
     rest = url[match.end() :] if match else url
     hint = f" (e.g. {gateway})" if gateway else ""
-    if scheme == "https":
-        raise fail(
-            "https:// proxy URLs are not supported: Scrapy cannot speak TLS to a "
-            f"proxy. Use the provider's plain http port with http://{hint}; https "
-            "sites still work through it (CONNECT)"
-        )
     if scheme.startswith("socks"):
         raise fail(
             f"{scheme}:// proxies are not supported by Scrapy; use the provider's "
             f"http gateway{hint} or a local http-to-socks bridge"
         )
-    if scheme != "http":
-        raise fail(f"unsupported proxy scheme {scheme!r}; use http://")
+    if scheme not in ("http", "https"):
+        raise fail(f"unsupported proxy scheme {scheme!r}; use http:// or https://")
     end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
     netloc, tail = rest[:end], rest[end:]
     if "@" in tail:

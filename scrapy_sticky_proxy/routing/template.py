@@ -77,17 +77,37 @@ class ProxyTemplate:
         request carries (see :mod:`scrapy_sticky_proxy.auth`)."""
         return f"{self.scheme}://{self.hostport}"
 
-    def authorization(self, session_id: str, encoding: str = "latin-1") -> bytes | None:
-        """The ``Proxy-Authorization`` value for *session_id* (Basic, as
-        HttpProxyMiddleware builds it from a URL), or None without
-        credentials."""
+    def credentials(self, session_id: str) -> tuple[str, str] | None:
+        """``(username, password)``, unquoted, for *session_id*; None
+        without credentials."""
         rest = self.render(session_id).partition("://")[2]
         userinfo = rest.rpartition("@")[0]
         if not userinfo:
             return None
         user, _, password = userinfo.partition(":")
-        raw = f"{unquote(user)}:{unquote(password)}".encode(encoding)
+        return unquote(user), unquote(password)
+
+    def authorization(self, session_id: str, encoding: str = "latin-1") -> bytes | None:
+        """The ``Proxy-Authorization`` value for *session_id* (Basic, as
+        HttpProxyMiddleware builds it from a URL), or None without
+        credentials."""
+        credentials = self.credentials(session_id)
+        if credentials is None:
+            return None
+        raw = ":".join(credentials).encode(encoding)
         return b"Basic " + base64.b64encode(raw)
+
+    def unencodable(self, encoding: str) -> str | None:
+        """``"username"`` or ``"password"`` if that part of the credentials
+        cannot be written in *encoding* (every Proxy-Authorization would
+        fail), else None. Session ids are ASCII: any one stands for all."""
+        credentials = self.credentials("0") or ()
+        for part, text in zip(("username", "password"), credentials, strict=False):
+            try:
+                text.encode(encoding)
+            except UnicodeEncodeError:
+                return part
+        return None
 
     def redact(self, text: str) -> str:
         """*text* with every form of the password replaced by ``***``."""

@@ -50,7 +50,8 @@ _START_TIMEOUT = 30.0
 
 
 class Sandbox:
-    """Gateway + demo site (http and https) on free ports of 127.0.0.1."""
+    """Gateway + demo site (http and https) on free ports of 127.0.0.1;
+    with ``gateway_tls`` the gateway speaks TLS (an ``https://`` proxy)."""
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class Sandbox:
         ban_rule: BanRule | None = None,
         clock: Callable[[], float] = time.monotonic,
         gateway_host: str = "127.0.0.1",
+        gateway_tls: bool = False,
     ) -> None:
         if not gateway_host.startswith("127."):
             raise ValueError("the sandbox listens on loopback (127.0.0.0/8) only")
@@ -77,6 +79,7 @@ class Sandbox:
             session_ttl=session_ttl,
             accept_any_credentials=accept_any_credentials,
             clock=clock,
+            tls=gateway_tls,
         )
         self.site = DemoSite(items=items, ban_rule=ban_rule, clock=clock)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -210,9 +213,11 @@ class Sandbox:
 
     @property
     def gateway_url(self) -> str:
-        """Proxy URL with the base credentials and no session part."""
+        """Proxy URL with the base credentials and no session part
+        (``https://`` when the gateway speaks TLS)."""
         user, password = quote(self.username, safe=""), quote(self._password, safe="")
-        return f"http://{user}:{password}@{self.gateway_hostport}"
+        scheme = "https" if self.gateway.tls else "http"
+        return f"{scheme}://{user}:{password}@{self.gateway_hostport}"
 
     @property
     def site_port(self) -> int:

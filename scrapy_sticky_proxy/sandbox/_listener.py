@@ -4,12 +4,15 @@ connections, and the fault modes a test switches it to.
 :class:`Listener` accepts connections and hands each request to
 :meth:`Listener._request` (the gateway's), unless a fault mode says
 otherwise: "refuse", "hang", "reset" or "drop" (see :meth:`Listener.set_mode`).
+With ``tls`` it speaks TLS (a self-signed certificate made at start), as an
+``https://`` proxy does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass
@@ -38,7 +41,10 @@ class Conn:
 class Listener:
     """A loopback server with fault modes; subclasses answer requests."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, tls: bool = False) -> None:
+        self.tls = tls
+        self.cert_pem = b""
+        self._ssl: ssl.SSLContext | None = None
         self.mode = "normal"
         self.connections = 0
         self.host = "127.0.0.1"
@@ -53,8 +59,12 @@ class Listener:
         """Listen on ``host`` (127.0.0.0/8 only); call on the event loop."""
         check_loopback_bind(host)
         self.host = host
+        if self.tls and self._ssl is None:
+            from .site import make_tls_context
+
+            self._ssl, self.cert_pem = make_tls_context()
         self._server = await asyncio.start_server(
-            self._conns.wrap(self._serve), host, port, backlog=BACKLOG
+            self._conns.wrap(self._serve), host, port, backlog=BACKLOG, ssl=self._ssl
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -95,8 +95,9 @@ class Gateway(Listener):
         session_ttl: float | None = None,
         accept_any_credentials: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        tls: bool = False,
     ) -> None:
-        super().__init__("gateway")
+        super().__init__("gateway", tls=tls)
         self.username = username
         self._password = password
         self.pin_per_connection = pin_per_connection
