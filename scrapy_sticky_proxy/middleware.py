@@ -22,7 +22,12 @@ from ._lifecycle import Lifecycle
 from ._reroll import bound, number, passed, stamp
 from ._stats import Counter
 from ._waits import Waits
-from ._wiring import Bypass, check_handlers, check_middleware_order
+from ._wiring import (
+    Bypass,
+    check_handlers,
+    check_middleware_order,
+    check_shared_connections,
+)
 from .bans import TIMEOUTS, UNREACHABLE, BanPolicy, is_tunnel_407
 from .cache import check_guard, restore
 from .config import for_crawler
@@ -58,6 +63,7 @@ class StickyProxyMiddleware:
         self.config = config
         self.count = count = Counter(crawler.stats)
         handlers = check_handlers(settings, config.allow_handlers)
+        check_shared_connections(settings, config.allow_shared_connections)
         self._bypass = Bypass(handlers, count.inc)
         if store is None:
             store = make_store(config, getattr(crawler.spider, "name", "") or "")
