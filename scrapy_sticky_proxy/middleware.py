@@ -98,7 +98,7 @@ class StickyProxyMiddleware:
         if self._bypass and self._bypass.goes_direct(request):
             return
         key = meta.get(M.KEY)
-        if not key:
+        if key is None:  # only None means "no key": 0 and "" are keys
             key = meta[M.KEY] = self.config.key_func(request)  # type: ignore[misc]
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)

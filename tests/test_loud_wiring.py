@@ -1,5 +1,6 @@
 """Issue 13: what the package did quietly, said out loud. A handler that
-shares proxy connections between sessions is reported at start."""
+shares proxy connections between sessions is reported at start; only None
+(or no key) means "no key"."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scrapy import Request, Spider
+from scrapy.http import Response
+from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_sticky_proxy import StickyProxyMiddleware
+from scrapy_sticky_proxy.sandbox import Sandbox
+
+from .conftest import crawl
+from .test_crawl import settings_for
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "http://user-{session}:s3cret-pw@gw.example:8000"
@@ -80,3 +88,67 @@ def test_our_handlers_are_not_reported(caplog: pytest.LogCaptureFixture) -> None
     impersonate = "scrapy_sticky_proxy.impersonate.StickyImpersonateDownloadHandler"
     handlers = {"http": impersonate, "https": OURS}
     assert start_warnings(caplog, DOWNLOAD_HANDLERS=handlers) == []
+
+
+# -- item 6: falsy keys ----------------------
+
+
+class MetaSpider(Spider):
+    """Requests /item/0 .. with the given metas; yields what each response's
+    meta says."""
+
+    name = "meta"
+
+    def __init__(self, base: str, metas: list[dict[str, Any]], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.base = base
+        self.metas = metas
+
+    async def start(self) -> Any:
+        for i, meta in enumerate(self.metas):
+            yield Request(f"{self.base}/item/{i}", meta=meta)
+
+    def parse(self, response: Response) -> Any:
+        yield {
+            "item": int(response.url.rsplit("/", 1)[1]),
+            "client": response.css("#client::text").get(),
+            "key": response.meta.get("sticky_proxy_key", "<absent>"),
+        }
+
+
+@deferred_f_from_coro_f
+async def test_only_none_means_no_key(sandbox: Sandbox) -> None:
+    keys: list[Any] = [0, 1, "", False, None, 0.0]
+    metas = [{"sticky_proxy_key": key} for key in keys] + [{}]
+    result = await crawl(
+        MetaSpider, settings_for(sandbox), base=sandbox.site_url, metas=metas
+    )
+    got = {i["item"]: i["key"] for i in result.items}
+    url = sandbox.site_url + "/item/"
+    assert got == {
+        0: "0",
+        1: "1",
+        2: "",
+        3: "False",
+        4: f"{url}4",
+        5: "0.0",
+        6: f"{url}6",
+    }
+
+
+@pytest.mark.parametrize("key", ["", "0"])
+def test_follow_ups_inherit_an_empty_key_too(key: str) -> None:
+    from scrapy.http import HtmlResponse
+
+    from scrapy_sticky_proxy import StickyProxyInheritMiddleware
+
+    crawler = get_crawler(
+        settings_dict={"STICKY_PROXY_URL": URL, "STICKY_PROXY_INHERIT_KEY": True}
+    )
+    page = Request("http://t.example/item/1", meta={"sticky_proxy_key": key})
+    response = HtmlResponse(page.url, request=page)
+    middleware = StickyProxyInheritMiddleware(crawler)
+    [follow_up] = middleware.process_spider_output(
+        response, [Request("http://t.example/item/1/detail")]
+    )
+    assert follow_up.meta["sticky_proxy_key"] == key
