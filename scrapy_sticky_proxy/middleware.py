@@ -93,7 +93,10 @@ class StickyProxyMiddleware:
 
     async def process_request(self, request: Request) -> None:
         meta = request.meta
-        if meta.get(M.DONT) or ("proxy" in meta and M.ROUTE not in meta):
+        if meta.get(M.DONT):
+            return
+        if "proxy" in meta and M.ROUTE not in meta:
+            self._user_proxy(request)
             return
         if self._bypass and self._bypass.goes_direct(request):
             return
@@ -224,6 +227,19 @@ class StickyProxyMiddleware:
         raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
 
     # -- helpers ---------------------------------------------------------------
+
+    def _user_proxy(self, request: Request) -> None:
+        """A request whose meta["proxy"] the user set is theirs: counted, and
+        said once (then in the close summary), never silently unrouted."""
+        self.count.user_proxy += 1
+        if self.count.user_proxy == 1:
+            # Not the proxy itself: the user's URL may hold a password.
+            logger.info(
+                "A request carries its own meta['proxy'] (%s): left alone, "
+                "not routed, no session. Requests like it are counted in "
+                "sticky_proxy/user_proxy and in the close summary",
+                request.url,
+            )
 
     def _close(self, reason: str, message: str) -> None:
         if self._closing:

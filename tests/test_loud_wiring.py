@@ -1,6 +1,7 @@
 """Issue 13: what the package did quietly, said out loud. A handler that
-shares proxy connections between sessions is reported at start; only None
-(or no key) means "no key"."""
+shares proxy connections between sessions is reported at start; requests
+that carry their own proxy are counted and reported; only None (or no key)
+means "no key"."""
 
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def test_our_handlers_are_not_reported(caplog: pytest.LogCaptureFixture) -> None
     assert start_warnings(caplog, DOWNLOAD_HANDLERS=handlers) == []
 
 
-# -- item 6: falsy keys ----------------------
+# -- items 5 and 6: requests with their own proxy; falsy keys ----------------------
 
 
 class MetaSpider(Spider):
@@ -114,6 +115,30 @@ class MetaSpider(Spider):
             "client": response.css("#client::text").get(),
             "key": response.meta.get("sticky_proxy_key", "<absent>"),
         }
+
+
+@deferred_f_from_coro_f
+async def test_requests_with_their_own_proxy_are_counted_and_reported(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    own = {"proxy": sandbox.gateway_url}  # the user's, credentials and all
+    metas = [own, {"proxy": None}, own, {}, {}]
+    result = await crawl(
+        MetaSpider, settings_for(sandbox), base=sandbox.site_url, metas=metas
+    )
+    assert len(result.items) == 5
+    assert result.stats["sticky_proxy/user_proxy"] == 3
+    assert result.stats["sticky_proxy/requests"] == 2
+    said = [r for r in caplog.records if "own meta['proxy']" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
+    assert sandbox.site_url + "/item/0" in said[0].getMessage()
+    summary = [m for r in caplog.records if "summary (" in (m := r.getMessage())]
+    assert len(summary) == 1 and " user_proxy=3" in summary[0]
+    # The middleware did not route them, so it wrote no key.
+    by_item = {i["item"]: i for i in result.items}
+    assert by_item[1]["client"] == "127.0.0.1"  # proxy None: sent direct
+    assert [by_item[i]["key"] for i in (0, 1, 2)] == ["<absent>"] * 3
 
 
 @deferred_f_from_coro_f
