@@ -1,11 +1,15 @@
-"""Issue 13: what the package did quietly, said out loud. A handler that
-shares proxy connections between sessions is reported at start; requests
-that carry their own proxy are counted and reported; only None (or no key)
-means "no key"."""
+"""Issue 13 (items 1, 5, 6, 11): what the package does quietly, said out
+loud. A handler that shares proxy connections between sessions is reported
+at start; requests that carry their own proxy are counted and reported;
+only None (or no key) means "no key"; a crawl the package closed for a
+failure can exit non-zero."""
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +181,78 @@ def test_follow_ups_inherit_an_empty_key_too(key: str) -> None:
         response, [Request("http://t.example/item/1/detail")]
     )
     assert follow_up.meta["sticky_proxy_key"] == key
+
+
+# -- item 11: exit status ------------------------------------------------------------
+
+SETTINGS_PY = """\
+BOT_NAME = "exitproj"
+SPIDER_MODULES = ["exitproj.spiders"]
+ADDONS = {"scrapy_sticky_proxy.Addon": 100}
+STICKY_PROXY_PROVIDER = "sandbox"
+TELNETCONSOLE_ENABLED = False
+LOG_LEVEL = "INFO"
+"""
+
+SPIDER_PY = """\
+from scrapy import Spider
+
+
+class One(Spider):
+    name = "one"
+
+    def __init__(self, url, **kwargs):
+        super().__init__(**kwargs)
+        self.start_urls = [url]
+
+    def parse(self, response):
+        yield {"url": response.url}
+"""
+
+
+def scrapy_crawl(
+    project: Path, sandbox: Sandbox, password: str = "wrong-password"
+) -> subprocess.CompletedProcess[str]:
+    proxy = f"http://{sandbox.username}:{password}@{sandbox.gateway_hostport}"
+    url = f"url={sandbox.site_url}/item/1"
+    setting = f"STICKY_PROXY_URL={proxy}"
+    return subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "one", "-a", url, "-s", setting],
+        cwd=project,
+        # This checkout's code, whatever an editable install points to.
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(project)])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_crawl_closed_for_a_failure_can_exit_non_zero(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    package = tmp_path / "exitproj"
+    (package / "spiders").mkdir(parents=True)
+    (tmp_path / "scrapy.cfg").write_text("[settings]\ndefault = exitproj.settings\n")
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text(SETTINGS_PY)
+    (package / "spiders" / "__init__.py").write_text(SPIDER_PY)
+
+    plain = scrapy_crawl(tmp_path, sandbox)
+    assert "'finish_reason': 'sticky_proxy_auth_failed'" in plain.stderr, plain.stderr[
+        -3000:
+    ]
+    assert plain.returncode == 0  # Scrapy's own behaviour, documented
+
+    with (package / "settings.py").open("a") as settings:
+        settings.write('COMMANDS_MODULE = "scrapy_sticky_proxy.commands"\n')
+    strict = scrapy_crawl(tmp_path, sandbox)
+    assert "'finish_reason': 'sticky_proxy_auth_failed'" in strict.stderr, (
+        strict.stderr[-3000:]
+    )
+    assert strict.returncode == 1
+    assert sandbox.site.hits == []
+    # Only a failure: a crawl that finished exits with 0.
+    fine = scrapy_crawl(tmp_path, sandbox, password=sandbox.password)
+    assert "'finish_reason': 'finished'" in fine.stderr, fine.stderr[-3000:]
+    assert fine.returncode == 0
