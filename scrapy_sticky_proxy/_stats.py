@@ -25,6 +25,7 @@ class Counter:
         # costs more than the rest of a healthy request's routing
         # (bench/per_request.py).
         self.requests = 0
+        self.user_proxy = 0  # left alone: the user set meta["proxy"]
 
     def inc(self, name: str, count: int = 1) -> None:
         self._stats.inc_value(PREFIX + name, count)
@@ -32,6 +33,8 @@ class Counter:
     def flush(self, store: HealthStore) -> None:
         """Write the counters kept locally (here and in *store*)."""
         self._stats.set_value(PREFIX + "requests", self.requests)
+        if self.user_proxy:
+            self._stats.set_value(PREFIX + "user_proxy", self.user_proxy)
         self._stats.set_value(PREFIX + "tracked_keys", len(store))
         for name, count in store.counters().items():
             if count:

@@ -5,6 +5,8 @@
   request, StickyProxyLedger present (:func:`check_middleware_order`).
 * No silent bypass: which download handlers send a routed request through
   its proxy (:func:`check_handlers`, :class:`Bypass`).
+* No silent mixing: a handler that may send requests of different sessions
+  over one proxy connection is reported (:func:`check_shared_connections`).
 
 A download handler that ignores ``meta["proxy"]`` sends a routed request
 straight to the target, from the user's own IP, while our stats count it as
@@ -92,6 +94,62 @@ def check_handlers(settings: BaseSettings, allowed: Collection[str]) -> dict[str
         if meta_key is not None:
             bypass[scheme] = meta_key
     return bypass
+
+
+# Handlers that send (some) requests through Scrapy's HTTP/1.1 connection
+# pool, which pools plain-http proxy connections by proxy host:port, whatever
+# the credential, and keys https tunnels by the credential; and ours, which
+# keeps them apart.
+STOCK_POOL = HONOUR | BYPASS_BY_META.keys()
+OURS = {
+    "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler": (
+        "scrapy_sticky_proxy.StickyProxyDownloadHandler"
+    ),
+    "scrapy_impersonate.handler.ImpersonateDownloadHandler": (
+        "scrapy_sticky_proxy.impersonate.StickyImpersonateDownloadHandler"
+    ),
+    "scrapy_impersonate.ImpersonateDownloadHandler": (
+        "scrapy_sticky_proxy.impersonate.StickyImpersonateDownloadHandler"
+    ),
+    "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler": (
+        "scrapy_sticky_proxy.playwright.StickyPlaywrightDownloadHandler"
+    ),
+}
+SHARED_OK = "STICKY_PROXY_ALLOW_SHARED_CONNECTIONS"
+
+
+def check_shared_connections(settings: BaseSettings, accepted: bool) -> None:
+    """One warning if the http or https handler may send requests of
+    different sessions over one proxy connection, which a gateway that pins
+    the exit per connection turns into one exit for them all. The addon's
+    handler is beaten by one named in settings.py or -s, so this checks the
+    handlers in effect. *accepted*: the config's ``allow_shared_connections``."""
+    if accepted:
+        return
+    handlers = settings.getwithbase("DOWNLOAD_HANDLERS")
+    shared = []
+    for scheme in ("http", "https"):
+        handler = handlers.get(scheme)
+        if handler is None or aware(handler):
+            continue
+        path = dotted_path(handler)
+        if scheme == "https" and path in STOCK_POOL:
+            continue  # CONNECT tunnels are keyed by the credential
+        use = OURS.get(path)
+        shared.append(f"{scheme}: {path}" + (f" (use {use})" if use else ""))
+    if shared:
+        https = shared[-1].startswith("https:")
+        logger.warning(
+            "DOWNLOAD_HANDLERS: %s: %s of different sessions may share a "
+            "connection to the proxy, so a gateway that pins the "
+            "exit per connection sends them out through one exit (see the "
+            "README, 'Connection pinning'). The addon installs its handler "
+            "only where settings.py or -s name none. If your gateway picks "
+            "the exit per request, set %s = True",
+            "; ".join(shared),
+            "requests" if https else "plain-http requests",
+            SHARED_OK,
+        )
 
 
 def aware(handler: Any) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ._wiring import aware
 from .auth import AUTH_MIDDLEWARE, AUTH_PRIORITY
 from .ledger import LEDGER_MIDDLEWARE, LEDGER_PRIORITY
 
@@ -40,13 +39,7 @@ class Addon:
                 if isinstance(current, str) or current is None
                 else f"{current.__module__}.{current.__qualname__}"
             )
+            # Named in settings.py or -s, the default beats this: the
+            # middleware warns at start (_wiring.check_shared_connections).
             if current_name == _DEFAULT_HANDLER:
                 settings["DOWNLOAD_HANDLERS"].set(scheme, HANDLER, "addon")
-            elif current is not None and not aware(current):
-                logger.warning(
-                    "scrapy-sticky-proxy: %s uses %s, so plain-http proxy "
-                    "connections may be shared between sessions; see the README "
-                    "section 'Connection pinning'",
-                    scheme,
-                    current_name,
-                )

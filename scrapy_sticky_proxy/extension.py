@@ -74,6 +74,7 @@ class StickyProxyStats:
             f"rerolls={value.get('rerolls', 0)} "
             f"rotations={value.get('rotations', 0)} "
             f"gave_up={value.get('gave_up', 0)}"
+            + (f" user_proxy={user}" if (user := value.get("user_proxy")) else "")
         )
 
     def _flush_counters(self) -> None:

@@ -37,7 +37,7 @@ class StickyProxyInheritMiddleware:
     def _inherit(response: Response, result: Any) -> Any:
         if isinstance(result, Request) and M.KEY not in result.meta:
             key = response.meta.get(M.KEY)
-            if key and not result.meta.get(M.DONT):
+            if key is not None and not result.meta.get(M.DONT):
                 result.meta[M.KEY] = key
         return result
 

@@ -22,7 +22,12 @@ from ._lifecycle import Lifecycle
 from ._reroll import bound, number, passed, stamp
 from ._stats import Counter
 from ._waits import Waits
-from ._wiring import Bypass, check_handlers, check_middleware_order
+from ._wiring import (
+    Bypass,
+    check_handlers,
+    check_middleware_order,
+    check_shared_connections,
+)
 from .bans import TIMEOUTS, UNREACHABLE, BanPolicy, is_tunnel_407
 from .cache import check_guard, restore
 from .config import for_crawler
@@ -58,6 +63,7 @@ class StickyProxyMiddleware:
         self.config = config
         self.count = count = Counter(crawler.stats)
         handlers = check_handlers(settings, config.allow_handlers)
+        check_shared_connections(settings, config.allow_shared_connections)
         self._bypass = Bypass(handlers, count.inc)
         if store is None:
             store = make_store(config, getattr(crawler.spider, "name", "") or "")
@@ -87,12 +93,15 @@ class StickyProxyMiddleware:
 
     async def process_request(self, request: Request) -> None:
         meta = request.meta
-        if meta.get(M.DONT) or ("proxy" in meta and M.ROUTE not in meta):
+        if meta.get(M.DONT):
+            return
+        if "proxy" in meta and M.ROUTE not in meta:
+            self._user_proxy(request)
             return
         if self._bypass and self._bypass.goes_direct(request):
             return
         key = meta.get(M.KEY)
-        if not key:
+        if key is None:  # only None means "no key": 0 and "" are keys
             key = meta[M.KEY] = self.config.key_func(request)  # type: ignore[misc]
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
@@ -218,6 +227,19 @@ class StickyProxyMiddleware:
         raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
 
     # -- helpers ---------------------------------------------------------------
+
+    def _user_proxy(self, request: Request) -> None:
+        """A request whose meta["proxy"] the user set is theirs: counted, and
+        said once (then in the close summary), never silently unrouted."""
+        self.count.user_proxy += 1
+        if self.count.user_proxy == 1:
+            # Not the proxy itself: the user's URL may hold a password.
+            logger.info(
+                "A request carries its own meta['proxy'] (%s): left alone, "
+                "not routed, no session. Requests like it are counted in "
+                "sticky_proxy/user_proxy and in the close summary",
+                request.url,
+            )
 
     def _close(self, reason: str, message: str) -> None:
         if self._closing:

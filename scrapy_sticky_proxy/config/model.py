@@ -92,6 +92,7 @@ class StickyProxyConfig:
     playwright_max_contexts: int = DEFAULT_PLAYWRIGHT_CONTEXTS
     playwright_idle_timeout: float = DEFAULT_PLAYWRIGHT_IDLE
     allow_handlers: frozenset[str] = frozenset()
+    allow_shared_connections: bool = False
     serializer_classes: tuple[str, ...] = ()
 
     @classmethod
@@ -186,6 +187,9 @@ class StickyProxyConfig:
             )
             or 0.0,
             allow_handlers=allowed_handlers(settings),
+            allow_shared_connections=read_bool(
+                settings, "STICKY_PROXY_ALLOW_SHARED_CONNECTIONS", False
+            ),
             serializer_classes=read_dotted_paths(
                 settings, "STICKY_PROXY_SERIALIZER_CLASSES"
             ),
