@@ -20,7 +20,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
 from .._lifecycle import STORE_UNAVAILABLE
 from ..middleware import AUTH_FAILED
-from ..routing.decisions import NO_PROXIES
+from ..routing.decisions import NO_PROXIES, UNREACHABLE
 
 if TYPE_CHECKING:
     import argparse
@@ -31,7 +31,7 @@ FAILURES = frozenset(
         AUTH_FAILED,
         STORE_UNAVAILABLE,
         NO_PROXIES,
-        "sticky_proxy_gateway_unreachable",
+        UNREACHABLE,
     }
 )
 EXIT_STATUS = 1  # as Scrapy's own "the crawl did not start"
