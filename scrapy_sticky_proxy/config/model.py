@@ -23,6 +23,7 @@ from ..routing.template import ProxyTemplate
 from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .ban_rules import DEFAULT_BAN_STATUSES, ban_exceptions, ban_patterns, ban_statuses
 from .callables import ban_policy, key_function
+from .names import check_names
 from .proxies import StaticProxy, check_given, read_proxies, secrets_of
 from .readers import (
     DOTTED,
@@ -112,6 +113,7 @@ class StickyProxyConfig:
         """*require_proxy*: an enabled package without STICKY_PROXY_URL or
         STICKY_PROXY_LIST is an error (False for components that route no
         request, such as the download handlers)."""
+        check_names(settings)  # first: a misspelt name explains what follows
         enabled = read_bool(settings, "STICKY_PROXY_ENABLED", True)
         provider, gateway, static = read_proxies(
             settings, enabled, require=require_proxy
