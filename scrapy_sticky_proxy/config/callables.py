@@ -24,8 +24,8 @@ SAMPLE_URL = "http://example.com/"
 
 
 def key_function(settings: BaseSettings) -> KeyFunc:
-    """STICKY_PROXY_KEY as a function; one of the user's is called once on a
-    sample request (built here, never sent), and must take it and return a
+    """STICKY_PROXY_KEY as a function; one of the user's is called on a sample
+    request (built here, never sent), and must take it and return a
     str. A function that raises on the sample is let through: it may need
     what only the spider's requests carry (``request.meta["video_id"]``)."""
     value = settings.get(KEY)
