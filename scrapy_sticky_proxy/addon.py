@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .auth import AUTH_MIDDLEWARE, AUTH_PRIORITY
+from .config import check_settings
 from .ledger import LEDGER_MIDDLEWARE, LEDGER_PRIORITY
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ _DEFAULT_HANDLER = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler
 
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
+        # Before any component is built: a bad setting is one line, first.
+        check_settings(settings)
         middlewares = settings["DOWNLOADER_MIDDLEWARES"]
         middlewares.set(MIDDLEWARE, MIDDLEWARE_PRIORITY, "addon")
         middlewares.set(CACHE_GUARD, 950, "addon")

@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..routing.health import PoolPolicy
-from ..routing.keys import load_key_policy
 from ..routing.providers import ProviderSpec, get_preset
 from ..routing.template import ProxyTemplate
 from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .ban_rules import DEFAULT_BAN_STATUSES, ban_exceptions, ban_patterns, ban_statuses
+from .callables import ban_policy, key_function
+from .names import check_names
 from .proxies import StaticProxy, check_given, read_proxies, secrets_of
 from .readers import (
+    DOTTED,
     MAX_REROLLS,
     dotted_path,
-    load_class,
     read_append_file,
     read_bool,
     read_dotted_paths,
@@ -35,8 +36,16 @@ from .readers import (
     read_int,
     read_list,
     read_str,
+    shown,
 )
-from .shared import DEFAULT_NAMESPACE, namespace, pool_policy, redis_params, redis_url
+from .shared import (
+    DEFAULT_NAMESPACE,
+    check_redis,
+    namespace,
+    pool_policy,
+    redis_params,
+    redis_url,
+)
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -53,6 +62,10 @@ MAX_POOL_IDLE = 100_000  # each one an open socket
 DEFAULT_PLAYWRIGHT_CONTEXTS = 32
 MAX_PLAYWRIGHT_CONTEXTS = 10_000
 DEFAULT_PLAYWRIGHT_IDLE = 120.0
+# Lower bounds of periods: below these a loop spins (18 progress lines in
+# 0.2 s; a refusing gateway probed back to back).
+MIN_LOG_INTERVAL = 1.0
+MIN_OUTAGE_BACKOFF = 0.1
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,7 @@ class StickyProxyConfig:
         """*require_proxy*: an enabled package without STICKY_PROXY_URL or
         STICKY_PROXY_LIST is an error (False for components that route no
         request, such as the download handlers)."""
+        check_names(settings)  # first: a misspelt name explains what follows
         enabled = read_bool(settings, "STICKY_PROXY_ENABLED", True)
         provider, gateway, static = read_proxies(
             settings, enabled, require=require_proxy
@@ -112,14 +126,16 @@ class StickyProxyConfig:
                 "STICKY_PROXY_BACKEND",
                 f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}",
             )
-        policy_path = read_str(settings, "STICKY_PROXY_BAN_POLICY")
+        url, params = redis_url(settings), redis_params(settings)
+        if backend == "redis":
+            check_redis(url, params)
         return cls(
             enabled=enabled,
             provider=provider,
             gateway=gateway,
             static_proxies=static,
             pool_policy=pool_policy(settings),
-            key_func=load_key_policy(settings.get("STICKY_PROXY_KEY") or "url"),
+            key_func=key_function(settings),
             max_rerolls=read_int(
                 settings, "STICKY_PROXY_MAX_REROLLS", 5, 0, MAX_REROLLS
             )
@@ -127,12 +143,10 @@ class StickyProxyConfig:
             ban_statuses=ban_statuses(settings),
             ban_patterns=ban_patterns(settings),
             ban_exceptions=ban_exceptions(settings),
-            ban_policy_cls=load_class(policy_path, "STICKY_PROXY_BAN_POLICY")
-            if policy_path
-            else None,
+            ban_policy_cls=ban_policy(settings),
             backend=backend,
-            redis_url=redis_url(settings),
-            redis_params=redis_params(settings),
+            redis_url=url,
+            redis_params=params,
             redis_ttl=read_int(
                 settings, "STICKY_PROXY_REDIS_TTL", 86400, 1, MAX_REDIS_TTL
             )
@@ -149,10 +163,19 @@ class StickyProxyConfig:
             gave_up_file=read_append_file(settings, "STICKY_PROXY_GAVE_UP_FILE"),
             inherit_key=read_bool(settings, "STICKY_PROXY_INHERIT_KEY", False),
             slot_per_proxy=read_bool(settings, "STICKY_PROXY_SLOT_PER_PROXY", True),
-            log_interval=read_float(settings, "STICKY_PROXY_LOG_INTERVAL", 60.0, True)
+            log_interval=read_float(
+                settings,
+                "STICKY_PROXY_LOG_INTERVAL",
+                60.0,
+                allow_zero=True,
+                minimum=MIN_LOG_INTERVAL,
+            )
             or 0.0,
             outage_backoff_max=read_float(
-                settings, "STICKY_PROXY_OUTAGE_BACKOFF_MAX", 10.0
+                settings,
+                "STICKY_PROXY_OUTAGE_BACKOFF_MAX",
+                10.0,
+                minimum=MIN_OUTAGE_BACKOFF,
             )
             or 10.0,
             outage_timeout=read_float(settings, "STICKY_PROXY_OUTAGE_TIMEOUT", 600.0)
@@ -210,6 +233,13 @@ class StickyProxyConfig:
 def allowed_handlers(settings: BaseSettings) -> frozenset[str]:
     """STICKY_PROXY_ALLOW_HANDLERS: download handlers (classes or their
     dotted paths) the user vouches for, as dotted paths."""
-    return frozenset(
-        dotted_path(h) for h in read_list(settings, "STICKY_PROXY_ALLOW_HANDLERS")
-    )
+    name = "STICKY_PROXY_ALLOW_HANDLERS"
+    handlers = read_list(settings, name)
+    for handler in handlers:
+        if not isinstance(handler, type) and not (
+            isinstance(handler, str) and DOTTED.fullmatch(handler)
+        ):
+            raise ConfigError(
+                name, f"expected classes or dotted paths, got {shown(handler)}"
+            )
+    return frozenset(dotted_path(h) for h in handlers)

@@ -50,13 +50,25 @@ def read_str(settings: BaseSettings, name: str) -> str | None:
     return value
 
 
+_TRUE = ("1", "true")
+_FALSE = ("0", "false")
+
+
 def read_bool(settings: BaseSettings, name: str, default: bool) -> bool:
-    try:
-        return settings.getbool(name, default)
-    except ValueError:
-        raise ConfigError(
-            name, f"expected True/False, got {settings.get(name)!r}"
-        ) from None
+    """True/False, 1/0, or their text (``-s NAME=false``); not Scrapy's
+    getbool, which takes any number (``2``, ``0.5``) and fails on others
+    without naming the setting."""
+    value = settings.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(name, f"expected True/False, got {shown(value)}")
 
 
 WEEK = 7 * 86400
@@ -110,9 +122,13 @@ def read_float(
     settings: BaseSettings,
     name: str,
     default: float | None,
+    *,
     allow_zero: bool = False,
     maximum: float = WEEK,
+    minimum: float = 0.0,
 ) -> float | None:
+    """Seconds; *minimum* is the smallest value other than 0 (a period of
+    a nanosecond would spin)."""
     value = settings.get(name)
     if value is None or value == "":
         return default
@@ -121,6 +137,9 @@ def read_float(
     number = float(_number(name, value, "a number of seconds"))
     if number < 0 or (number == 0 and not allow_zero):
         raise ConfigError(name, f"must be positive, got {number}")
+    if 0 < number < minimum:
+        zero = "0 or " if allow_zero else ""
+        raise ConfigError(name, f"must be {zero}at least {minimum:g} s, got {number}")
     return _in_range(name, number, 0, maximum)
 
 
@@ -181,6 +200,8 @@ def read_dotted_paths(settings: BaseSettings, name: str) -> tuple[str, ...]:
 
 def load_class(path: str, name: str) -> type:
     """The class at dotted *path*, imported now."""
+    if not isinstance(path, str):
+        raise ConfigError(name, f"expected a dotted path, got {shown(path)}")
     module_name, _, attr = path.rpartition(".")
     try:
         obj = getattr(importlib.import_module(module_name), attr)

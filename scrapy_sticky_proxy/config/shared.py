@@ -12,12 +12,14 @@ where the command runs does not stop it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..routing.health import PoolPolicy
-from .readers import expand_env, read_float, read_int, read_str
+from .readers import expand_env, read_float, read_int, read_str, shown
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -27,6 +29,10 @@ DEFAULT_NAMESPACE = "sticky_proxy"
 # defaults (30 s socket timeout) would hide a lost Redis for too long.
 _REDIS_DEFAULTS = {"socket_timeout": 5, "socket_connect_timeout": 2}
 _REDIS_IGNORED = {"redis_cls", "url", "encoding", "decode_responses"}
+# Client options whose wrong type redis-py only notices when it connects,
+# reported then as "cannot reach Redis".
+_REDIS_SECONDS = ("socket_timeout", "socket_connect_timeout")
+_REDIS_FLAGS = ("socket_keepalive", "retry_on_timeout", "ssl_check_hostname")
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,13 @@ class SharedStateConfig:
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> SharedStateConfig:
+        url, params = redis_url(settings), redis_params(settings)
+        check_redis(url, params)
         return cls(
-            redis_url=redis_url(settings),
+            redis_url=url,
             namespace=namespace(settings),
             pool_policy=pool_policy(settings),
-            redis_params=redis_params(settings),
+            redis_params=params,
         )
 
 
@@ -76,6 +84,52 @@ def redis_params(settings: BaseSettings) -> dict[str, Any]:
         raise ConfigError("REDIS_PARAMS", "expected a dict") from None
     extra = {k: v for k, v in params.items() if k not in _REDIS_IGNORED}
     return {**_REDIS_DEFAULTS, **extra}
+
+
+def check_redis(url: str, params: dict[str, Any]) -> None:
+    """That the redis package is there and that a client can be built from
+    *url* and *params* (no connection is made): what redis-py would only
+    find out when connecting, at spider open, where it is no settings error."""
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        raise ConfigError(
+            "STICKY_PROXY_BACKEND",
+            "'redis' needs the redis package: pip install 'scrapy-sticky-proxy[redis]'",
+        ) from None
+    from ..state.redis_layout import quiet_client
+
+    for name, value in params.items():
+        expected = _redis_option_problem(name, value)
+        if expected:
+            raise ConfigError(
+                "REDIS_PARAMS", f"{name}: expected {expected}, got {shown(value)}"
+            )
+    try:
+        pool = aioredis.ConnectionPool.from_url(url)
+    except ValueError as exc:
+        password = urlsplit(url).password
+        problem = str(exc).replace(password, "***") if password else str(exc)
+        raise ConfigError("STICKY_PROXY_REDIS_URL", problem) from None
+    try:
+        pool.connection_class(**{**quiet_client(), **params})
+    except TypeError as exc:
+        raise ConfigError("REDIS_PARAMS", str(exc)) from None
+
+
+def _redis_option_problem(name: str, value: Any) -> str | None:
+    """What *value* should be, if it is not a good value of option *name*."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name in _REDIS_SECONDS or name == "health_check_interval":
+        zero = name == "health_check_interval"
+        good = number and math.isfinite(value) and (value >= 0 if zero else value > 0)
+        return None if value is None or good else "a number of seconds"
+    if name in _REDIS_FLAGS:
+        return None if isinstance(value, bool) else "True or False"
+    if name == "max_connections":
+        good = isinstance(value, int) and number and value > 0
+        return None if value is None or good else "a whole number above 0"
+    return None
 
 
 def pool_policy(settings: BaseSettings) -> PoolPolicy:

@@ -25,14 +25,9 @@ def make_store(config: StickyProxyConfig, spider: str) -> HealthStore:
             "the redis backend needs asyncio: use Scrapy's default "
             "AsyncioSelectorReactor",
         )
-    try:
-        from .redis_store import RedisStore
-    except ImportError:
-        raise ConfigError(
-            "STICKY_PROXY_BACKEND",
-            "the redis backend needs the redis package: "
-            "pip install 'scrapy-sticky-proxy[redis]'",
-        ) from None
+    # The config checked that the redis package is there.
+    from .redis_store import RedisStore
+
     assert config.redis_url is not None
     return RedisStore(
         config.redis_url,
