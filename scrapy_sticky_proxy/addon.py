@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from .auth import AUTH_MIDDLEWARE, AUTH_PRIORITY
@@ -12,7 +11,6 @@ from .ledger import LEDGER_MIDDLEWARE, LEDGER_PRIORITY
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
-logger = logging.getLogger(__name__)
 
 MIDDLEWARE = "scrapy_sticky_proxy.StickyProxyMiddleware"
 MIDDLEWARE_PRIORITY = 740  # before HttpProxyMiddleware (750) reads the environment
