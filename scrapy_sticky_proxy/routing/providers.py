@@ -18,6 +18,7 @@ from typing import Literal
 
 from ..errors import ConfigError
 from .ids import ALNUM, IdRules
+from .location import LOCATION, PACKETSTREAM_NAMES, Place
 from .proxyurl import Fail
 
 LIFETIME_SETTING = "STICKY_PROXY_SESSION_LIFETIME"
@@ -39,6 +40,8 @@ class ProviderSpec:
     unit: ``90s``, ``10m``, ``2h``, ``7d``); *lifetime_min* and *lifetime_max*
     are in that unit (seconds for ``compact``), ``None`` for no maximum.
     *gateway* is the provider's documented plain-http ``host:port``, for hints.
+    *places* say where it reads a location (:mod:`.location`): written just
+    before the session id, when a request asks for one.
     """
 
     name: str
@@ -52,36 +55,44 @@ class ProviderSpec:
     lifetime_max: int | None = None
     default_password: str | None = None
     gateway: str | None = None
+    places: tuple[Place, ...] = ()
 
 
+_COUNTRY = (Place("country", "-country-{}"),)  # lower case: -country-us
+_PS_COUNTRY = (Place("country", "_country-{}", "names", PACKETSTREAM_NAMES),)
 _ALNUM32 = IdRules(ALNUM, 1, 32)
 _PRESET_LIST = (
     ProviderSpec("generic", IdRules(ALNUM, 1, 64), part=None, session_format=""),
     ProviderSpec("packetstream", _ALNUM32, "password", "_session-{session}",
-                 gateway="proxy.packetstream.io:31112"),
-    ProviderSpec("brightdata", _ALNUM32, gateway="brd.superproxy.io:33335"),
+                 gateway="proxy.packetstream.io:31112",
+                 places=_PS_COUNTRY),
+    ProviderSpec("brightdata", _ALNUM32, gateway="brd.superproxy.io:33335",
+                 places=_COUNTRY),
     ProviderSpec("oxylabs", _ALNUM32, session_format="-sessid-{session}",
                  lifetime_format="-sesstime-{lifetime}", lifetime_unit="minutes",
-                 lifetime_max=1440, gateway="pr.oxylabs.io:7777"),
+                 lifetime_max=1440, gateway="pr.oxylabs.io:7777",
+                 places=(Place("country", "-cc-{}", "upper"),)),
     ProviderSpec("decodo", _ALNUM32, lifetime_format="-sessionduration-{lifetime}",
                  lifetime_unit="minutes", lifetime_max=1440,
-                 gateway="gate.decodo.com:7000"),
+                 gateway="gate.decodo.com:7000", places=_COUNTRY),
     ProviderSpec("iproyal", IdRules(ALNUM, 8, 8), "password", "_session-{session}",
                  lifetime_format="_lifetime-{lifetime}", lifetime_unit="compact",
-                 lifetime_max=7 * 86400, gateway="geo.iproyal.com:12321"),
+                 lifetime_max=7 * 86400, gateway="geo.iproyal.com:12321",
+                 places=(Place("country", "_country-{}"),)),
     ProviderSpec("soax", _ALNUM32, session_format="-sessionid-{session}",
                  lifetime_format="-sessionlength-{lifetime}", lifetime_min=0,
-                 lifetime_max=86400, gateway="proxy.soax.com:5000"),
+                 lifetime_max=86400, gateway="proxy.soax.com:5000", places=_COUNTRY),
     ProviderSpec("netnut", _ALNUM32, session_format="-sid-{session}",
-                 gateway="gw.netnut.net:5959"),
+                 gateway="gw.netnut.net:5959", places=(Place("country", "-res-{}"),)),
     ProviderSpec("geonode", IdRules(ALNUM + "_", 1, 25),
                  lifetime_format="-lifetime-{lifetime}", lifetime_unit="minutes",
-                 lifetime_min=3, lifetime_max=1440, gateway="proxy.geonode.io:10000"),
+                 lifetime_min=3, lifetime_max=1440, gateway="proxy.geonode.io:10000",
+                 places=_COUNTRY),
     # Tor: the username is the id; IsolateSOCKSAuth gives each its own circuit.
     ProviderSpec("tor", IdRules(ALNUM, 1, 64), session_format=SESSION, replace=True,
                  default_password="x", gateway="127.0.0.1:9080"),  # noqa: S106
     ProviderSpec("sandbox", _ALNUM32, lifetime_format="-lifetime-{lifetime}",
-                 lifetime_max=86400),
+                 lifetime_max=86400, places=_COUNTRY),
 )  # fmt: skip
 _BY_NAME = {spec.name: spec for spec in _PRESET_LIST}
 PRESETS: Mapping[str, ProviderSpec] = MappingProxyType(
@@ -136,9 +147,10 @@ def lifetime_text(spec: ProviderSpec, seconds: object) -> str:
 
 def place_session(
     spec: ProviderSpec, cred: tuple[str, str, str], *, lifetime: int | None,
-    hostport: str, fail: Fail,
+    hostport: str, fail: Fail, located: bool = False,
 ) -> tuple[str, str, str]:  # fmt: skip
-    """Append (or write) the {session} marker where *spec* puts it."""
+    """Append (or write) the {session} marker where *spec* puts it, after
+    the {location} marker when *located*."""
     user, colon, pw = cred
     if spec.part is None:
         others = ", ".join(sorted(set(PRESETS) - {spec.name}))
@@ -147,7 +159,7 @@ def place_session(
             f"the session id (e.g. http://user-session-{{session}}:pass@{hostport}), "
             f"or pick a STICKY_PROXY_PROVIDER preset ({others})"
         )
-    added = spec.session_format
+    added = (LOCATION if located else "") + spec.session_format
     if lifetime is not None:
         if spec.lifetime_format is None:
             raise ConfigError(

@@ -256,8 +256,7 @@ class Router:  # the values it hands out are in .decisions
         return route in self.proxies
 
     def proxy_ip(self, route: str) -> Any:
-        """The proxy's address when it is given as one (an ``ipaddress``
-        object), else None."""
+        """The proxy's address if given as one (an ``ipaddress``), else None."""
         ip = self._ips.get(route, False)
         if ip is False:
             host = self._template(route).hostport.rpartition(":")[0].strip("[]")
@@ -272,9 +271,11 @@ class Router:  # the values it hands out are in .decisions
         """``scheme://host:port`` of *route*: what ``meta["proxy"]`` holds."""
         return self._template(route).endpoint
 
-    def authorization(self, route: str, session: str, encoding: str) -> bytes | None:
+    def authorization(
+        self, route: str, session: str, encoding: str, country: str | None = None
+    ) -> bytes | None:
         """The Proxy-Authorization value for *session* through *route*."""
-        return self._template(route).authorization(session, encoding)
+        return self._template(route).authorization(session, encoding, country)
 
     # -- static proxy health -----------------------------------------------------
 

@@ -1,10 +1,12 @@
 """Proxy URL templates: one validated proxy URL, ready to take a session id.
 
 :meth:`ProxyTemplate.parse` checks the URL once (:mod:`.proxyurl`), places
-the session id per the provider preset (:mod:`.providers`) and splits the URL
-around it, so that :meth:`ProxyTemplate.render` is a single string join per
-request. The template also answers for the password: ``Proxy-Authorization``
-values, redaction, a ``repr`` without credentials.
+the session id (and where a country goes) per the provider preset
+(:mod:`.providers`, :mod:`.location`) and splits the URL around it, so that
+:meth:`ProxyTemplate.render` is a single string join per request (the split
+for each country is made once). The template also answers for the
+password: ``Proxy-Authorization`` values, redaction, a ``repr`` without
+credentials.
 
 Pure logic: no Scrapy import, no I/O.
 """
@@ -13,11 +15,19 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigError
 from .ids import IdRules
+from .location import (
+    LOCATION,
+    UNSUPPORTED,
+    LocationError,
+    Place,
+    country_code,
+    location_text,
+)
 from .providers import (
     LIFETIME,
     LIFETIME_SETTING,
@@ -29,7 +39,7 @@ from .providers import (
 )
 from .proxyurl import Fail, split_proxy_url
 
-PLACEHOLDERS = (SESSION, LIFETIME)
+PLACEHOLDERS = (SESSION, LIFETIME, LOCATION)
 _TOKEN_RE = re.compile(r"\{([^{}]*)\}")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
 #: Kept as written in the userinfo; everything else is percent-encoded
@@ -44,7 +54,8 @@ class ProxyTemplate:
     *password* is the user's secret in unquoted form (for a password holding
     placeholders, its literal text before the first one), ``None`` when there
     is none; :attr:`secrets` and :meth:`redact` also cover its escaped form.
-    ``repr()`` and ``str()`` never show credentials.
+    ``repr()`` and ``str()`` never show credentials. *places* are where
+    its URL writes a location (empty: it cannot, and *no_location* says why).
     """
 
     hostport: str
@@ -54,6 +65,10 @@ class ProxyTemplate:
     id_rules: IdRules = PRESETS["generic"].id_rules
     segments: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
+    places: tuple[Place, ...] = ()
+    no_location: str = ""
+    userinfo: str = ""  # unquoted, with the {session} and {location} markers
+    _by_country: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.segments:
@@ -64,12 +79,31 @@ class ProxyTemplate:
         """Whether the rendered URL depends on the session id."""
         return len(self.segments) > 1
 
-    def render(self, session_id: str) -> str:
-        """The full proxy URL, credentials included, for *session_id*.
+    def render(self, session_id: str, country: str | None = None) -> str:
+        """The full proxy URL, credentials included, for *session_id* (in
+        *country*, when given).
 
         *session_id* must fit :attr:`id_rules` (use ``ids.session_id``).
         """
-        return session_id.join(self.segments)
+        segments = self.segments if country is None else self.located(country)
+        return session_id.join(segments)
+
+    def located(self, country: str) -> tuple[str, ...]:
+        """The URL's segments in *country*, an upper-case ISO code (from
+        ``location.country_code``); :class:`LocationError` if the URL cannot
+        say it."""
+        segments = self._by_country.get(country)
+        if segments is not None:
+            return segments
+        if not self.places:
+            raise LocationError(UNSUPPORTED, self.no_location)
+        location = {"country": country_code(country)}
+        text = location_text(self.places, location, self.provider)
+        userinfo = self.userinfo.replace(LOCATION, text)
+        segments = _split(self.scheme, userinfo, self.hostport)
+        if location["country"] == country:  # the cache holds valid codes only
+            self._by_country[country] = segments
+        return segments
 
     @property
     def endpoint(self) -> str:
@@ -77,21 +111,25 @@ class ProxyTemplate:
         request carries (see :mod:`scrapy_sticky_proxy.auth`)."""
         return f"{self.scheme}://{self.hostport}"
 
-    def credentials(self, session_id: str) -> tuple[str, str] | None:
-        """``(username, password)``, unquoted, for *session_id*; None
-        without credentials."""
-        rest = self.render(session_id).partition("://")[2]
+    def credentials(
+        self, session_id: str, country: str | None = None
+    ) -> tuple[str, str] | None:
+        """``(username, password)``, unquoted, for *session_id* (in
+        *country*); None without credentials."""
+        rest = self.render(session_id, country).partition("://")[2]
         userinfo = rest.rpartition("@")[0]
         if not userinfo:
             return None
         user, _, password = userinfo.partition(":")
         return unquote(user), unquote(password)
 
-    def authorization(self, session_id: str, encoding: str = "latin-1") -> bytes | None:
-        """The ``Proxy-Authorization`` value for *session_id* (Basic, as
-        HttpProxyMiddleware builds it from a URL), or None without
+    def authorization(
+        self, session_id: str, encoding: str = "latin-1", country: str | None = None
+    ) -> bytes | None:
+        """The ``Proxy-Authorization`` value for *session_id* (in *country*;
+        Basic, as HttpProxyMiddleware builds it from a URL), or None without
         credentials."""
-        credentials = self.credentials(session_id)
+        credentials = self.credentials(session_id, country)
         if credentials is None:
             return None
         raw = ":".join(credentials).encode(encoding)
@@ -147,7 +185,7 @@ class ProxyTemplate:
         scheme, userinfo, hostport = split_proxy_url(url, spec.gateway, fail)
         _check_placeholders(userinfo, fail)
         user, colon, pw = userinfo.partition(":")
-        cut = re.split(r"\{(?:session|lifetime)\}", pw)
+        cut = re.split(r"\{(?:session|lifetime|location)\}", pw)
         secret = cut[0] or max(cut, key=len)
         if spec.replace and secret == spec.default_password:
             secret = ""
@@ -162,10 +200,12 @@ class ProxyTemplate:
             text = lifetime_text(spec, lifetime)
             user, pw = user.replace(LIFETIME, text), pw.replace(LIFETIME, text)
             lifetime = None  # used up
+        located, no_location = _where_location(spec, userinfo, setting, fail)
         if require_session and not has_session:
             user, colon, pw = place_session(
-                spec, (user, colon, pw), lifetime=lifetime, hostport=hostport, fail=fail
-            )
+                spec, (user, colon, pw), lifetime=lifetime, hostport=hostport,
+                fail=fail, located=located,
+            )  # fmt: skip
         elif require_session and lifetime is not None:
             raise ConfigError(
                 LIFETIME_SETTING,
@@ -174,11 +214,8 @@ class ProxyTemplate:
                 "the lifetime",
             )
         userinfo = f"{user}{colon}{pw}" if pw else user
-        # No UnicodeEncodeError: isprintable() has rejected lone surrogates.
-        pieces = [quote(p, safe=_USERINFO_SAFE) for p in userinfo.split(SESSION)]
         escaped = quote(secret, safe=_USERINFO_SAFE)
-        segments = [f"{scheme}://{pieces[0]}", *pieces[1:]]
-        segments[-1] += f"@{hostport}" if userinfo else hostport
+        segments = _split(scheme, userinfo.replace(LOCATION, ""), hostport)
         password = unquote(secret) or None
         return cls(
             hostport=hostport,
@@ -186,9 +223,53 @@ class ProxyTemplate:
             password=password,
             provider=spec.name,
             id_rules=spec.id_rules,
-            segments=tuple(segments),
+            segments=segments,
             secrets=tuple(dict.fromkeys(s for s in (escaped, password) if s)),
+            places=spec.places if located else (),
+            no_location=no_location,
+            userinfo=userinfo if located else "",
         )
+
+
+def _split(scheme: str, userinfo: str, hostport: str) -> tuple[str, ...]:
+    """The proxy URL cut where the session id goes."""
+    # No UnicodeEncodeError: isprintable() has rejected lone surrogates.
+    pieces = [quote(p, safe=_USERINFO_SAFE) for p in userinfo.split(SESSION)]
+    segments = [f"{scheme}://{pieces[0]}", *pieces[1:]]
+    segments[-1] += f"@{hostport}" if userinfo else hostport
+    return tuple(segments)
+
+
+def _where_location(
+    spec: ProviderSpec, userinfo: str, setting: str, fail: Fail
+) -> tuple[bool, str]:
+    """Whether the URL will hold a {location} marker, and if not, why it
+    cannot choose a country."""
+    if LOCATION in userinfo:
+        if not spec.places:
+            raise fail(
+                f"has {LOCATION}, but the {spec.name} preset writes no location: "
+                "set STICKY_PROXY_PROVIDER to your provider's preset"
+            )
+        return True, ""
+    if setting == "STICKY_PROXY_LIST":
+        return False, "STICKY_PROXY_LIST (static proxies) cannot choose a country"
+    if not spec.places:
+        return False, f"the {spec.name} preset cannot choose a country"
+    if SESSION in userinfo:
+        return False, (
+            f"{setting} is a {SESSION} template without {LOCATION}: add "
+            f"{LOCATION} where {spec.name} reads the country"
+        )
+    part = userinfo.partition(":")[0 if spec.part == "username" else 2].lower()
+    for place in spec.places:
+        if place.marker.lower() in part:
+            return False, (
+                f"{setting} already sets the {place.param} ({place.marker}...): "
+                f"remove it from the {spec.part} to choose the {place.param} "
+                "per request"
+            )
+    return True, ""
 
 
 def _check_placeholders(userinfo: str, fail: Fail) -> None:
