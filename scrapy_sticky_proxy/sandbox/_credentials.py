@@ -7,24 +7,53 @@ import binascii
 import hmac
 import re
 
+from ..routing.location import COUNTRY_CODES, PACKETSTREAM_NAMES
+
+# NetNut's -res-us: only a code (or "any"), so that a Bright Data zone
+# named "res" (-zone-res-country-us) stays part of the username.
 _PARAM_RE = re.compile(
     r"[-_](session|sessid|sessionid|sid|sesstime|sessionduration|sessionlength"
-    r"|lifetime|country|cc)-([A-Za-z0-9]+)(?=[-_]|$)"
+    r"|lifetime|country|cc|res(?=-(?:[A-Za-z]{2}|any)(?:[-_]|$)))"
+    r"-([A-Za-z0-9]+)(?=[-_]|$)"
 )
 _SESSION_PARAMS = frozenset({"session", "sessid", "sessionid", "sid"})
+_COUNTRY_PARAMS = frozenset({"country", "cc", "res"})
+_CODE_OF_NAME = {name.lower(): code for code, name in PACKETSTREAM_NAMES.items()}
+
+
+def _params(value: str) -> tuple[str, dict[str, str]]:
+    """(base, the first value of each provider parameter), parameters
+    stripped from the base."""
+    found: dict[str, str] = {}
+
+    def drop(match: re.Match[str]) -> str:
+        found.setdefault(match.group(1), match.group(2))
+        return ""
+
+    return _PARAM_RE.sub(drop, value), found
 
 
 def split_credential(value: str) -> tuple[str, str | None]:
     """Strip provider parameter segments; return (base, session id or None)."""
-    found: list[str] = []
+    base, found = _params(value)
+    sessions = [v for k, v in found.items() if k in _SESSION_PARAMS]
+    return base, (sessions[0] if sessions else None)
 
-    def drop(match: re.Match[str]) -> str:
-        if match.group(1) in _SESSION_PARAMS:
-            found.append(match.group(2))
-        return ""
 
-    base = _PARAM_RE.sub(drop, value)
-    return base, (found[0] if found else None)
+def credential_country(user: str, password: str) -> str:
+    """The country the credentials ask for, in any preset's format, as an
+    ISO code ("" for none or ``any``; an unknown value as written)."""
+    for value in (user, password):
+        found = _params(value)[1]
+        for param in _COUNTRY_PARAMS & found.keys():
+            raw = found[param]
+            if raw.lower() == "any":
+                return ""
+            code = raw.upper()
+            return (
+                code if code in COUNTRY_CODES else _CODE_OF_NAME.get(raw.lower(), raw)
+            )
+    return ""
 
 
 def match_credentials(

@@ -1,6 +1,7 @@
 """The sandbox's forward proxy: one loopback exit address per proxy session.
 
-The gateway authenticates each request, gives its session an exit address,
+The gateway authenticates each request, gives its session an exit address
+(in the country its credentials ask for, in any preset's format: :mod:`._geo`),
 forwards it upstream from that address (:mod:`._upstream`) and records it;
 listening and the fault modes are :mod:`._listener`'s.
 """
@@ -14,7 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._credentials import decode_basic, match_credentials
+from ._credentials import credential_country, decode_basic, match_credentials
+from ._geo import place_exit
 from ._http import (
     BadRequest,
     Headers,
@@ -52,6 +54,7 @@ class ProxyRecord:
     session: str  # "" if none
     exit_ip: str  # "" if the request never left the gateway
     status: int
+    country: str = ""  # what the credentials asked for ("" for anywhere)
 
 
 # Shared by every gateway in the process, so that several sandboxes (a static
@@ -125,9 +128,12 @@ class Gateway(Listener):
         with self._lock:
             return {key: ip for key, (ip, _) in self._sessions.items()}
 
-    def exit_for(self, session: str) -> str:
-        """The session's exit, assigning a fresh one if none or expired."""
+    def exit_for(self, session: str, country: str = "") -> str:
+        """The session's exit (in *country*), assigning a fresh one if none
+        or expired. A session asked for in two countries has two exits."""
         now = self._clock()
+        if country:
+            session = f"{session}@{country}"
         with self._lock:
             current = self._sessions.get(session)
             ttl = self.session_ttl
@@ -135,20 +141,23 @@ class Gateway(Listener):
                 return current[0]
             ip = exit_address(next(_EXIT_INDEX))
             self._sessions[session] = (ip, now)
+            place_exit(ip, country)
         logger.debug("gateway session %r gets exit %s", session, ip)
         return ip
 
-    def authenticate(self, header: str | None) -> str | None:
-        """Session id ("" if none) for a Proxy-Authorization value, or None."""
+    def authenticate(self, header: str | None) -> tuple[str, str] | None:
+        """(session id, country), "" for none, for a Proxy-Authorization
+        value, or None if it is not accepted."""
         creds = decode_basic(header)
         if self.accept_any_credentials:
-            return creds[0] if creds is not None else ""
+            return (creds[0], "") if creds is not None else ("", "")
         if creds is None:
             return None
         user, password = creds
-        return match_credentials(
+        session = match_credentials(
             user, password, username=self.username, expected_password=self._password
         )
+        return None if session is None else (session, credential_country(*creds))
 
     async def _request(
         self,
@@ -162,18 +171,20 @@ class Gateway(Listener):
         headers = head[1]
         body = await read_body(reader, headers)
         close = method == "CONNECT" or wants_close(version, headers)
-        session = self.authenticate(get_header(headers, "proxy-authorization"))
+        auth = self.authenticate(get_header(headers, "proxy-authorization"))
+        session, country = auth or (None, "")
         if session is None:
             with self._lock:
                 self.auth_failures += 1
             answer = _text(407, "proxy authentication required")
         else:
             answer = await self._answer(
-                conn, method, target, headers=headers, body=body, session=session
-            )
+                conn, method, target, headers=headers, body=body, session=session,
+                country=country,
+            )  # fmt: skip
         rec = ProxyRecord(
             self._clock(), conn.id, method, target, session or "",
-            answer.exit_ip, answer.status,
+            answer.exit_ip, answer.status, country,
         )  # fmt: skip
         with self._lock:
             self.log.append(rec)
@@ -202,6 +213,7 @@ class Gateway(Listener):
         headers: Headers,
         body: bytes,
         session: str,
+        country: str = "",
     ) -> _Answer:
         try:
             host, port = parse_target(method, target)
@@ -211,9 +223,9 @@ class Gateway(Listener):
         if address is None:  # refused before any connection attempt
             return _text(403, "the sandbox only reaches loopback targets")
         if not self.pin_per_connection:
-            exit_ip = self.exit_for(session)
+            exit_ip = self.exit_for(session, country)
         elif conn.pinned is None:
-            exit_ip = conn.pinned = self.exit_for(session)
+            exit_ip = conn.pinned = self.exit_for(session, country)
         else:
             exit_ip = conn.pinned
         try:

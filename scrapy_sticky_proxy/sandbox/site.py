@@ -1,5 +1,5 @@
-"""The sandbox's demo site: items, follow-up parts, client address, bans
-(by the rules of :mod:`.ban_rules`)."""
+"""The sandbox's demo site: items, follow-up parts, client address and its
+country (:mod:`._geo`), bans (by the rules of :mod:`.ban_rules`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from ._geo import country_of
 from ._http import (
     BACKLOG,
     ConnectionTracker,
@@ -258,6 +259,10 @@ class DemoSite:
             client = (
                 f'<p>Seen from <span id="client">{html.escape(client_ip)}</span></p>'
             )
+            if country := country_of(client_ip):
+                client += (
+                    f'\n<p>In <span id="country">{html.escape(country)}</span></p>'
+                )
             body = f"<h1>Item {item}</h1>\n{client}\n{links}"
             headers: Headers = [_HTML]
             if "embed" in parse_qs(url.query):
@@ -267,6 +272,8 @@ class DemoSite:
                 headers.append(("Set-Cookie", f"item={item}; Path=/"))
             return 200, headers, _page(f"Item {item}", body)
         doc = {"item": item, "part": part, "client": client_ip}
+        if country := country_of(client_ip):
+            doc["country"] = country
         return 200, [("Content-Type", "application/json")], json.dumps(doc).encode()
 
 
