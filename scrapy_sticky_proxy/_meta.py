@@ -7,6 +7,7 @@ DONT = "dont_sticky_proxy"
 MAX_REROLLS = "sticky_proxy_max_rerolls"
 SESSION = "sticky_proxy_session"
 GENERATION = "sticky_proxy_generation"
+COUNTRY = "sticky_proxy_country"
 
 # private
 ROUTE = "_sticky_proxy_route"  # gateway host:port or static proxy id we routed to

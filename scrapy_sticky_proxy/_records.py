@@ -1,8 +1,9 @@
 """Records of requests that ran out of re-rolls, for users to find and replay.
 
 A record is a JSON object: ``url``, ``method``, ``key``, ``reasons`` (one per
-attempt), ``attempts``, ``time`` (Unix seconds), ``spider``, and ``body``
-(text, or base64 with ``body_encoding: "base64"``) when the request had one.
+attempt), ``attempts``, ``time`` (Unix seconds), ``spider``, ``country``
+when the request asked for one, and ``body`` (text, or base64 with
+``body_encoding: "base64"``) when the request had one.
 Headers are left out: they may hold cookies or credentials.
 """
 
@@ -36,6 +37,9 @@ def give_up_record(
         "attempts": len(reasons),
         "time": round(time.time(), 3),
     }
+    country = request.meta.get(M.COUNTRY)
+    if country:  # replayed without it, the request would go anywhere
+        record["country"] = redact(str(country))
     if request.body:
         try:
             record["body"] = redact(request.body.decode("utf-8"))

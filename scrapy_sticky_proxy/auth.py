@@ -25,8 +25,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from scrapy.exceptions import IgnoreRequest
+
 from . import _meta as M
 from .ledger import sticky_middleware
+from .routing.location import LocationError
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -76,7 +79,11 @@ class StickyProxyAuth:
                     route,
                 )
             return
-        header = routes.authorization(route, session, self.encoding)
+        country = meta.get(M.COUNTRY) or None  # checked by the middleware
+        try:
+            header = routes.authorization(route, session, self.encoding, country)
+        except LocationError as exc:  # meta changed since: never a wrong place
+            raise IgnoreRequest(str(exc)) from None
         if header is not None:
             request.headers[_HEADER] = header
 

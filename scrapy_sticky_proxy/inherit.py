@@ -39,6 +39,10 @@ class StickyProxyInheritMiddleware:
             key = response.meta.get(M.KEY)
             if key is not None and not result.meta.get(M.DONT):
                 result.meta[M.KEY] = key
+                # The key's session is the key in its country.
+                country = response.meta.get(M.COUNTRY)
+                if country is not None:
+                    result.meta.setdefault(M.COUNTRY, country)
         return result
 
     def process_spider_output(

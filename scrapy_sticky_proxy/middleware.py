@@ -19,6 +19,7 @@ from scrapy.utils.misc import build_from_crawler
 from . import _meta as M
 from ._copies import Copies
 from ._lifecycle import Lifecycle
+from ._location import Countries, state_key
 from ._reroll import bound, number, passed, stamp
 from ._stats import Counter
 from ._waits import Waits
@@ -79,6 +80,7 @@ class StickyProxyMiddleware:
         self.pool = self.router.pool
         self.ledger = Ledger(crawler, store, config.redact, count.inc)
         self.copies = Copies(crawler, config, self.ledger, check_guard(settings))
+        self.countries = Countries(config, count, self.ledger)
         self._closing = False  # we asked the engine to close the spider
         # Kept: signal receivers are weak references.
         self._lifecycle = Lifecycle(
@@ -105,6 +107,7 @@ class StickyProxyMiddleware:
             key = meta[M.KEY] = self.config.key_func(request)  # type: ignore[misc]
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
+        key = self.countries.key(request, key)  # the key in its country
         pending = self.router.pending(key)
         if pending is not None:  # a burned key the local view forgot
             await pending
@@ -211,7 +214,7 @@ class StickyProxyMiddleware:
         meta = request.meta
         self.count.inc("bans")
         self.count.inc(f"bans/{reason}")
-        self.router.banned(meta[M.KEY], meta[M.GENERATION], meta[M.ROUTE])
+        self.router.banned(state_key(meta), meta[M.GENERATION], meta[M.ROUTE])
         new = self.copies.reroll(request, reason, "rerolls")
         self.count.inc("rerolls")
         return new

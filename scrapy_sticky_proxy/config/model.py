@@ -24,7 +24,13 @@ from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .ban_rules import DEFAULT_BAN_STATUSES, ban_exceptions, ban_patterns, ban_statuses
 from .callables import ban_policy, key_function
 from .names import check_names
-from .proxies import StaticProxy, check_given, read_proxies, secrets_of
+from .proxies import (
+    StaticProxy,
+    check_given,
+    read_country,
+    read_proxies,
+    secrets_of,
+)
 from .readers import (
     DOTTED,
     MAX_REROLLS,
@@ -77,6 +83,7 @@ class StickyProxyConfig:
     provider: ProviderSpec = field(default_factory=lambda: get_preset("generic"))
     gateway: ProxyTemplate | None = None
     static_proxies: tuple[StaticProxy, ...] = ()
+    country: str | None = None  # ISO 3166-1 alpha-2, upper case
     pool_policy: PoolPolicy = field(default_factory=PoolPolicy)
     key_func: Callable[[Any], str] | None = None
     max_rerolls: int = 5
@@ -134,6 +141,7 @@ class StickyProxyConfig:
             provider=provider,
             gateway=gateway,
             static_proxies=static,
+            country=read_country(settings, gateway, static),
             pool_policy=pool_policy(settings),
             key_func=key_function(settings),
             max_rerolls=read_int(

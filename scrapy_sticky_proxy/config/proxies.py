@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..routing.location import LocationError, country_code
 from ..routing.providers import ProviderSpec, get_preset
 from ..routing.template import ProxyTemplate
 from .readers import WEEK, expand_env, read_int, read_str, shown
@@ -63,6 +64,25 @@ def read_proxies(
     if require:
         check_given(enabled, gateway, static)
     return provider, gateway, static
+
+
+def read_country(
+    settings: BaseSettings,
+    gateway: ProxyTemplate | None,
+    static: tuple[StaticProxy, ...],
+) -> str | None:
+    """STICKY_PROXY_COUNTRY: a country code that every route can write."""
+    value = settings.get("STICKY_PROXY_COUNTRY")
+    if value is None or value == "":
+        return None
+    try:
+        code = country_code(value)
+        for template in [gateway, *(p.template for p in static)]:
+            if template is not None:
+                template.located(code)
+    except LocationError as exc:
+        raise ConfigError("STICKY_PROXY_COUNTRY", str(exc)) from None
+    return code
 
 
 def check_given(
