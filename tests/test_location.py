@@ -295,7 +295,8 @@ def test_a_key_in_two_countries_is_two_sessions_and_a_ban_burns_one() -> None:
 
 
 class CountrySpider(Spider):
-    """Asks for each (path, meta) it is given; yields what the site saw."""
+    """Asks for each (path, meta) it is given, and the detail part of
+    /item/2 without meta; yields what the site saw."""
 
     name = "countries"
 
@@ -311,16 +312,26 @@ class CountrySpider(Spider):
             yield Request(self.base + path, meta=meta, dont_filter=True)
 
     def parse(self, response: Response) -> Any:
+        meta = response.meta
+        asked = meta.get("redirect_urls", [response.url])[0].split("/", 3)[3]
+        if asked.endswith("detail"):
+            data = response.json()
+            seen = data["client"], data.get("country")
+        else:
+            seen = (
+                response.css("#client::text").get(),
+                response.css("#country::text").get(),
+            )
         yield {
-            "asked": response.meta.get("redirect_urls", [response.url])[0].split(
-                "/", 3
-            )[3],
-            "exit": response.css("#client::text").get(),
-            "session": response.meta["sticky_proxy_session"],
-            "site_country": response.css("#country::text").get(),
-            "country": response.meta.get("sticky_proxy_country"),
-            "generation": response.meta["sticky_proxy_generation"],
+            "asked": asked,
+            "exit": seen[0],
+            "session": meta["sticky_proxy_session"],
+            "site_country": seen[1],
+            "country": meta.get("sticky_proxy_country"),
+            "generation": meta["sticky_proxy_generation"],
         }
+        if asked == "item/2":  # inherits the key and its country
+            yield response.follow("/item/2/detail")
 
 
 def ban_first_exit_of(path: str) -> Any:
@@ -354,7 +365,10 @@ async def test_one_key_in_two_countries_leaves_through_two_exits(
         ("/item/9", {**b, "sticky_proxy_country": "US"}),
     ]
     settings = settings_for(
-        sandbox, STICKY_PROXY_COUNTRY="br", STICKY_PROXY_GAVE_UP_FILE=str(gave_up)
+        sandbox,
+        STICKY_PROXY_COUNTRY="br",
+        STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
+        STICKY_PROXY_INHERIT_KEY=True,
     )
     result = await crawl(CountrySpider, settings, base=sandbox.site_url, asks=asks)
     items = {item.pop("asked"): item for item in result.items}
@@ -363,6 +377,7 @@ async def test_one_key_in_two_countries_leaves_through_two_exits(
     assert items == {
         "item/1": {"site_country": "DE", "country": "DE", "generation": 0},
         "item/2": {"site_country": "US", "country": "US", "generation": 0},
+        "item/2/detail": {"site_country": "US", "country": "US", "generation": 0},
         "r/3": {"site_country": "DE", "country": "DE", "generation": 0},
         "item/4": {"site_country": "BR", "country": "BR", "generation": 0},
         "item/5": {"site_country": None, "country": "", "generation": 0},
@@ -371,6 +386,7 @@ async def test_one_key_in_two_countries_leaves_through_two_exits(
     }
     # One key: one session and exit per country, the same for each request.
     assert (sessions["item/1"], exits["item/1"]) == (sessions["r/3"], exits["r/3"])
+    assert exits["item/2"] == exits["item/2/detail"]
     by_country = ("item/1", "item/2", "item/4", "item/5")
     assert len({sessions[p] for p in by_country}) == 4
     assert len({exits[p] for p in by_country}) == 4
@@ -406,7 +422,8 @@ async def test_a_url_that_fixes_the_country_refuses_another_one(
     )
     asks = [("/item/1", {"sticky_proxy_country": "DE"}), ("/item/2", {})]
     result = await crawl(CountrySpider, settings, base=sandbox.site_url, asks=asks)
-    assert [(i["asked"], i["site_country"]) for i in result.items] == [("item/2", "FR")]
+    seen = sorted((i["asked"], i["site_country"]) for i in result.items)
+    assert seen == [("item/2", "FR"), ("item/2/detail", "FR")]
     assert [r["reasons"] for r in records(gave_up)] == [["country/unsupported"]]
     assert result.stats["sticky_proxy/country_refused/unsupported"] == 1
-    assert [h.path for h in sandbox.site.hits] == ["/item/2"]
+    assert sorted(h.path for h in sandbox.site.hits) == ["/item/2", "/item/2/detail"]
