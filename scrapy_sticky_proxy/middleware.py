@@ -159,7 +159,7 @@ class StickyProxyMiddleware:
         reason = self.policy.response_ban(response)
         if reason is None:
             self.router.succeeded(route)
-            if self.tolerance.enabled:
+            if self.tolerance.enabled and not cached:  # the session answered
                 self.tolerance.succeeded(meta[M.KEY], meta[M.GENERATION])
             passed(request, response)
             restore(meta)
