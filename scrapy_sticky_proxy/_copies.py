@@ -61,6 +61,7 @@ class Copies:
             self.ledger.give_up(start, why)
         new = self.retry(start, reason, stat)
         new.meta.pop(M.SOFT_RETRIED, None)
+        new.meta.pop(M.TOLERATED, None)  # a new session spares it afresh
         new.meta[M.REROLLS] = rerolls + 1
         new.meta[M.REASONS] = why
         stamp(new)

@@ -7,7 +7,8 @@ redirected to. The spider's request is remembered, without credentials, in
 the trail (``meta[M.TRAIL]``) when a redirect answer passes this middleware:
 Scrapy's redirect middlewares run after it, and their copies keep meta.
 
-The re-roll bookkeeping (``M.REROLLS``, ``M.REASONS``, ``M.SOFT_RETRIED``)
+The re-roll bookkeeping (``M.REROLLS``, ``M.REASONS``, ``M.SOFT_RETRIED``,
+``M.TOLERATED``, ``M.NOT_BEFORE``)
 lives in meta too, so it would also reach a request a spider builds with
 ``response.follow(url, meta=response.meta)``. The trail says which request
 the bookkeeping belongs to: the URL it was last seen on and how many
@@ -30,7 +31,14 @@ if TYPE_CHECKING:
 
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 _REDIRECT_KEYS = ("redirect_urls", "redirect_reasons", "redirect_times", "redirect_ttl")
-BOOKKEEPING = (M.REROLLS, M.REASONS, M.SOFT_RETRIED, M.TRAIL)
+BOOKKEEPING = (
+    M.REROLLS,
+    M.REASONS,
+    M.SOFT_RETRIED,
+    M.TOLERATED,
+    M.NOT_BEFORE,
+    M.TRAIL,
+)
 
 # (url, method, body, headers): the spider's request, without credentials.
 Origin = tuple[str, str, bytes, dict[bytes, list[bytes]]]

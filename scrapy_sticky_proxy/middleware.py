@@ -35,6 +35,7 @@ from .config import for_crawler
 from .ledger import Ledger, reasons
 from .routing.decisions import Decision, Held
 from .routing.router import Router
+from .routing.tolerance import RETRY_AFTER, TOO_LONG, Tolerance, Verdict, tried_count
 from .state.backends import make_store
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AUTH_FAILED = "sticky_proxy_auth_failed"
+TOLERANCE_WAIT = " tolerated"  # where tolerated retries wait: no route's name
 
 
 class StickyProxyMiddleware:
@@ -76,6 +78,7 @@ class StickyProxyMiddleware:
         self.download_timeout = settings.getfloat("DOWNLOAD_TIMEOUT")
         self._waits = Waits()
         self.router = Router(config, store, wake=self._waits.wake)
+        self.tolerance = Tolerance(config.tolerance, store)
         self.store = store
         self.pool = self.router.pool
         self.ledger = Ledger(crawler, store, config.redact, count.inc)
@@ -108,6 +111,13 @@ class StickyProxyMiddleware:
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
         key = self.countries.key(request, key)  # the key in its country
+        not_before = meta.pop(M.NOT_BEFORE, None)
+        if not_before is not None and not self.router.stopping:
+            # A tolerated retry waits here, holding one of CONCURRENT_REQUESTS
+            # but no download slot: the others go on (see README, Bans).
+            seconds = self.tolerance.remaining(not_before)
+            if seconds > 0:
+                await self._waits.wait(TOLERANCE_WAIT, seconds)
         pending = self.router.pending(key)
         if pending is not None:  # a burned key the local view forgot
             await pending
@@ -152,6 +162,8 @@ class StickyProxyMiddleware:
         reason = self.policy.response_ban(response)
         if reason is None:
             self.router.succeeded(route)
+            if self.tolerance.enabled and not cached:  # the session answered
+                self.tolerance.succeeded(meta[M.KEY], meta[M.GENERATION])
             passed(request, response)
             restore(meta)
             return response
@@ -159,7 +171,7 @@ class StickyProxyMiddleware:
             # An older run's ban page: not this session's fault.
             self.count.inc("cached_bans")
             return self.copies.retry(request, reason, "cached_bans")
-        return self._ban(request, reason)
+        return self._ban(request, reason, response.headers.get(b"Retry-After"))
 
     def process_exception(
         self, request: Request, exception: Exception
@@ -210,13 +222,36 @@ class StickyProxyMiddleware:
         stamp(new)
         return new
 
-    def _ban(self, request: Request, reason: str) -> Request:
+    def _ban(
+        self, request: Request, reason: str, retry_after: bytes | None = None
+    ) -> Request:
         meta = request.meta
         self.count.inc("bans")
         self.count.inc(f"bans/{reason}")
-        self.router.banned(state_key(meta), meta[M.GENERATION], meta[M.ROUTE])
+        key, generation = state_key(meta), meta[M.GENERATION]
+        if self.tolerance.enabled:
+            bound(request)  # a follow-up built from response.meta starts afresh
+            tried = meta.get(M.TOLERATED)
+            verdict = self.tolerance.verdict(key, generation, tried, retry_after)
+            if not verdict.burn:
+                return self._tolerate(request, reason, verdict)
+            if verdict.why == TOO_LONG:
+                self.count.inc("retry_after_too_long")
+        self.router.banned(key, generation, meta[M.ROUTE])
         new = self.copies.reroll(request, reason, "rerolls")
         self.count.inc("rerolls")
+        return new
+
+    def _tolerate(self, request: Request, reason: str, verdict: Verdict) -> Request:
+        """A copy of *request* for the same session, to go after the wait."""
+        self.count.inc("tolerated")
+        if verdict.why == RETRY_AFTER:
+            self.count.inc("retry_after_waits")
+        new = self.copies.retry(request, reason, "tolerated")
+        new.meta[M.TOLERATED] = tried_count(request.meta.get(M.TOLERATED)) + 1
+        new.meta[M.REASONS] = [*reasons(request), reason]  # for its record
+        new.meta[M.NOT_BEFORE] = self.tolerance.deadline(verdict.seconds)
+        stamp(new)
         return new
 
     def _auth_failed(self, route: str) -> None:

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..routing.health import PoolPolicy
 from ..routing.providers import ProviderSpec, get_preset
 from ..routing.template import ProxyTemplate
+from ..routing.tolerance import MAX_TOLERANCE, TolerancePolicy
 from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .ban_rules import DEFAULT_BAN_STATUSES, ban_exceptions, ban_patterns, ban_statuses
 from .callables import ban_policy, key_function
@@ -72,6 +73,7 @@ DEFAULT_PLAYWRIGHT_IDLE = 120.0
 # 0.2 s; a refusing gateway probed back to back).
 MIN_LOG_INTERVAL = 1.0
 MIN_OUTAGE_BACKOFF = 0.1
+MAX_RETRY_AFTER = 3600.0  # a request waits for its session at most an hour
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class StickyProxyConfig:
     pool_policy: PoolPolicy = field(default_factory=PoolPolicy)
     key_func: Callable[[Any], str] | None = None
     max_rerolls: int = 5
+    tolerance: TolerancePolicy = field(default_factory=TolerancePolicy)
     ban_statuses: frozenset[int] = frozenset(DEFAULT_BAN_STATUSES)
     ban_patterns: tuple[re.Pattern[bytes], ...] = ()
     ban_exceptions: tuple[type[BaseException], ...] = ()
@@ -148,6 +151,7 @@ class StickyProxyConfig:
                 settings, "STICKY_PROXY_MAX_REROLLS", 5, 0, MAX_REROLLS
             )
             or 0,
+            tolerance=tolerance_policy(settings),
             ban_statuses=ban_statuses(settings),
             ban_patterns=ban_patterns(settings),
             ban_exceptions=ban_exceptions(settings),
@@ -236,6 +240,18 @@ class StickyProxyConfig:
         for secret in self.secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def tolerance_policy(settings: BaseSettings) -> TolerancePolicy:
+    wait_max = read_float(
+        settings, "STICKY_PROXY_RETRY_AFTER_MAX", 60.0, maximum=MAX_RETRY_AFTER
+    )
+    return TolerancePolicy(
+        read_int(settings, "STICKY_PROXY_BAN_TOLERANCE", 1, 1, MAX_TOLERANCE) or 1,
+        read_float(settings, "STICKY_PROXY_TOLERANCE_BACKOFF", 1.0, minimum=0.01)
+        or 1.0,
+        wait_max or 60.0,
+    )
 
 
 def allowed_handlers(settings: BaseSettings) -> frozenset[str]:

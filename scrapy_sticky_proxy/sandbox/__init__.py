@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from ._credentials import match_credentials, split_credential
-from .ban_rules import BanRule, ban_all, ban_fraction, ban_ips
+from .ban_rules import BanRule, ban_all, ban_fraction, ban_ips, rate_limit
 from .gateway import Gateway, ProxyRecord
 from .site import DemoSite, Hit
 
@@ -41,6 +41,7 @@ __all__ = [
     "ban_ips",
     "embedded",
     "match_credentials",
+    "rate_limit",
     "split_credential",
 ]
 

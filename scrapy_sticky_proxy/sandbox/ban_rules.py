@@ -4,16 +4,19 @@ A :data:`BanRule` gets ``(client_ip, path)`` and returns ``None`` (serve)
 or a kind: one of :data:`BAN_KINDS` ("403", "429", or "captcha": a 200
 captcha page), or a fault: "redirect" answers 302 to /captcha?from=PATH,
 "reset" drops the connection unanswered, "hang" never answers (the client's
-timeout ends it), "503" answers 503 Service Unavailable.
+timeout ends it), "503" answers 503 Service Unavailable. "429" carries
+``Retry-After: 1`` (:data:`RETRY_AFTER`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable
 
 BanRule = Callable[[str, str], "str | None"]
 BAN_KINDS = ("403", "429", "captcha")  # the kinds ban_fraction draws from
+RETRY_AFTER = 1.0  # what the site's 429 answers say, in seconds
 
 
 def _unit_hash(*parts: str) -> float:
@@ -63,5 +66,26 @@ def ban_ips(ips: Iterable[str], kind: str = "403") -> BanRule:
 
     def rule(client_ip: str, path: str) -> str | None:
         return kind if client_ip in banned else None
+
+    return rule
+
+
+def rate_limit(
+    window: float = 60.0, clock: Callable[[], float] = time.monotonic
+) -> BanRule:
+    """A rate limiter: an address's first request in each *window* seconds
+    gets a 429 with ``Retry-After: 1``, and so does every request of it
+    before that second is up (coming back too early earns another); then
+    its requests are served until the window ends."""
+    if not window > RETRY_AFTER:
+        raise ValueError(f"window must be longer than {RETRY_AFTER} s")
+    opened: dict[str, float] = {}  # address -> start of its window
+
+    def rule(client_ip: str, path: str) -> str | None:
+        now = clock()
+        start = opened.get(client_ip)
+        if start is None or now - start >= window:
+            opened[client_ip] = start = now
+        return "429" if now - start < RETRY_AFTER else None
 
     return rule

@@ -1,8 +1,10 @@
 """The memory backend of the health store: one process, bounded.
 
 At most *max_keys* keys are kept, the least recently used forgotten first; a
-key at generation 0 takes no memory unless rotation is on. Give-up records are
-appended to STICKY_PROXY_GAVE_UP_FILE, one JSON line each.
+key at generation 0 takes no memory unless rotation is on. Error scores of
+sessions (STICKY_PROXY_BAN_TOLERANCE above 1) are kept beside, bounded the
+same way, only while above 0. Give-up records are appended to
+STICKY_PROXY_GAVE_UP_FILE, one JSON line each.
 
 Pure logic besides the give-up file: no Scrapy, and time is a parameter.
 """
@@ -16,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from .store import DEFAULT_MAX_KEYS, HealthStore, Rotation
+from .store import DEFAULT_MAX_KEYS, MAX_SCORE, HealthStore, Rotation
 
 logger = logging.getLogger(__name__)
 _NO_ROTATION = Rotation()
@@ -64,6 +66,8 @@ class MemoryStore(HealthStore):
         self.on_evict: Callable[[str], None] | None = None
         # key -> generation (no rotation) or _Session
         self._entries: OrderedDict[str, Any] = OrderedDict()
+        # key -> (generation, error score above 0), as bounded as _entries
+        self._scores: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._gave_up: IO[str] | None = None
 
     def __len__(self) -> int:
@@ -121,6 +125,9 @@ class MemoryStore(HealthStore):
             if key in self._entries:
                 self._entries.move_to_end(key)
             return
+        scored = self._scores.get(key)
+        if scored is not None and scored[0] < generation:
+            del self._scores[key]  # the session it scored burned
         if self.rotation.enabled:
             born = now if self.rotation.max_age is not None else None
             self._put(key, _Session(generation, born, 0))
@@ -137,6 +144,34 @@ class MemoryStore(HealthStore):
             self._put(key, _Session(generation, born, 0))
         else:
             self._put(key, generation)
+
+    def score(self, key: str, generation: int) -> int:
+        entry = self._scores.get(key)
+        return entry[1] if entry is not None and entry[0] == generation else 0
+
+    def add_score(self, key: str, generation: int, delta: int, now: float) -> int:
+        score = max(0, min(self.score(key, generation) + delta, MAX_SCORE))
+        self.set_score(key, generation, score)
+        return self.score(key, generation)
+
+    def set_score(self, key: str, generation: int, score: int) -> None:
+        """Set the score of (*key*, *generation*); a generation behind the
+        key's is gone, and so is its score."""
+        scores = self._scores
+        if score <= 0 or generation < self.generation(key):
+            entry = scores.get(key)
+            if entry is not None and entry[0] <= generation:
+                del scores[key]
+            return
+        scores[key] = (generation, score)
+        scores.move_to_end(key)
+        if len(scores) > self.max_keys:
+            scores.popitem(last=False)
+
+    def scores(self) -> Iterator[tuple[str, int, int]]:
+        """(key, generation, score) of every session with a score."""
+        for key, (generation, score) in list(self._scores.items()):
+            yield key, generation, score
 
     def items(self) -> Iterator[tuple[str, int]]:
         """(key, generation) of every key past generation 0."""

@@ -32,6 +32,7 @@ from .redis_layout import (
     quiet_client,
     redact_url,
 )
+from .redis_scores import SCORE
 
 if TYPE_CHECKING:
     from .memory import MemoryStore
@@ -100,6 +101,7 @@ class RedisConnection:
                     ("proxy", PROXY),
                     ("gave_up", GAVE_UP),
                     ("raise", RAISE),
+                    ("score", SCORE),
                 )
             }
             await self.reader.subscribe()

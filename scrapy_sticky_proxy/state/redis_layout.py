@@ -5,11 +5,13 @@ pickle; session keys are stored as a digest, never as the URL):
 
 ==============================  ==============================================
 ``ns:g:<digest>``               a key's generation (string), expires after TTL
+``ns:e:<digest>``               a session's error score (:mod:`.redis_scores`)
 ``ns:proxies``                  hash: static proxy id -> [failures, retry_at, ever_ok]
 ``ns:gave_up``                  list of give-up records (JSON), capped in length
 ``ns:crawlers:<host>:<pid>:<spider>``  heartbeat (JSON), expires on its own
 ``ns:stats:bumps``              how many generation bumps happened (counter)
-``ns:events``                   pub/sub channel: ``g <digest> <gen>``, ``p <id> <json>``
+``ns:events``                   pub/sub: ``g <digest> <gen>``, ``p <id> <json>``,
+                                ``e <digest> <gen> <score>``
 ==============================  ==============================================
 
 Anyone who can write to the namespace can put anything there, so every value

@@ -18,6 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import redis_scores
 from .redis_layout import (
     MAX_VALUE_LEN,
     is_digest,
@@ -91,7 +92,8 @@ class Reader:
                 await store.notify()
 
     async def load(self) -> None:
-        """Load every shared generation and proxy state into the local view."""
+        """Load every shared generation, score and proxy state into the
+        local view."""
         store, skips = self.store, self.store.skips
         now = time.monotonic()
         prefix = f"{store.ns}:g:"
@@ -122,6 +124,7 @@ class Reader:
             for name, kind in zip(missing, await pipe.execute(), strict=True):
                 if kind != "none":
                     skips.skip("generation", name, f"is a {kind}, not a string")
+        await redis_scores.load(store)
         if store.on_proxy_update is not None:
             where = f"{store.ns}:proxies"
             try:
@@ -148,6 +151,8 @@ class Reader:
                 skip("event", f"{where} {data}", "is not a generation of a digest")
                 return
             self.store.local.set_generation(digest, generation, time.monotonic())
+        elif kind == "e":
+            redis_scores.on_event(self.store, rest, f"{where} {data}")
         elif kind == "p":
             proxy_id, _, state = rest.partition(" ")
             self.apply_proxy(proxy_id, state, "event", f"{where} {data}")

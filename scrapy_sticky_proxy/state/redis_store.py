@@ -4,12 +4,13 @@ The keys it uses are described in :mod:`.redis_layout`.
 
 Nothing touches Redis on a healthy request: the crawler reads a local view
 (a :class:`MemoryStore` keyed by digest) that is loaded at start and kept
-current through ``ns:events`` (:mod:`.redis_reader`). Bans, proxy health
-changes and give-ups are queued and sent by one background task
-(:mod:`.redis_writer`), batched in a pipeline, one command (a Lua script) per
-change so that each is written whole, once. If Redis answers with an error, a
-change it may accept later (OOM, READONLY...) is kept and retried with a
-backoff; one it never will (WRONGTYPE) is dropped with an error naming it.
+current through ``ns:events`` (:mod:`.redis_reader`). Bans, error scores
+(:mod:`.redis_scores`), proxy health changes and give-ups are queued and
+sent by one background task (:mod:`.redis_writer`), batched in a pipeline,
+one command (a Lua script) per change so that each is written whole, once.
+If Redis answers with an error, a change it may accept later (OOM,
+READONLY...) is kept and retried with a backoff; one it never will
+(WRONGTYPE) is dropped with an error naming it.
 Opening, closing and outages are :mod:`.redis_connection`'s.
 """
 
@@ -125,6 +126,17 @@ class RedisStore(RedisConnection, HealthStore):
         after = self.local.ban(digest, generation, now)
         if after > before:
             self._send("bump", digest, generation)
+        return after
+
+    def score(self, key: str, generation: int) -> int:
+        return self.local.score(key_digest(key), generation)
+
+    def add_score(self, key: str, generation: int, delta: int, now: float) -> int:
+        digest = key_digest(key)
+        before = self.local.score(digest, generation)
+        after = self.local.add_score(digest, generation, delta, now)
+        if after != before:
+            self._send("score", digest, generation, delta)
         return after
 
     def record_give_up(self, record: dict[str, Any]) -> None:

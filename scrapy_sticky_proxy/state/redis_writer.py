@@ -1,10 +1,11 @@
 """The one task that writes a :class:`RedisStore`'s changes to Redis.
 
-Changes (generation bumps, proxy health, give-up records) are queued by the
-crawl and sent in batches, one pipeline per batch and one command (a Lua
-script from :mod:`redis_layout`) per change, so that the reply of each says
-whether that change is in Redis: it is written whole, once. What happens to
-a change Redis did not take depends on why:
+Changes (generation bumps, error scores, proxy health, give-up records) are
+queued by the crawl and sent in batches, one pipeline per batch and one
+command (a Lua script from :mod:`redis_layout` or :mod:`redis_scores`) per
+change, so that the reply of each says whether that change is in Redis: it
+is written whole, once. What happens to a change Redis did not take depends
+on why:
 
 - no answer (connection lost, timeout): the store's outage handling waits
   for Redis to return, then the queue is replayed;
@@ -29,6 +30,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from . import redis_scores
 from .redis_layout import (
     GAVE_UP_MAX,
     MAX_GENERATION,
@@ -119,6 +121,8 @@ class Writer:
                 digest, generation = args
                 keys = [f"{ns}:g:{digest}", events, f"{ns}:stats:bumps"]
                 argv = [generation, store.ttl, digest, MAX_GENERATION]
+            elif op == "score":
+                keys, argv = redis_scores.score_call(store, args)
             elif op == "proxy":
                 keys, argv = [f"{ns}:proxies", events], [*args, store.ttl]
             else:
@@ -133,6 +137,9 @@ class Writer:
             if not isinstance(result, BaseException):
                 if op == "bump":
                     self._bumped(args[0], result, now)
+                elif op == "score" and redis_scores.refused(result):
+                    where = f"{ns}:e:{args[0]}"
+                    store.skips.skip("score", where, "holds no score: left as is")
             elif is_transient(result):
                 kept.append((op, args))
                 error = error or result
@@ -163,6 +170,8 @@ class Writer:
         ns = self.store.ns
         if op == "bump":
             return f"generation bump of {ns}:g:{args[0]}"
+        if op == "score":
+            return f"error score of {ns}:e:{args[0]}"
         if op == "proxy":
             return f"health of proxy {args[0]} in {ns}:proxies"
         return f"give-up record {args[0][:300]} for {ns}:gave_up"

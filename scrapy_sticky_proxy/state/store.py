@@ -2,8 +2,9 @@
 
 A key starts at generation 0. A ban on (key, gen) moves it to gen + 1 -- once,
 however many requests of that key report the same ban (compare and
-increment). Optional proactive rotation moves a key on after a maximum age or
-number of uses, without a ban.
+increment). A session (key, generation) may also have an error score
+(:mod:`..routing.tolerance`). Optional proactive rotation moves a key on
+after a maximum age or number of uses, without a ban.
 
 This module holds the interface every backend implements: the per-process
 :class:`~.memory.MemoryStore` and the shared :class:`~.redis_store.RedisStore`
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_MAX_KEYS = 100_000
+# The highest error score kept (routing/tolerance.py: a session burns at
+# STICKY_PROXY_BAN_TOLERANCE, at most 100).
+MAX_SCORE = 1000
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,17 @@ class HealthStore(ABC):
         """Record a ban of (*key*, *generation*); return the key's generation
         afterwards. Banning a generation that is already behind changes
         nothing."""
+
+    def score(self, key: str, generation: int) -> int:
+        """The error score of (*key*, *generation*): ban verdicts it was
+        spared, less successes since (0 for a store that keeps none)."""
+        return 0
+
+    def add_score(self, key: str, generation: int, delta: int, now: float) -> int:
+        """Add *delta* to the score of (*key*, *generation*), kept from 0 to
+        :data:`MAX_SCORE`, and return it. A store that keeps no scores
+        answers :data:`MAX_SCORE` to a verdict: every verdict burns."""
+        return MAX_SCORE if delta > 0 else 0
 
     @abstractmethod
     def record_give_up(self, record: dict[str, Any]) -> None:
