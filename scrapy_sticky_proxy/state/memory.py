@@ -2,7 +2,9 @@
 
 At most *max_keys* keys are kept, the least recently used forgotten first; a
 key at generation 0 takes no memory unless rotation is on. Give-up records are
-appended to STICKY_PROXY_GAVE_UP_FILE, one JSON line each.
+appended to STICKY_PROXY_GAVE_UP_FILE, one JSON line each. Its state goes
+out and comes back as a JOBDIR snapshot (:mod:`.snapshot`) through
+:meth:`MemoryStore.export` and :meth:`MemoryStore.restore`.
 
 Pure logic besides the give-up file: no Scrapy, and time is a parameter.
 """
@@ -16,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from .redis_layout import key_digest
 from .store import DEFAULT_MAX_KEYS, HealthStore, Rotation
 
 logger = logging.getLogger(__name__)
@@ -64,22 +67,30 @@ class MemoryStore(HealthStore):
         self.on_evict: Callable[[str], None] | None = None
         # key -> generation (no rotation) or _Session
         self._entries: OrderedDict[str, Any] = OrderedDict()
+        # The same for keys restored from a snapshot, by digest, until a
+        # request names the key (then it moves to _entries). Older than
+        # every entry: evicted first.
+        self._restored: dict[str, Any] = {}
         self._gave_up: IO[str] | None = None
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._restored)
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
     def generation(self, key: str) -> int:
         entry = self._entries.get(key)
+        if entry is None and self._restored:
+            entry = self._claim(key)
         return 0 if entry is None else _generation_of(entry)
 
     def acquire(self, key: str, now: float) -> tuple[int, bool]:
         entries = self._entries
         if not self.rotation.enabled:
             generation = entries.get(key)
+            if generation is None and self._restored:
+                generation = self._claim(key)
             if generation is None:
                 return 0, False
             entries.move_to_end(key)
@@ -89,6 +100,8 @@ class MemoryStore(HealthStore):
         # otherwise saves a float per key.
         born = now if max_age is not None else None
         entry = entries.get(key)
+        if entry is None and self._restored:
+            entry = self._claim(key)
         if entry is None:
             self._put(key, _Session(0, born, 1))
             return 0, False
@@ -149,11 +162,61 @@ class MemoryStore(HealthStore):
         entries = self._entries
         entries[key] = value
         entries.move_to_end(key)
+        restored = self._restored
+        while restored and len(entries) + len(restored) > self.max_keys:
+            del restored[next(iter(restored))]
+            self.evicted += 1
         while len(entries) > self.max_keys:
             old, entry = entries.popitem(last=False)
             self.evicted += 1
             if self.on_evict is not None and _generation_of(entry):
                 self.on_evict(old)
+
+    # -- JOBDIR snapshots ------------------------------------------------
+
+    def _claim(self, key: str) -> Any:
+        """The restored state of *key*, now tracked by the key itself."""
+        entry = self._restored.pop(key_digest(key), None)
+        if entry is not None:
+            self._put(key, entry)
+        return entry
+
+    def export(self, now: float) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(digest, state) of every key worth keeping, least recently used
+        first: the fields of :data:`.snapshot.FIELDS`."""
+        restored = self._restored.items()
+        entries = ((key_digest(k), e) for k, e in list(self._entries.items()))
+        for digest, entry in (*restored, *entries):
+            if isinstance(entry, int):
+                yield digest, {"generation": entry}
+                continue
+            state = {"generation": entry.generation, "uses": entry.uses}
+            if entry.born is not None:
+                state["age"] = max(0.0, now - entry.born)
+            yield digest, state
+
+    def restore(
+        self, keys: dict[str, dict[str, Any]], now: float, paused: float
+    ) -> int:
+        """Take the checked entries of a snapshot (least recently used first)
+        written *paused* seconds ago, under this store's rotation, before
+        the crawl routes its first request. Returns how many were taken (the
+        newest, up to ``max_keys``)."""
+        rotation = self.rotation
+        for digest, state in keys.items():
+            generation = state.get("generation", 0)
+            if not rotation.enabled:
+                if generation:
+                    self._restored[digest] = generation
+                continue
+            born = None
+            if rotation.max_age is not None:
+                born = now - state.get("age", 0.0) - paused
+            self._restored[digest] = _Session(generation, born, state.get("uses", 0))
+        overflow = len(self._entries) + len(self._restored) - self.max_keys
+        for digest in list(self._restored)[: max(0, overflow)]:
+            del self._restored[digest]
+        return len(self._restored)
 
     #: Records the give-up file could not take (each logged at ERROR).
     gave_up_write_errors = 0
