@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from scrapy_sticky_proxy.sandbox import RememberBans, Sandbox
+from scrapy_sticky_proxy.sandbox import RememberBans, Sandbox, ban_all
 from scrapy_sticky_proxy.state import snapshot
 from scrapy_sticky_proxy.state.memory import MemoryStore
 from scrapy_sticky_proxy.state.redis_layout import key_digest
 from scrapy_sticky_proxy.state.store import Rotation
 
-from .conftest import crawl
+from .conftest import crawl, records
 from .spiders import ItemsSpider
 from .test_crawl import settings_for
 
@@ -272,3 +272,44 @@ async def test_a_state_file_that_cannot_be_read_or_written(
     mine = [r for r in caplog.records if "sticky proxy state" in r.getMessage()]
     assert [r.levelname for r in mine] == ["WARNING", "ERROR"]
     assert not list(jobdir.glob("*.tmp"))
+
+
+@deferred_f_from_coro_f
+async def test_rerolls_spent_before_the_pause_still_count(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The re-rolls a request spent travel in its meta, which Scrapy's
+    requests.queue keeps: resumed, it has only the rest of its budget."""
+    banned_once: list[str] = []
+
+    def first_request(client_ip: str, path: str) -> str | None:
+        if banned_once:
+            return None
+        banned_once.append(path)
+        return "403"
+
+    sandbox.site.ban_rule = first_request
+    jobdir = tmp_path / "job"
+    gave_up = tmp_path / "gave_up.jsonl"
+    settings = settings_for(
+        sandbox,
+        JOBDIR=str(jobdir),
+        CONCURRENT_REQUESTS=1,
+        STICKY_PROXY_MAX_REROLLS=1,
+        STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
+    )
+    base = sandbox.site_url
+    first = await crawl(
+        ItemsSpider, {**settings, "CLOSESPIDER_ITEMCOUNT": 1}, base=base, n=3
+    )
+    assert first.stats["sticky_proxy/rerolls"] == 1
+    assert records(gave_up) == []
+    banned = base + banned_once[0]
+
+    sandbox.site.ban_rule = ban_all()
+    before = len(sandbox.site.hits)
+    await crawl(ItemsSpider, settings, base=base, n=3)
+    again = [h for h in sandbox.site.hits[before:] if base + h.path == banned]
+    assert len(again) == 1  # its second and last attempt
+    record = next(r for r in records(gave_up) if r["url"] == banned)
+    assert record["attempts"] == 2
