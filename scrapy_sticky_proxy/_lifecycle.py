@@ -1,17 +1,25 @@
 """The middleware's part in the crawl's life: the store opens with the
 spider and closes after it, requests held at a gate are let go as soon as
 the engine starts closing, the local counters reach the stats whenever they
-are read, and a duplicate the scheduler dropped closes its ledger entry."""
+are read, a duplicate the scheduler dropped closes its ledger entry, and
+with ``JOBDIR`` the memory store's state is read back at the start of a run
+and written at its end (:mod:`.state.snapshot`)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from scrapy import signals
 from scrapy.utils.asyncio import create_looping_call
+from scrapy.utils.job import job_dir
 
 from ._stats import stats_wanted
+from .state import snapshot
+from .state.memory import MemoryStore
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -20,6 +28,8 @@ if TYPE_CHECKING:
     from ._stats import Counter
     from .ledger import Ledger
     from .routing.router import Router
+
+logger = logging.getLogger(__name__)
 
 STORE_UNAVAILABLE = "sticky_proxy_store_unavailable"
 WATCH_INTERVAL = 1.0  # how often held requests check that the spider closes
@@ -40,6 +50,11 @@ class Lifecycle:
         self.ledger = ledger
         self.count = count
         self.close_spider = close_spider
+        # The redis backend keeps its state in Redis: nothing to write.
+        directory = job_dir(crawler.settings)
+        self.state_file = None
+        if directory and isinstance(self.store, MemoryStore):
+            self.state_file = os.path.join(directory, snapshot.FILENAME)
         self._watch = create_looping_call(self._watch_engine)
         connect = crawler.signals.connect
         connect(self.opened, signal=signals.spider_opened)
@@ -49,6 +64,8 @@ class Lifecycle:
 
     async def opened(self) -> None:
         self._watch.start(WATCH_INTERVAL, now=False)
+        if self.state_file is not None:
+            self._restore(self.state_file)
         try:
             await self.store.open()
         except ConnectionError as exc:
@@ -59,6 +76,8 @@ class Lifecycle:
         if self._watch.running:
             self._watch.stop()
         self.ledger.spider_closed()
+        if self.state_file is not None:
+            self._save(self.state_file)
         self.flush()
         await self.store.close()
         self.flush()  # what the store's last writes counted
@@ -69,6 +88,55 @@ class Lifecycle:
 
     def flush(self) -> None:
         self.count.flush(self.store)
+
+    def _scope(self) -> str:
+        """What the store's generations are valid for."""
+        config = self.router.config
+        routes = [p.id for p in config.static_proxies]
+        if config.gateway is not None:
+            routes.append(config.gateway.hostport)
+        return snapshot.scope_of(config.namespace, config.provider.name, *routes)
+
+    def _restore(self, path: str) -> None:
+        assert isinstance(self.store, MemoryStore)
+        loaded = snapshot.load(path, self._scope(), self.store.max_keys, time.time())
+        if loaded is None:
+            return
+        if loaded.problem is not None:
+            logger.warning(
+                "The sticky proxy state %s %s: this run starts without it",
+                path,
+                loaded.problem,
+            )
+            self.count.inc("jobdir/rejected")
+            return
+        if loaded.skipped:
+            logger.warning(
+                "%d entries of the sticky proxy state %s failed their checks "
+                "or were past STICKY_PROXY_MAX_KEYS: left out",
+                loaded.skipped,
+                path,
+            )
+            self.count.inc("jobdir/skipped", loaded.skipped)
+        restored = self.store.restore(loaded.keys, self.router.clock(), loaded.paused)
+        self.count.inc("jobdir/restored_keys", restored)
+        logger.info("Restored the state of %d session keys from %s", restored, path)
+
+    def _save(self, path: str) -> None:
+        assert isinstance(self.store, MemoryStore)
+        keys = self.store.export(self.router.clock())
+        try:
+            saved = snapshot.save(path, keys, self._scope(), time.time())
+        except OSError as exc:
+            logger.error(
+                "Could not write the sticky proxy state %s (%s): the previous "
+                "one, if any, is kept",
+                path,
+                exc.strerror or type(exc).__name__,
+            )
+            self.count.inc("jobdir/write_errors")
+            return
+        self.count.inc("jobdir/saved_keys", saved)
 
     def _watch_engine(self) -> None:
         """Once a second: is the spider closing (CLOSESPIDER_*, a signal,

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from ._credentials import match_credentials, split_credential
-from .ban_rules import BanRule, ban_all, ban_fraction, ban_ips, rate_limit
+from .ban_rules import BanRule, RememberBans, ban_all, ban_fraction, ban_ips, rate_limit
 from .gateway import Gateway, ProxyRecord
 from .site import DemoSite, Hit
 
@@ -35,6 +35,7 @@ __all__ = [
     "Gateway",
     "Hit",
     "ProxyRecord",
+    "RememberBans",
     "Sandbox",
     "ban_all",
     "ban_fraction",

@@ -5,7 +5,8 @@ or a kind: one of :data:`BAN_KINDS` ("403", "429", or "captcha": a 200
 captcha page), or a fault: "redirect" answers 302 to /captcha?from=PATH,
 "reset" drops the connection unanswered, "hang" never answers (the client's
 timeout ends it), "503" answers 503 Service Unavailable. "429" carries
-``Retry-After: 1`` (:data:`RETRY_AFTER`).
+``Retry-After: 1`` (:data:`RETRY_AFTER`). :class:`RememberBans` wraps a rule
+so that an exit banned once stays banned.
 """
 
 from __future__ import annotations
@@ -89,3 +90,22 @@ def rate_limit(
         return "429" if now - start < RETRY_AFTER else None
 
     return rule
+
+
+class RememberBans:
+    """Bans an exit on every request once *rule* has banned it, as a site
+    remembers a banned address: a crawl that goes back to a burned session
+    is banned again. ``banned`` holds the exits banned so far, with their
+    kind. Called from the demo site's one loop thread."""
+
+    def __init__(self, rule: BanRule) -> None:
+        self.rule = rule
+        self.banned: dict[str, str] = {}
+
+    def __call__(self, client_ip: str, path: str) -> str | None:
+        kind = self.banned.get(client_ip)
+        if kind is None:
+            kind = self.rule(client_ip, path)
+            if kind in BAN_KINDS:
+                self.banned[client_ip] = kind
+        return kind

@@ -4,20 +4,22 @@ At most *max_keys* keys are kept, the least recently used forgotten first; a
 key at generation 0 takes no memory unless rotation is on. Error scores of
 sessions (STICKY_PROXY_BAN_TOLERANCE above 1) are kept beside, bounded the
 same way, only while above 0. Give-up records are appended to
-STICKY_PROXY_GAVE_UP_FILE, one JSON line each.
+STICKY_PROXY_GAVE_UP_FILE, one JSON line each. Its state goes out and comes
+back as a JOBDIR snapshot (:mod:`.snapshot`) through
+:meth:`MemoryStore.export` and :meth:`MemoryStore.restore`.
 
 Pure logic besides the give-up file: no Scrapy, and time is a parameter.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import Any
 
+from .gave_up import GaveUpFile
+from .redis_layout import key_digest
 from .store import DEFAULT_MAX_KEYS, MAX_SCORE, HealthStore, Rotation
 
 logger = logging.getLogger(__name__)
@@ -68,22 +70,31 @@ class MemoryStore(HealthStore):
         self._entries: OrderedDict[str, Any] = OrderedDict()
         # key -> (generation, error score above 0), as bounded as _entries
         self._scores: OrderedDict[str, tuple[int, int]] = OrderedDict()
-        self._gave_up: IO[str] | None = None
+        # The same for keys restored from a snapshot, by digest, until a
+        # request names the key (then it moves to _entries). Older than
+        # every entry: evicted first.
+        self._restored: dict[str, Any] = {}
+        self._restored_scores: dict[str, int] = {}  # digest -> score above 0
+        self._gave_up = GaveUpFile(gave_up_file) if gave_up_file else None
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._restored)
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
     def generation(self, key: str) -> int:
         entry = self._entries.get(key)
+        if entry is None and self._restored:
+            entry = self._claim(key)
         return 0 if entry is None else _generation_of(entry)
 
     def acquire(self, key: str, now: float) -> tuple[int, bool]:
         entries = self._entries
         if not self.rotation.enabled:
             generation = entries.get(key)
+            if generation is None and self._restored:
+                generation = self._claim(key)
             if generation is None:
                 return 0, False
             entries.move_to_end(key)
@@ -93,6 +104,8 @@ class MemoryStore(HealthStore):
         # otherwise saves a float per key.
         born = now if max_age is not None else None
         entry = entries.get(key)
+        if entry is None and self._restored:
+            entry = self._claim(key)
         if entry is None:
             self._put(key, _Session(0, born, 1))
             return 0, False
@@ -184,49 +197,93 @@ class MemoryStore(HealthStore):
         entries = self._entries
         entries[key] = value
         entries.move_to_end(key)
+        restored = self._restored
+        while restored and len(entries) + len(restored) > self.max_keys:
+            digest = next(iter(restored))
+            del restored[digest]
+            self._restored_scores.pop(digest, None)
+            self.evicted += 1
         while len(entries) > self.max_keys:
             old, entry = entries.popitem(last=False)
             self.evicted += 1
             if self.on_evict is not None and _generation_of(entry):
                 self.on_evict(old)
 
-    #: Records the give-up file could not take (each logged at ERROR).
-    gave_up_write_errors = 0
+    # -- JOBDIR snapshots ------------------------------------------------
+
+    def _claim(self, key: str) -> Any:
+        """The restored state of *key*, now tracked by the key itself."""
+        digest = key_digest(key)
+        entry = self._restored.pop(digest, None)
+        if entry is not None:
+            self._put(key, entry)
+            score = self._restored_scores.pop(digest, 0)
+            if score:
+                self.set_score(key, _generation_of(entry), score)
+        return entry
+
+    def export(self, now: float) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(digest, state) of every key worth keeping, least recently used
+        first: the fields of :data:`.snapshot.FIELDS`."""
+        restored = self._restored.items()
+        entries = ((key_digest(k), e) for k, e in list(self._entries.items()))
+        scores = {key_digest(k): (g, n) for k, (g, n) in list(self._scores.items())}
+        scores.update(
+            (d, (_generation_of(self._restored[d]), n))
+            for d, n in self._restored_scores.items()
+            if d in self._restored
+        )
+        for digest, entry in (*restored, *entries):
+            if isinstance(entry, int):
+                state: dict[str, Any] = {"generation": entry}
+            else:
+                state = {"generation": entry.generation, "uses": entry.uses}
+                if entry.born is not None:
+                    state["age"] = max(0.0, now - entry.born)
+            scored = scores.pop(digest, None)
+            if scored is not None and scored[0] == state["generation"]:
+                state["score"] = scored[1]
+            yield digest, state
+        for digest, (generation, score) in scores.items():  # at generation 0
+            if not generation:
+                yield digest, {"generation": 0, "score": score}
+
+    def restore(
+        self, keys: dict[str, dict[str, Any]], now: float, paused: float
+    ) -> int:
+        """Take the checked entries of a snapshot (least recently used first)
+        written *paused* seconds ago, under this store's rotation, before
+        the crawl routes its first request. Returns how many were taken (the
+        newest, up to ``max_keys``)."""
+        rotation = self.rotation
+        for digest, state in keys.items():
+            generation = state.get("generation", 0)
+            if state.get("score"):
+                self._restored_scores[digest] = state["score"]
+            if not rotation.enabled:
+                if generation or state.get("score"):
+                    self._restored[digest] = generation
+                continue
+            born = None
+            if rotation.max_age is not None:
+                born = now - state.get("age", 0.0) - paused
+            self._restored[digest] = _Session(generation, born, state.get("uses", 0))
+        overflow = len(self._entries) + len(self._restored) - self.max_keys
+        for digest in list(self._restored)[: max(0, overflow)]:
+            del self._restored[digest]
+        for digest in [d for d in self._restored_scores if d not in self._restored]:
+            del self._restored_scores[digest]
+        return len(self._restored)
+
+    @property
+    def gave_up_write_errors(self) -> int:
+        """Records the give-up file could not take (each logged at ERROR)."""
+        return 0 if self._gave_up is None else self._gave_up.errors
 
     def record_give_up(self, record: dict[str, Any]) -> None:
-        if not self.gave_up_file:
-            return
-        line = json.dumps(record, ensure_ascii=False)
-        if not line.isascii():
-            try:
-                line.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate, from a key
-                line = json.dumps(record)
-        try:
-            if self._gave_up is None:
-                # Line-buffered append: a record is on disk as soon as it is
-                # written, even if the process is killed afterwards.
-                self._gave_up = open(  # noqa: SIM115
-                    self.gave_up_file, "a", encoding="utf-8", buffering=1
-                )
-            self._gave_up.write(line + "\n")
-        except OSError as exc:
-            # Disk full, file or directory removed: the record goes to the
-            # log instead, and the next one tries a fresh handle.
-            self.gave_up_write_errors += 1
-            broken, self._gave_up = self._gave_up, None
-            if broken is not None:
-                with contextlib.suppress(OSError):
-                    broken.close()
-            logger.error(
-                "Could not append a give-up record to STICKY_PROXY_GAVE_UP_FILE "
-                "%s (%s); the record: %s",
-                self.gave_up_file,
-                exc.strerror or type(exc).__name__,
-                json.dumps(record),
-            )
+        if self._gave_up is not None:
+            self._gave_up.append(record)
 
     async def close(self) -> None:
         if self._gave_up is not None:
             self._gave_up.close()
-            self._gave_up = None
