@@ -156,9 +156,14 @@ class StickyProxyMiddleware:
         if response.status == 407:
             self._auth_failed(route)
         cached = "cached" in response.flags
-        shows_target = response.status < 500 and not cached
-        host = urlparse_cached(request).netloc if shows_target else None
-        self.router.answered(route, meta, host)
+        if cached:
+            # From the HTTP cache, not through the route: it proves nothing
+            # about the route (an outage goes on, a wrong port is still one).
+            self.router.inconclusive(route, meta)
+        else:
+            shows_target = response.status < 500
+            host = urlparse_cached(request).netloc if shows_target else None
+            self.router.answered(route, meta, host)
         reason = self.policy.response_ban(response)
         if reason is None:
             self.router.succeeded(route)

@@ -398,3 +398,39 @@ async def test_a_gateway_that_never_answered_closes_the_crawl_soon(
         "sticky_proxy/failed", 0
     ) == len(records(gave_up))
     assert len({r["url"] for r in records(gave_up)}) == 5  # every item recorded
+
+
+@deferred_f_from_coro_f
+async def test_cached_answers_do_not_hide_a_gateway_that_never_answered(
+    tmp_path: Path,
+) -> None:
+    """A second run on a warm HTTP cache: the cache answers some pages
+    without the gateway, and must not count as the gateway's first answer."""
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    with Sandbox() as sandbox:
+        warm = await crawl_within(
+            60,
+            ItemsSpider,
+            {**settings_for(sandbox), **cache},
+            base=sandbox.site_url,
+            n=5,
+            follow=False,
+        )
+        assert len(warm.items) == 5
+        closed = free_port()  # the next run's gateway: nothing listens
+        result = await crawl_within(
+            60,
+            ItemsSpider,
+            {
+                **cache,
+                "STICKY_PROXY_PROVIDER": "sandbox",
+                "STICKY_PROXY_URL": f"http://user:s3cret-pw@127.0.0.1:{closed}",
+                "STICKY_PROXY_UNREACHABLE_TIMEOUT": 1,
+                "STICKY_PROXY_OUTAGE_TIMEOUT": 120,
+            },
+            base=sandbox.site_url,
+            n=10,
+            follow=False,
+        )
+    assert result.stats["finish_reason"] == "sticky_proxy_gateway_unreachable"
+    assert result.stats["httpcache/hit"] >= 1

@@ -342,3 +342,48 @@ def test_check_settings_logs_the_one_line(caplog: pytest.LogCaptureFixture) -> N
         "'host', 'domain', a callable, or a dotted path to a callable (e.g. "
         "'myproject.keys.by_video_id')"
     ]
+
+
+# -- what a valid project must not trip (a review of the checks above) ----------
+
+
+class LaterAddon:
+    """An add-on after ours that supplies the proxy URL (from a secret
+    store, say): valid, although ours runs first."""
+
+    def update_settings(self, settings: Settings) -> None:
+        settings.set("STICKY_PROXY_URL", URL, "addon")
+
+
+def test_a_proxy_url_from_a_later_addon_is_not_missing() -> None:
+    addons = {"scrapy_sticky_proxy.Addon": 100, f"{__name__}.LaterAddon": 200}
+    crawler = get_crawler(settings_dict={"ADDONS": addons})
+    assert crawler.settings["STICKY_PROXY_URL"] == URL
+
+
+def test_a_disabled_package_runs_none_of_the_checks_that_touch_the_machine(
+    tmp_path: Path,
+) -> None:
+    """Off (STICKY_PROXY_ENABLED = False), a crawl must start wherever the
+    package is installed: no user code called, no file created, no Redis
+    client asked for; misspelt names are still reported."""
+    calls: list[Any] = []
+    gave_up = tmp_path / "no-such-dir" / "gave_up.jsonl"
+    off = {
+        "STICKY_PROXY_ENABLED": False,
+        "STICKY_PROXY_KEY": lambda request: calls.append(request) or 1,
+        "STICKY_PROXY_GAVE_UP_FILE": str(gave_up),
+        "STICKY_PROXY_BACKEND": "redis",
+        "REDIS_PARAMS": {"socket_timeout": "abc"},
+    }
+    assert not config(**off).enabled
+    assert calls == []
+    with pytest.raises(ConfigError) as error:
+        config(**off, STICKY_PROXY_MAX_REROLL=3)
+    assert_names(error.value, "STICKY_PROXY_MAX_REROLL")
+
+
+def test_a_key_function_that_returns_none_for_the_sample_is_let_through() -> None:
+    """``request.meta.get("video_id")`` is None on the sample, as
+    ``request.meta["video_id"]`` raises there: both are valid projects."""
+    config(STICKY_PROXY_KEY=lambda request: request.meta.get("video_id"))

@@ -49,6 +49,9 @@ def for_crawler(crawler: Crawler, *, require_proxy: bool = True) -> StickyProxyC
     *require_proxy* False is for components that route no request (the
     download handlers): an enabled package without STICKY_PROXY_URL or
     STICKY_PROXY_LIST is then left for the middleware to report.
+
+    Kept only once the crawler's settings are frozen: a component built
+    before that (an extension) may still see another one change a setting.
     """
     config = _parsed.get(crawler)
     try:
@@ -56,7 +59,8 @@ def for_crawler(crawler: Crawler, *, require_proxy: bool = True) -> StickyProxyC
             config = StickyProxyConfig.from_settings(
                 crawler.settings, require_proxy=require_proxy
             )
-            _parsed[crawler] = config
+            if crawler.settings.frozen:
+                _parsed[crawler] = config
         elif require_proxy:
             config.check_proxy_given()
     except ConfigError as exc:
@@ -70,7 +74,9 @@ def check_settings(settings: BaseSettings) -> None:
     it starts; the result is not kept (add-ons that run later may still
     change a setting): components parse again, with :func:`for_crawler`."""
     try:
-        StickyProxyConfig.from_settings(settings)
+        # A proxy URL may still come from an add-on that runs after ours:
+        # a missing one is the middleware's to report.
+        StickyProxyConfig.from_settings(settings, require_proxy=False)
     except ConfigError as exc:
         logger.error("%s", exc)
         raise exc.with_traceback(None) from None

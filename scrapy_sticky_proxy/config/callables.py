@@ -26,8 +26,9 @@ SAMPLE_URL = "http://example.com/"
 def key_function(settings: BaseSettings) -> KeyFunc:
     """STICKY_PROXY_KEY as a function; one of the user's is called on a sample
     request (built here, never sent), and must take it and return a
-    str. A function that raises on the sample is let through: it may need
-    what only the spider's requests carry (``request.meta["video_id"]``)."""
+    str. A function that raises on the sample, or returns None, is let
+    through: it may need what only the spider's requests carry
+    (``request.meta["video_id"]``, ``request.meta.get("video_id")``)."""
     value = settings.get(KEY)
     func = load_key_policy("url" if value is None or value == "" else value)
     if func in KEY_POLICIES.values():
@@ -48,7 +49,7 @@ def key_function(settings: BaseSettings) -> KeyFunc:
         key = func(sample)
     except Exception:
         return func
-    if not isinstance(key, str):
+    if key is not None and not isinstance(key, str):
         raise ConfigError(
             KEY,
             f"{shown} must return a str; for Request({SAMPLE_URL!r}) it "

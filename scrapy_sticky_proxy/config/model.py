@@ -137,7 +137,9 @@ class StickyProxyConfig:
                 f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}",
             )
         url, params = redis_url(settings), redis_params(settings)
-        if backend == "redis":
+        # Checks that touch the machine or run the user's code only when the
+        # package is on: a disabled one must start wherever it is installed.
+        if backend == "redis" and enabled:
             check_redis(url, params)
         return cls(
             enabled=enabled,
@@ -146,7 +148,7 @@ class StickyProxyConfig:
             static_proxies=static,
             country=read_country(settings, gateway, static),
             pool_policy=pool_policy(settings),
-            key_func=key_function(settings),
+            key_func=key_function(settings) if enabled else None,
             max_rerolls=read_int(
                 settings, "STICKY_PROXY_MAX_REROLLS", 5, 0, MAX_REROLLS
             )
@@ -172,7 +174,9 @@ class StickyProxyConfig:
                 settings, "STICKY_PROXY_MAX_KEYS", DEFAULT_MAX_KEYS, 1, MAX_KEYS
             )
             or DEFAULT_MAX_KEYS,
-            gave_up_file=read_append_file(settings, "STICKY_PROXY_GAVE_UP_FILE"),
+            gave_up_file=read_append_file(settings, "STICKY_PROXY_GAVE_UP_FILE")
+            if enabled
+            else None,
             inherit_key=read_bool(settings, "STICKY_PROXY_INHERIT_KEY", False),
             slot_per_proxy=read_bool(settings, "STICKY_PROXY_SLOT_PER_PROXY", True),
             log_interval=read_float(
