@@ -166,9 +166,10 @@ class StickyProxyMiddleware:
             self.router.answered(route, meta, host)
         reason = self.policy.response_ban(response)
         if reason is None:
-            self.router.succeeded(route)
-            if self.tolerance.enabled and not cached:  # the session answered
-                self.tolerance.succeeded(meta[M.KEY], meta[M.GENERATION])
+            if not cached:  # the route and the session answered
+                self.router.succeeded(route)
+                if self.tolerance.enabled:
+                    self.tolerance.succeeded(state_key(meta), meta[M.GENERATION])
             passed(request, response)
             restore(meta)
             return response
