@@ -5,6 +5,11 @@ or a kind: one of :data:`BAN_KINDS` ("403", "429", or "captcha": a 200
 captcha page), or a fault: "redirect" answers 302 to /captcha?from=PATH,
 "reset" drops the connection unanswered, "hang" never answers (the client's
 timeout ends it), "503" answers 503 Service Unavailable.
+
+Cookies bound to the client address (``DemoSite.ip_cookies``): every answer
+sets :data:`IP_COOKIE` to the address that asked, and a request presenting
+one issued to another address is banned (403), as sites that tie a session
+cookie to the IP that received it do (:func:`foreign_ip_cookie`).
 """
 
 from __future__ import annotations
@@ -65,3 +70,16 @@ def ban_ips(ips: Iterable[str], kind: str = "403") -> BanRule:
         return kind if client_ip in banned else None
 
     return rule
+
+
+IP_COOKIE = "exit"  # the demo site's IP-bound cookie
+
+
+def foreign_ip_cookie(client_ip: str, cookie_header: str) -> bool:
+    """Whether a Cookie header presents an :data:`IP_COOKIE` issued to
+    another address than *client_ip*."""
+    for pair in cookie_header.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name == IP_COOKIE and value != client_ip:
+            return True
+    return False
