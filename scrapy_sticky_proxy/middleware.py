@@ -9,7 +9,7 @@ requests that will not reach the spider recorded (:mod:`.ledger`).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.defer import deferred_from_coro
@@ -31,6 +31,7 @@ from ._wiring import (
 from .bans import TIMEOUTS, UNREACHABLE, BanPolicy, is_tunnel_407
 from .cache import check_guard, restore
 from .config import for_crawler
+from .cookies import SessionJars
 from .ledger import Ledger, reasons
 from .routing.decisions import Decision, Held
 from .routing.router import Router
@@ -58,7 +59,7 @@ class StickyProxyMiddleware:
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
         settings = crawler.settings
-        check_middleware_order(settings)
+        check_middleware_order(settings, config.cookie_jars, config.share_cookies)
         self.crawler = crawler
         self.config = config
         self.count = count = Counter(crawler.stats)
@@ -78,6 +79,11 @@ class StickyProxyMiddleware:
         self.store = store
         self.pool = self.router.pool
         self.ledger = Ledger(crawler, store, config.redact, count.inc)
+        self.cookies = (
+            SessionJars(crawler, config.max_cookie_jars, count)
+            if config.cookie_jars
+            else None
+        )
         self.copies = Copies(crawler, config, self.ledger, check_guard(settings))
         self._closing = False  # we asked the engine to close the spider
         # Kept: signal receivers are weak references.
@@ -94,11 +100,14 @@ class StickyProxyMiddleware:
     async def process_request(self, request: Request) -> None:
         meta = request.meta
         if meta.get(M.DONT):
+            self._unrouted(meta)
             return
         if "proxy" in meta and M.ROUTE not in meta:
             self._user_proxy(request)
+            self._unrouted(meta)
             return
         if self._bypass and self._bypass.goes_direct(request):
+            self._unrouted(meta)
             return
         key = meta.get(M.KEY)
         if key is None:  # only None means "no key": 0 and "" are keys
@@ -128,6 +137,8 @@ class StickyProxyMiddleware:
         meta[M.ROUTE] = step.route
         meta[M.SESSION] = step.session
         meta[M.GENERATION] = step.generation
+        if self.cookies is not None:
+            self.cookies.assign(meta, step.route, step.session)
         self.count.requests += 1
         self.ledger.routed(request)
 
@@ -149,12 +160,16 @@ class StickyProxyMiddleware:
         reason = self.policy.response_ban(response)
         if reason is None:
             self.router.succeeded(route)
+            if self.cookies is not None:
+                self.cookies.settled(meta)
             passed(request, response)
             restore(meta)
             return response
         if cached:
             # An older run's ban page: not this session's fault.
             self.count.inc("cached_bans")
+            if self.cookies is not None:
+                self.cookies.settled(meta)
             return self.copies.retry(request, reason, "cached_bans")
         return self._ban(request, reason)
 
@@ -165,6 +180,8 @@ class StickyProxyMiddleware:
         route = meta.get(M.ROUTE)
         if route is None or meta.get(M.DONT):
             return None
+        if self.cookies is not None:
+            self.cookies.settled(meta)
         if isinstance(exception, IgnoreRequest):
             # Dropped by another component (the HTTP cache, a custom
             # middleware): no answer from the route, and the drop is theirs.
@@ -212,6 +229,8 @@ class StickyProxyMiddleware:
         self.count.inc("bans")
         self.count.inc(f"bans/{reason}")
         self.router.banned(meta[M.KEY], meta[M.GENERATION], meta[M.ROUTE])
+        if self.cookies is not None:
+            self.cookies.burned(meta)
         new = self.copies.reroll(request, reason, "rerolls")
         self.count.inc("rerolls")
         return new
@@ -240,6 +259,10 @@ class StickyProxyMiddleware:
                 "sticky_proxy/user_proxy and in the close summary",
                 request.url,
             )
+
+    def _unrouted(self, meta: dict[str, Any]) -> None:
+        if self.cookies is not None:
+            self.cookies.unrouted(meta)
 
     def _close(self, reason: str, message: str) -> None:
         if self._closing:
