@@ -10,6 +10,7 @@ pickle; session keys are stored as a digest, never as the URL):
 ``ns:crawlers:<host>:<pid>:<spider>``  heartbeat (JSON), expires on its own
 ``ns:stats:bumps``              how many generation bumps happened (counter)
 ``ns:events``                   pub/sub channel: ``g <digest> <gen>``, ``p <id> <json>``
+``ns:cookies:<digest>``         a session's cookies (JSON, :mod:`.redis_cookies`)
 ==============================  ==============================================
 
 Anyone who can write to the namespace can put anything there, so every value
