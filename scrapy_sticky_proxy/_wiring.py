@@ -1,8 +1,9 @@
 """Is the package wired into Scrapy as it must be? Checked once at start.
 
 * The downloader middlewares' order: StickyProxyMiddleware before
-  HttpProxyMiddleware, StickyProxyAuth after everything that may store a
-  request, StickyProxyLedger present (:func:`check_middleware_order`).
+  HttpProxyMiddleware (and before CookiesMiddleware with cookies per
+  session), StickyProxyAuth after everything that may store a request,
+  StickyProxyLedger present (:func:`check_middleware_order`).
 * No silent bypass: which download handlers send a routed request through
   its proxy (:func:`check_handlers`, :class:`Bypass`).
 * No silent mixing: a handler that may send requests of different sessions
