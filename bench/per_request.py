@@ -17,6 +17,10 @@ Rows:
 - ``sticky, key in meta``: requests that carry ``sticky_proxy_key`` (as
   follow-ups do): the cost without deriving the key from the URL;
 - ``sticky + HttpProxyMiddleware``: the pair a request really goes through;
+- ``sticky + CookiesMiddleware, jar per session`` / ``one jar``: ours with
+  Scrapy's CookiesMiddleware around it, cookies per session on / off (the
+  page sets no cookie: each session's jar is made, then dropped empty);
+  the rows above run with cookies per session on, without CookiesMiddleware;
 - ``rotating-proxies``: scrapy-rotating-proxies' RotatingProxyMiddleware and
   BanDetectionMiddleware (both are needed for it to track health), one proxy.
 
@@ -65,7 +69,7 @@ def sticky_settings(**extra: Any) -> dict[str, Any]:
         "STICKY_PROXY_LOG_INTERVAL": 0,
         # The start-time wiring check wants the whole set installed.
         "DOWNLOADER_MIDDLEWARES": {
-            "scrapy_sticky_proxy.StickyProxyMiddleware": 740,
+            "scrapy_sticky_proxy.StickyProxyMiddleware": 690,
             "scrapy_sticky_proxy.auth.StickyProxyAuth": 999,
             "scrapy_sticky_proxy.ledger.StickyProxyLedger": 10,
         },
@@ -91,16 +95,24 @@ def crawler_for(settings: dict[str, Any]) -> Any:
     return crawler
 
 
-def make_sticky(backend: str = "memory", store: Any = None) -> Any:
+def make_sticky(backend: str = "memory", store: Any = None, **extra: Any) -> Any:
+    """Our middleware, warmed up. With cookies per session on (the default),
+    bound to a CookiesMiddleware of its own (``mw.cookies_mw``), which the
+    steps below do not call: rows without it time our middleware alone."""
+    from scrapy.downloadermiddlewares.cookies import CookiesMiddleware
+
     from scrapy_sticky_proxy import StickyProxyMiddleware
 
-    crawler = crawler_for(sticky_settings())
+    crawler = crawler_for(sticky_settings(**extra))
     if store is None and backend == "redis":
         from scrapy_sticky_proxy.state.redis_store import RedisStore
 
         # Never opened: a healthy request only reads the local view.
         store = RedisStore("redis://127.0.0.1:1/0", "bench")
     mw = StickyProxyMiddleware(crawler, store=store)
+    mw.cookies_mw = CookiesMiddleware.from_crawler(crawler)
+    if mw.cookies is not None:
+        mw.cookies.bind(mw.cookies_mw.jars)
     # The auth gate: the first response of the gateway proves the
     # credentials; from then on process_request never waits.
     first = make_requests(1, prefix="warm")[0]
@@ -121,6 +133,20 @@ def keyed_step(mw: Any) -> Step:
     def step(request: Any, response: Any) -> None:
         request.meta["sticky_proxy_key"] = request.url
         drive(mw.process_request(request))
+        mw.process_response(request, response)
+
+    return step
+
+
+def cookies_step(mw: Any) -> Step:
+    """Our middleware and Scrapy's CookiesMiddleware around it, as in a crawl
+    (ours at 690, CookiesMiddleware at 700)."""
+    cookies = mw.cookies_mw
+
+    def step(request: Any, response: Any) -> None:
+        drive(mw.process_request(request))
+        cookies.process_request(request)
+        cookies.process_response(request, response)
         mw.process_response(request, response)
 
     return step
@@ -238,6 +264,12 @@ def run(count: int = 5000, repeat: int = 7, smoke: bool = True) -> dict[str, Any
         "sticky (redis local view)": lambda: sticky_step(make_sticky("redis")),
         "sticky, key in meta": lambda: keyed_step(make_sticky("memory")),
         "sticky + HttpProxyMiddleware": lambda: pair_step(make_sticky("memory")),
+        "sticky + CookiesMiddleware, jar per session": lambda: cookies_step(
+            make_sticky("memory")
+        ),
+        "sticky + CookiesMiddleware, one jar": lambda: cookies_step(
+            make_sticky("memory", STICKY_PROXY_COOKIES_PER_SESSION=False)
+        ),
     }
     rotating_error = None
     try:

@@ -1,8 +1,9 @@
 """Is the package wired into Scrapy as it must be? Checked once at start.
 
 * The downloader middlewares' order: StickyProxyMiddleware before
-  HttpProxyMiddleware, StickyProxyAuth after everything that may store a
-  request, StickyProxyLedger present (:func:`check_middleware_order`).
+  HttpProxyMiddleware (and before CookiesMiddleware with cookies per
+  session), StickyProxyAuth after everything that may store a request,
+  StickyProxyLedger present (:func:`check_middleware_order`).
 * No silent bypass: which download handlers send a routed request through
   its proxy (:func:`check_handlers`, :class:`Bypass`).
 * No silent mixing: a handler that may send requests of different sessions
@@ -171,13 +172,20 @@ _HTTPPROXY = "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware"
 _HTTPCACHE = "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware"
 _AUTH = "scrapy_sticky_proxy.auth.StickyProxyAuth"
 _LEDGER = "scrapy_sticky_proxy.ledger.StickyProxyLedger"
+_COOKIES = "scrapy.downloadermiddlewares.cookies.CookiesMiddleware"
+_SHARE = "scrapy_sticky_proxy.cookies.StickyProxyCookieShare"
 
 
-def check_middleware_order(settings: BaseSettings) -> None:
+def check_middleware_order(
+    settings: BaseSettings, cookie_jars: bool = False, share_cookies: bool = False
+) -> None:
     """StickyProxyMiddleware before HttpProxyMiddleware (which would
     otherwise fill meta["proxy"] from the environment first), and
     StickyProxyAuth, which adds the credential, after everything that may
-    store a request (the HTTP cache)."""
+    store a request (the HTTP cache). With *cookie_jars* (cookies per
+    session), StickyProxyMiddleware before CookiesMiddleware, which builds
+    the Cookie header from the jar it names; with *share_cookies*,
+    StickyProxyCookieShare between the two."""
     ours = "scrapy_sticky_proxy.middleware.StickyProxyMiddleware"
     names = [
         ours if n == "scrapy_sticky_proxy.StickyProxyMiddleware" else n
@@ -191,7 +199,7 @@ def check_middleware_order(settings: BaseSettings) -> None:
         raise ConfigError(
             "DOWNLOADER_MIDDLEWARES",
             "StickyProxyMiddleware must have a lower priority number than "
-            "HttpProxyMiddleware (750); use 740 or the addon",
+            "HttpProxyMiddleware (750); use 690 or the addon",
         )
     if _AUTH not in names:
         raise ConfigError(
@@ -205,6 +213,8 @@ def check_middleware_order(settings: BaseSettings) -> None:
             f"{_LEDGER} is missing: it sees how each request ends, so that "
             "none is lost unrecorded (10, or use the addon)",
         )
+    if cookie_jars:
+        _check_cookies(names, ours, share_cookies)
     last = max((names.index(n) for n in (_HTTPCACHE, ours) if n in names), default=-1)
     if names.index(_AUTH) < last:
         raise ConfigError(
@@ -212,6 +222,40 @@ def check_middleware_order(settings: BaseSettings) -> None:
             f"{_AUTH} must come after StickyProxyMiddleware and the HTTP cache "
             "(a higher priority number, 999), or the cache would store the "
             "credential",
+        )
+
+
+def _check_cookies(names: list[str], ours: str, share: bool) -> None:
+    fix = (
+        "use 690 or the addon, or set STICKY_PROXY_COOKIES_PER_SESSION = False "
+        "(COOKIES_ENABLED = False: no cookies at all)"
+    )
+    if (
+        _COOKIES in names
+        and ours in names
+        and names.index(ours) > names.index(_COOKIES)
+    ):
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            "StickyProxyMiddleware must have a lower priority number than "
+            f"CookiesMiddleware (700), which picks each session's cookie jar: {fix}",
+        )
+    if not share:
+        return
+    if _SHARE not in names:
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            f"{_SHARE} is missing: STICKY_PROXY_SHARE_COOKIES needs it (695, "
+            "or use the addon)",
+        )
+    at = names.index(_SHARE)
+    if (ours in names and at < names.index(ours)) or (
+        _COOKIES in names and at > names.index(_COOKIES)
+    ):
+        raise ConfigError(
+            "DOWNLOADER_MIDDLEWARES",
+            f"{_SHARE} must come after StickyProxyMiddleware and before "
+            "CookiesMiddleware (700): 695, or use the addon",
         )
 
 

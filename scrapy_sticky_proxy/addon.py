@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from .auth import AUTH_MIDDLEWARE, AUTH_PRIORITY
 from .config import check_settings
+from .cookies import SHARE_MIDDLEWARE, SHARE_PRIORITY
 from .ledger import LEDGER_MIDDLEWARE, LEDGER_PRIORITY
 
 if TYPE_CHECKING:
@@ -13,7 +14,9 @@ if TYPE_CHECKING:
 
 
 MIDDLEWARE = "scrapy_sticky_proxy.StickyProxyMiddleware"
-MIDDLEWARE_PRIORITY = 740  # before HttpProxyMiddleware (750) reads the environment
+# Before CookiesMiddleware (700), which builds the Cookie header from the
+# session's jar, and HttpProxyMiddleware (750), which reads the environment.
+MIDDLEWARE_PRIORITY = 690
 INHERIT = "scrapy_sticky_proxy.StickyProxyInheritMiddleware"
 EXTENSION = "scrapy_sticky_proxy.StickyProxyStats"
 CACHE_GUARD = "scrapy_sticky_proxy.cache.BanCacheGuard"  # inert without the cache
@@ -27,6 +30,7 @@ class Addon:
         check_settings(settings)
         middlewares = settings["DOWNLOADER_MIDDLEWARES"]
         middlewares.set(MIDDLEWARE, MIDDLEWARE_PRIORITY, "addon")
+        middlewares.set(SHARE_MIDDLEWARE, SHARE_PRIORITY, "addon")  # inert unless on
         middlewares.set(CACHE_GUARD, 950, "addon")
         middlewares.set(LEDGER_MIDDLEWARE, LEDGER_PRIORITY, "addon")
         middlewares.set(AUTH_MIDDLEWARE, AUTH_PRIORITY, "addon")

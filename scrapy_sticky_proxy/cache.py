@@ -1,7 +1,7 @@
 """Scrapy's HTTP cache and bans: ban pages stay out, re-rolls reach the network.
 
 HttpCacheMiddleware (900) stores a response on its way out before
-StickyProxyMiddleware (740) sees it, and answers a re-roll (same URL, so same
+StickyProxyMiddleware (690) sees it, and answers a re-roll (same URL, so same
 fingerprint) from the cache: a cached ban page would be "re-rolled" against
 itself until the budget ran out. So:
 

@@ -1,15 +1,17 @@
 """The downloader middleware: the Scrapy adapter of the router.
 
 Meta in, the router's decision applied (``meta["proxy"]``, the session id,
-the download slot), responses and download errors turned into the router's
-events, copies made through ``get_retry_request`` (:mod:`._copies`), and
-requests that will not reach the spider recorded (:mod:`.ledger`).
+the download slot, the session's cookie jar), responses and download errors
+turned into the router's events; what a ban does to the request is
+:mod:`._verdicts`' (same-session retries, re-rolls), copies are made through
+``get_retry_request`` (:mod:`._copies`), and requests that will not reach the
+spider are recorded (:mod:`.ledger`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.defer import deferred_from_coro
@@ -20,8 +22,9 @@ from . import _meta as M
 from ._copies import Copies
 from ._lifecycle import Lifecycle
 from ._location import Countries, state_key
-from ._reroll import bound, number, passed, stamp
+from ._reroll import passed
 from ._stats import Counter
+from ._verdicts import Verdicts
 from ._waits import Waits
 from ._wiring import (
     Bypass,
@@ -29,13 +32,14 @@ from ._wiring import (
     check_middleware_order,
     check_shared_connections,
 )
-from .bans import TIMEOUTS, UNREACHABLE, BanPolicy, is_tunnel_407
+from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
 from .cache import check_guard, restore
 from .config import for_crawler
+from .cookies import SessionJars
 from .ledger import Ledger, reasons
 from .routing.decisions import Decision, Held
 from .routing.router import Router
-from .routing.tolerance import RETRY_AFTER, TOO_LONG, Tolerance, Verdict, tried_count
+from .routing.tolerance import Tolerance
 from .state.backends import make_store
 
 if TYPE_CHECKING:
@@ -49,7 +53,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AUTH_FAILED = "sticky_proxy_auth_failed"
-TOLERANCE_WAIT = " tolerated"  # where tolerated retries wait: no route's name
 
 
 class StickyProxyMiddleware:
@@ -61,7 +64,7 @@ class StickyProxyMiddleware:
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
         settings = crawler.settings
-        check_middleware_order(settings)
+        check_middleware_order(settings, config.cookie_jars, config.share_cookies)
         self.crawler = crawler
         self.config = config
         self.count = count = Counter(crawler.stats)
@@ -75,15 +78,27 @@ class StickyProxyMiddleware:
             if config.ban_policy_cls
             else BanPolicy.from_config(config)
         )
-        self.download_timeout = settings.getfloat("DOWNLOAD_TIMEOUT")
         self._waits = Waits()
         self.router = Router(config, store, wake=self._waits.wake)
         self.tolerance = Tolerance(config.tolerance, store)
         self.store = store
         self.pool = self.router.pool
         self.ledger = Ledger(crawler, store, config.redact, count.inc)
+        self.cookies = (
+            SessionJars(crawler, config.max_cookie_jars, count)
+            if config.cookie_jars
+            else None
+        )
         self.copies = Copies(crawler, config, self.ledger, check_guard(settings))
         self.countries = Countries(config, count, self.ledger)
+        self.verdicts = Verdicts(
+            self.router,
+            self.tolerance,
+            self.copies,
+            cookies=self.cookies,
+            count=count,
+            download_timeout=settings.getfloat("DOWNLOAD_TIMEOUT"),
+        )
         self._closing = False  # we asked the engine to close the spider
         # Kept: signal receivers are weak references.
         self._lifecycle = Lifecycle(
@@ -99,11 +114,14 @@ class StickyProxyMiddleware:
     async def process_request(self, request: Request) -> None:
         meta = request.meta
         if meta.get(M.DONT):
+            self._unrouted(meta)
             return
         if "proxy" in meta and M.ROUTE not in meta:
             self._user_proxy(request)
+            self._unrouted(meta)
             return
         if self._bypass and self._bypass.goes_direct(request):
+            self._unrouted(meta)
             return
         key = meta.get(M.KEY)
         if key is None:  # only None means "no key": 0 and "" are keys
@@ -111,13 +129,7 @@ class StickyProxyMiddleware:
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
         key = self.countries.key(request, key)  # the key in its country
-        not_before = meta.pop(M.NOT_BEFORE, None)
-        if not_before is not None and not self.router.stopping:
-            # A tolerated retry waits here, holding one of CONCURRENT_REQUESTS
-            # but no download slot: the others go on (see README, Bans).
-            seconds = self.tolerance.remaining(not_before)
-            if seconds > 0:
-                await self._waits.wait(TOLERANCE_WAIT, seconds)
+        await self.verdicts.hold(meta, self._waits)  # a tolerated retry
         pending = self.router.pending(key)
         if pending is not None:  # a burned key the local view forgot
             await pending
@@ -141,6 +153,8 @@ class StickyProxyMiddleware:
         meta[M.ROUTE] = step.route
         meta[M.SESSION] = step.session
         meta[M.GENERATION] = step.generation
+        if self.cookies is not None:
+            self.cookies.assign(meta, step.route, step.session)
         self.count.requests += 1
         self.ledger.routed(request)
 
@@ -170,14 +184,18 @@ class StickyProxyMiddleware:
                 self.router.succeeded(route)
                 if self.tolerance.enabled:
                     self.tolerance.succeeded(state_key(meta), meta[M.GENERATION])
+            if self.cookies is not None:
+                self.cookies.settled(meta)
             passed(request, response)
             restore(meta)
             return response
         if cached:
             # An older run's ban page: not this session's fault.
             self.count.inc("cached_bans")
+            if self.cookies is not None:
+                self.cookies.settled(meta)
             return self.copies.retry(request, reason, "cached_bans")
-        return self._ban(request, reason, response.headers.get(b"Retry-After"))
+        return self.verdicts.ban(request, reason, response.headers.get(b"Retry-After"))
 
     def process_exception(
         self, request: Request, exception: Exception
@@ -186,6 +204,8 @@ class StickyProxyMiddleware:
         route = meta.get(M.ROUTE)
         if route is None or meta.get(M.DONT):
             return None
+        if self.cookies is not None:
+            self.cookies.settled(meta)
         if isinstance(exception, IgnoreRequest):
             # Dropped by another component (the HTTP cache, a custom
             # middleware): no answer from the route, and the drop is theirs.
@@ -205,60 +225,7 @@ class StickyProxyMiddleware:
         ban = self.policy.exception_ban(exception)
         if ban is None:
             return None
-        bound(request)  # a follow-up built from response.meta starts afresh
-        soft = meta.get(M.SOFT_RETRIED)
-        since = None
-        if isinstance(exception, TIMEOUTS):
-            timeout = number(meta.get("download_timeout"), self.download_timeout)
-            host = urlparse_cached(request).netloc
-            since = self.router.exit_blamed(host, soft, timeout)
-            if since is None:
-                # The target answered nobody meanwhile: it is slow or down,
-                # not this exit banned. Left to RetryMiddleware.
-                self.count.inc("target_timeouts")
-                return None
-        if soft:
-            return self._ban(request, ban)
-        # A reset or a timeout may be the network, or a gateway going down,
-        # rather than a ban: try the same session once more before burning
-        # it. A second failure on it is a ban.
-        self.count.inc("soft_retries")
-        new = self.copies.retry(request, ban, "soft_retries")
-        new.meta[M.SOFT_RETRIED] = True if since is None else since
-        stamp(new)
-        return new
-
-    def _ban(
-        self, request: Request, reason: str, retry_after: bytes | None = None
-    ) -> Request:
-        meta = request.meta
-        self.count.inc("bans")
-        self.count.inc(f"bans/{reason}")
-        key, generation = state_key(meta), meta[M.GENERATION]
-        if self.tolerance.enabled:
-            bound(request)  # a follow-up built from response.meta starts afresh
-            tried = meta.get(M.TOLERATED)
-            verdict = self.tolerance.verdict(key, generation, tried, retry_after)
-            if not verdict.burn:
-                return self._tolerate(request, reason, verdict)
-            if verdict.why == TOO_LONG:
-                self.count.inc("retry_after_too_long")
-        self.router.banned(key, generation, meta[M.ROUTE])
-        new = self.copies.reroll(request, reason, "rerolls")
-        self.count.inc("rerolls")
-        return new
-
-    def _tolerate(self, request: Request, reason: str, verdict: Verdict) -> Request:
-        """A copy of *request* for the same session, to go after the wait."""
-        self.count.inc("tolerated")
-        if verdict.why == RETRY_AFTER:
-            self.count.inc("retry_after_waits")
-        new = self.copies.retry(request, reason, "tolerated")
-        new.meta[M.TOLERATED] = tried_count(request.meta.get(M.TOLERATED)) + 1
-        new.meta[M.REASONS] = [*reasons(request), reason]  # for its record
-        new.meta[M.NOT_BEFORE] = self.tolerance.deadline(verdict.seconds)
-        stamp(new)
-        return new
+        return self.verdicts.download_error(request, ban, exception)
 
     def _auth_failed(self, route: str) -> None:
         self.router.auth_failed(route)
@@ -284,6 +251,10 @@ class StickyProxyMiddleware:
                 "sticky_proxy/user_proxy and in the close summary",
                 request.url,
             )
+
+    def _unrouted(self, meta: dict[str, Any]) -> None:
+        if self.cookies is not None:
+            self.cookies.unrouted(meta)
 
     def _close(self, reason: str, message: str) -> None:
         if self._closing:

@@ -32,6 +32,7 @@ from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_all, ban_fraction
+from scrapy_sticky_proxy.sandbox.ban_rules import foreign_ip_cookie
 
 from .conftest import CrawlResult, assert_absent, records
 from .spiders import IndexSpider, at_counts
@@ -214,6 +215,9 @@ async def test_matrix(name: str, boxes: list[Sandbox], tmp_path: Path) -> None:
     site = boxes[0]
     rule = ban_fraction(0.2, salt="matrix")
     site.site.ban_rule = rule
+    # Each answer sets a cookie bound to its exit, and a cookie presented
+    # from another exit is banned: the jar must follow the session.
+    site.site.ip_cookies = True
     cache_dir = tmp_path / "cache"
     extra = {"HTTPCACHE_DIR": str(cache_dir)} if name == "httpcache" else {}
     run = await run_case(case, boxes, tmp_path, "run", **extra)
@@ -230,6 +234,12 @@ async def test_matrix(name: str, boxes: list[Sandbox], tmp_path: Path) -> None:
         expected = expected_urls(site.site_url, case)
         assert spider.requested >= expected
         assert spider.scheduled & spider.requested == expected
+    foreign = [
+        h
+        for h in site.site.hits
+        if foreign_ip_cookie(h.client_ip, h.headers.get("cookie", ""))
+    ]
+    assert not foreign, foreign[:3]
     if case.sticky:
         exits = exits_by_item(site, rule)
         split = {item: ips for item, ips in exits.items() if len(ips) > 1}

@@ -65,6 +65,7 @@ BACKENDS = ("memory", "redis")
 MAX_REDIS_TTL = 30 * 86400
 MAX_KEYS = 100_000_000
 DEFAULT_POOL_MAX_IDLE = 256
+DEFAULT_COOKIE_JARS = 10_000  # about 15 MB of jars holding a cookie each
 MAX_POOL_IDLE = 100_000  # each one an open socket
 DEFAULT_PLAYWRIGHT_CONTEXTS = 32
 MAX_PLAYWRIGHT_CONTEXTS = 10_000
@@ -117,6 +118,10 @@ class StickyProxyConfig:
     allow_handlers: frozenset[str] = frozenset()
     allow_shared_connections: bool = False
     serializer_classes: tuple[str, ...] = ()
+    # Cookies per session (COOKIES_ENABLED and STICKY_PROXY_COOKIES_PER_SESSION).
+    cookie_jars: bool = True
+    max_cookie_jars: int = DEFAULT_COOKIE_JARS
+    share_cookies: bool = False
 
     @classmethod
     def from_settings(
@@ -232,6 +237,17 @@ class StickyProxyConfig:
             serializer_classes=read_dotted_paths(
                 settings, "STICKY_PROXY_SERIALIZER_CLASSES"
             ),
+            cookie_jars=read_bool(settings, "STICKY_PROXY_COOKIES_PER_SESSION", True)
+            and settings.getbool("COOKIES_ENABLED", True),
+            max_cookie_jars=read_int(
+                settings,
+                "STICKY_PROXY_MAX_COOKIE_JARS",
+                DEFAULT_COOKIE_JARS,
+                1,
+                MAX_KEYS,
+            )
+            or DEFAULT_COOKIE_JARS,
+            share_cookies=share_cookies(settings, backend),
         )
 
     def check_proxy_given(self) -> None:
@@ -256,6 +272,16 @@ def tolerance_policy(settings: BaseSettings) -> TolerancePolicy:
         or 1.0,
         wait_max or 60.0,
     )
+
+
+def share_cookies(settings: BaseSettings, backend: str) -> bool:
+    """STICKY_PROXY_SHARE_COOKIES: only the Redis backend has somewhere to
+    share them."""
+    name = "STICKY_PROXY_SHARE_COOKIES"
+    share = read_bool(settings, name, False)
+    if share and backend != "redis":
+        raise ConfigError(name, "needs STICKY_PROXY_BACKEND = 'redis'")
+    return share
 
 
 def allowed_handlers(settings: BaseSettings) -> frozenset[str]:

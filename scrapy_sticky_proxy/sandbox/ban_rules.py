@@ -7,6 +7,11 @@ captcha page), or a fault: "redirect" answers 302 to /captcha?from=PATH,
 timeout ends it), "503" answers 503 Service Unavailable. "429" carries
 ``Retry-After: 1`` (:data:`RETRY_AFTER`). :class:`RememberBans` wraps a rule
 so that an exit banned once stays banned.
+
+Cookies bound to the client address (``DemoSite.ip_cookies``): every answer
+sets :data:`IP_COOKIE` to the address that asked, and a request presenting
+one issued to another address is banned (403), as sites that tie a session
+cookie to the IP that received it do (:func:`foreign_ip_cookie`).
 """
 
 from __future__ import annotations
@@ -109,3 +114,16 @@ class RememberBans:
             if kind in BAN_KINDS:
                 self.banned[client_ip] = kind
         return kind
+
+
+IP_COOKIE = "exit"  # the demo site's IP-bound cookie
+
+
+def foreign_ip_cookie(client_ip: str, cookie_header: str) -> bool:
+    """Whether a Cookie header presents an :data:`IP_COOKIE` issued to
+    another address than *client_ip*."""
+    for pair in cookie_header.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name == IP_COOKIE and value != client_ip:
+            return True
+    return False

@@ -32,7 +32,7 @@ from ._http import (
     split_request_line,
     wants_close,
 )
-from .ban_rules import BanRule
+from .ban_rules import IP_COOKIE, BanRule, foreign_ip_cookie
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class DemoSite:
     ) -> None:
         self.items = items
         self.ban_rule = ban_rule
+        self.ip_cookies = False  # see ban_rules.foreign_ip_cookie
         self.hits: list[Hit] = []
         self.cert_pem = b""
         self.port = 0
@@ -156,6 +157,7 @@ class DemoSite:
         with self._lock:
             self.hits = []
         self.ban_rule = None
+        self.ip_cookies = False
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str
@@ -170,6 +172,8 @@ class DemoSite:
                 seen[key.lower()] = value if old is None else f"{old}, {value}"
             rule = self.ban_rule
             kind = rule(ip, target) if rule is not None else None
+            if self.ip_cookies and foreign_ip_cookie(ip, seen.get("cookie", "")):
+                kind = kind or "403"
             if kind in ("reset", "hang"):
                 self._record(
                     Hit(self._clock(), scheme, method, target, ip, port, 0,
@@ -182,6 +186,8 @@ class DemoSite:
                 return
             host = seen.get("host", "")
             status, headers, body = self._respond(method, target, ip, kind, host)
+            if self.ip_cookies:
+                headers.append(("Set-Cookie", f"{IP_COOKIE}={ip}; Path=/"))
             if wants_close(version, head[1]):
                 headers.append(("Connection", "close"))
             self._record(

@@ -12,6 +12,7 @@ pickle; session keys are stored as a digest, never as the URL):
 ``ns:stats:bumps``              how many generation bumps happened (counter)
 ``ns:events``                   pub/sub: ``g <digest> <gen>``, ``p <id> <json>``,
                                 ``e <digest> <gen> <score>``
+``ns:cookies:<digest>``         a session's cookies (JSON, :mod:`.redis_cookies`)
 ==============================  ==============================================
 
 Anyone who can write to the namespace can put anything there, so every value

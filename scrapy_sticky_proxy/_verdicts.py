@@ -1,0 +1,121 @@
+"""What a ban verdict or a download error does to a routed request: a
+retry on the same session (once after a reset or a timeout that may be the
+network; below STICKY_PROXY_BAN_TOLERANCE after a ban, once its wait is
+over), or a re-roll onto a new session with the burned one forgotten."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from scrapy.utils.httpobj import urlparse_cached
+
+from . import _meta as M
+from ._location import state_key
+from ._reroll import bound, number, stamp
+from .bans import TIMEOUTS
+from .ledger import reasons
+from .routing.tolerance import RETRY_AFTER, TOO_LONG, Tolerance, Verdict, tried_count
+
+if TYPE_CHECKING:
+    from scrapy import Request
+
+    from ._copies import Copies
+    from ._stats import Counter
+    from ._waits import Waits
+    from .cookies import SessionJars
+    from .routing.router import Router
+
+TOLERANCE_WAIT = " tolerated"  # where tolerated retries wait: no route's name
+
+
+class Verdicts:
+    def __init__(
+        self,
+        router: Router,
+        tolerance: Tolerance,
+        copies: Copies,
+        *,
+        cookies: SessionJars | None,
+        count: Counter,
+        download_timeout: float,
+    ):
+        self.router = router
+        self.tolerance = tolerance
+        self.copies = copies
+        self.cookies = cookies
+        self.count = count
+        self.download_timeout = download_timeout
+
+    async def hold(self, meta: dict[str, Any], waits: Waits) -> None:
+        """A tolerated retry waits here until its deadline, holding one of
+        CONCURRENT_REQUESTS but no download slot: the others go on."""
+        not_before = meta.pop(M.NOT_BEFORE, None)
+        if not_before is not None and not self.router.stopping:
+            seconds = self.tolerance.remaining(not_before)
+            if seconds > 0:
+                await waits.wait(TOLERANCE_WAIT, seconds)
+
+    def download_error(
+        self, request: Request, ban: str, exception: Exception
+    ) -> Request | None:
+        """*exception* is a ban by the policy: a retry on the same session
+        first, a ban the second time; None to leave it to RetryMiddleware."""
+        bound(request)  # a follow-up built from response.meta starts afresh
+        meta = request.meta
+        soft = meta.get(M.SOFT_RETRIED)
+        since = None
+        if isinstance(exception, TIMEOUTS):
+            timeout = number(meta.get("download_timeout"), self.download_timeout)
+            host = urlparse_cached(request).netloc
+            since = self.router.exit_blamed(host, soft, timeout)
+            if since is None:
+                # The target answered nobody meanwhile: it is slow or down,
+                # not this exit banned. Left to RetryMiddleware.
+                self.count.inc("target_timeouts")
+                return None
+        if soft:
+            return self.ban(request, ban)
+        # A reset or a timeout may be the network, or a gateway going down,
+        # rather than a ban: try the same session once more before burning
+        # it. A second failure on it is a ban.
+        self.count.inc("soft_retries")
+        new = self.copies.retry(request, ban, "soft_retries")
+        new.meta[M.SOFT_RETRIED] = True if since is None else since
+        stamp(new)
+        return new
+
+    def ban(
+        self, request: Request, reason: str, retry_after: bytes | None = None
+    ) -> Request:
+        """The site banned the request's session: tolerated, or burned and
+        the request re-rolled (IgnoreRequest, recorded, past its budget)."""
+        meta = request.meta
+        self.count.inc("bans")
+        self.count.inc(f"bans/{reason}")
+        key, generation = state_key(meta), meta[M.GENERATION]
+        if self.tolerance.enabled:
+            bound(request)  # a follow-up built from response.meta starts afresh
+            tried = meta.get(M.TOLERATED)
+            verdict = self.tolerance.verdict(key, generation, tried, retry_after)
+            if not verdict.burn:
+                return self._tolerate(request, reason, verdict)
+            if verdict.why == TOO_LONG:
+                self.count.inc("retry_after_too_long")
+        self.router.banned(key, generation, meta[M.ROUTE])
+        if self.cookies is not None:
+            self.cookies.burned(meta)
+        new = self.copies.reroll(request, reason, "rerolls")
+        self.count.inc("rerolls")
+        return new
+
+    def _tolerate(self, request: Request, reason: str, verdict: Verdict) -> Request:
+        """A copy of *request* for the same session, to go after the wait."""
+        self.count.inc("tolerated")
+        if verdict.why == RETRY_AFTER:
+            self.count.inc("retry_after_waits")
+        new = self.copies.retry(request, reason, "tolerated")
+        new.meta[M.TOLERATED] = tried_count(request.meta.get(M.TOLERATED)) + 1
+        new.meta[M.REASONS] = [*reasons(request), reason]  # for its record
+        new.meta[M.NOT_BEFORE] = self.tolerance.deadline(verdict.seconds)
+        stamp(new)
+        return new
