@@ -191,11 +191,7 @@ def check_middleware_order(
         ours if n == "scrapy_sticky_proxy.StickyProxyMiddleware" else n
         for n in middleware_names(settings)
     ]
-    if (
-        _HTTPPROXY in names
-        and ours in names
-        and names.index(ours) > names.index(_HTTPPROXY)
-    ):
+    if _after(names, ours, _HTTPPROXY):
         raise ConfigError(
             "DOWNLOADER_MIDDLEWARES",
             "StickyProxyMiddleware must have a lower priority number than "
@@ -230,11 +226,7 @@ def _check_cookies(names: list[str], ours: str, share: bool) -> None:
         "use 690 or the addon, or set STICKY_PROXY_COOKIES_PER_SESSION = False "
         "(COOKIES_ENABLED = False: no cookies at all)"
     )
-    if (
-        _COOKIES in names
-        and ours in names
-        and names.index(ours) > names.index(_COOKIES)
-    ):
+    if _after(names, ours, _COOKIES):
         raise ConfigError(
             "DOWNLOADER_MIDDLEWARES",
             "StickyProxyMiddleware must have a lower priority number than "
@@ -248,15 +240,19 @@ def _check_cookies(names: list[str], ours: str, share: bool) -> None:
             f"{_SHARE} is missing: STICKY_PROXY_SHARE_COOKIES needs it (695, "
             "or use the addon)",
         )
-    at = names.index(_SHARE)
-    if (ours in names and at < names.index(ours)) or (
-        _COOKIES in names and at > names.index(_COOKIES)
-    ):
+    if _after(names, ours, _SHARE) or _after(names, _SHARE, _COOKIES):
         raise ConfigError(
             "DOWNLOADER_MIDDLEWARES",
             f"{_SHARE} must come after StickyProxyMiddleware and before "
             "CookiesMiddleware (700): 695, or use the addon",
         )
+
+
+def _after(names: list[str], first: str, second: str) -> bool:
+    """Whether *first* comes after *second*, both being installed."""
+    return (
+        first in names and second in names and names.index(first) > names.index(second)
+    )
 
 
 class Bypass:
