@@ -46,14 +46,16 @@ class Verdicts:
         self.count = count
         self.download_timeout = download_timeout
 
-    async def hold(self, meta: dict[str, Any], waits: Waits) -> None:
+    async def hold(self, meta: dict[str, Any], waits: Waits) -> Any:
         """A tolerated retry waits here until its deadline, holding one of
-        CONCURRENT_REQUESTS but no download slot: the others go on."""
+        CONCURRENT_REQUESTS but no download slot: the others go on. Returns
+        the deadline it had (for a copy the next run should honour)."""
         not_before = meta.pop(M.NOT_BEFORE, None)
         if not_before is not None and not self.router.stopping:
             seconds = self.tolerance.remaining(not_before)
             if seconds > 0:
                 await waits.wait(TOLERANCE_WAIT, seconds)
+        return not_before
 
     def download_error(
         self, request: Request, ban: str, exception: Exception

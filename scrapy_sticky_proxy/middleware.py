@@ -36,8 +36,8 @@ from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
 from .cache import check_guard, restore
 from .config import for_crawler
 from .cookies import SessionJars
-from .ledger import Ledger, reasons
-from .routing.decisions import Decision, Held
+from .ledger import Ledger, persistent, reasons
+from .routing.decisions import CLOSING, Decision, Held
 from .routing.router import Router
 from .routing.tolerance import Tolerance
 from .state.backends import make_store
@@ -100,6 +100,7 @@ class StickyProxyMiddleware:
             download_timeout=settings.getfloat("DOWNLOAD_TIMEOUT"),
         )
         self._closing = False  # we asked the engine to close the spider
+        self._persistent = persistent(crawler)  # the queue outlives the run
         # Kept: signal receivers are weak references.
         self._lifecycle = Lifecycle(
             crawler, self.router, self.ledger, count, self._close
@@ -111,25 +112,25 @@ class StickyProxyMiddleware:
 
     # -- requests ------------------------------------------------------------
 
-    async def process_request(self, request: Request) -> None:
+    async def process_request(self, request: Request) -> Request | None:
         meta = request.meta
         if meta.get(M.DONT):
             self._unrouted(meta)
-            return
+            return None
         if "proxy" in meta and M.ROUTE not in meta:
             self._user_proxy(request)
             self._unrouted(meta)
-            return
+            return None
         if self._bypass and self._bypass.goes_direct(request):
             self._unrouted(meta)
-            return
+            return None
         key = meta.get(M.KEY)
         if key is None:  # only None means "no key": 0 and "" are keys
             key = meta[M.KEY] = self.config.key_func(request)  # type: ignore[misc]
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
         key = self.countries.key(request, key)  # the key in its country
-        await self.verdicts.hold(meta, self._waits)  # a tolerated retry
+        deadline = await self.verdicts.hold(meta, self._waits)  # tolerated retry
         pending = self.router.pending(key)
         if pending is not None:  # a burned key the local view forgot
             await pending
@@ -144,6 +145,8 @@ class StickyProxyMiddleware:
                 self._close(*held.close)
             if held.reason is None:
                 raise IgnoreRequest(str(held)) from None
+            if held.reason == CLOSING and self._persistent:
+                return self._requeue(request, deadline)
             self.ledger.give_up(request, [*reasons(request), held.reason])
         slot = self.pool is not None and self.config.slot_per_proxy
         if slot and ("download_slot" not in meta or meta.get(M.SLOT)):
@@ -157,6 +160,7 @@ class StickyProxyMiddleware:
             self.cookies.assign(meta, step.route, step.session)
         self.count.requests += 1
         self.ledger.routed(request)
+        return None
 
     # -- responses -------------------------------------------------------------
 
@@ -226,6 +230,17 @@ class StickyProxyMiddleware:
         if ban is None:
             return None
         return self.verdicts.download_error(request, ban, exception)
+
+    def _requeue(self, request: Request, deadline: Any) -> Request:
+        """The spider closes while *request* waits (an outage, a tolerated
+        retry), and the scheduler keeps its queue for the next run (JOBDIR,
+        SCHEDULER_PERSIST): a copy goes back to it, deadline included,
+        instead of a record of a request the next run would never send."""
+        self.count.inc("requeued")
+        new = self.copies.retry(request, CLOSING, "requeued")
+        if deadline is not None:
+            new.meta[M.NOT_BEFORE] = deadline
+        return new
 
     def _auth_failed(self, route: str) -> None:
         self.router.auth_failed(route)

@@ -138,3 +138,47 @@ async def test_a_spider_closing_while_retries_wait_ends_at_once(
         f"{sandbox.site_url}/item/{i}" for i in range(N)
     )
     assert all(r["reasons"] == ["status/403", "spider_closing"] for r in got), got
+
+
+@deferred_f_from_coro_f
+async def test_retries_waiting_at_a_jobdir_pause_are_sent_by_the_resumed_run(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Paused (CLOSESPIDER_TIMEOUT) while tolerated retries wait: with JOBDIR
+    they go back to the scheduler's queue, their deadline with them, and the
+    resumed run sends them on the same sessions. Before, each was recorded
+    as given up (spider_closing) and the resumed run, its URL already seen,
+    never fetched it."""
+    refused: set[str] = set()
+
+    def rule(client_ip: str, path: str) -> str | None:
+        if client_ip in refused:
+            return None  # the session's retry is served
+        refused.add(client_ip)  # each exit's first request: a ban verdict
+        return "403"
+
+    sandbox.site.ban_rule = rule
+    gave_up = tmp_path / "gave_up.jsonl"
+    settings = settings_for(
+        sandbox,
+        JOBDIR=str(tmp_path / "job"),
+        STICKY_PROXY_BAN_TOLERANCE=3,
+        STICKY_PROXY_TOLERANCE_BACKOFF=5,  # longer than the pause takes
+        STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
+    )
+    n, base = 4, sandbox.site_url
+    first = await crawl_within(
+        30,
+        ItemsSpider,
+        {**settings, "CLOSESPIDER_TIMEOUT": 1},
+        base=base,
+        n=n,
+        follow=False,
+    )
+    assert first.stats["finish_reason"] == "closespider_timeout"
+    assert first.items == []
+    assert first.stats["sticky_proxy/requeued"] == n
+    second = await crawl_within(30, ItemsSpider, settings, base=base, n=n, follow=False)
+    assert {i["item"] for i in second.items} == set(range(n))
+    assert len(refused) == n  # the retries went out on the paused run's sessions
+    assert not gave_up.exists() or records(gave_up) == []
