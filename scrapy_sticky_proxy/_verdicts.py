@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from scrapy.utils.httpobj import urlparse_cached
-
 from . import _meta as M
 from ._location import state_key
 from ._reroll import bound, number, stamp
 from .bans import TIMEOUTS
 from .ledger import reasons
+from .routing.answers import target_of
 from .routing.tolerance import RETRY_AFTER, TOO_LONG, Tolerance, Verdict, tried_count
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ class Verdicts:
         since = None
         if isinstance(exception, TIMEOUTS):
             timeout = number(meta.get("download_timeout"), self.download_timeout)
-            host = urlparse_cached(request).netloc
+            host = target_of(request.url)
             since = self.router.exit_blamed(host, soft, timeout)
             if since is None:
                 # The target answered nobody meanwhile: it is slow or down,

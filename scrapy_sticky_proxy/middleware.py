@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.defer import deferred_from_coro
-from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
 
 from . import _meta as M
@@ -37,6 +36,7 @@ from .cache import check_guard, restore
 from .config import for_crawler
 from .cookies import SessionJars
 from .ledger import Ledger, persistent, reasons
+from .routing.answers import target_of
 from .routing.decisions import CLOSING, Decision, Held
 from .routing.router import Router
 from .routing.tolerance import Tolerance
@@ -180,7 +180,7 @@ class StickyProxyMiddleware:
             self.router.inconclusive(route, meta)
         else:
             shows_target = response.status < 500
-            host = urlparse_cached(request).netloc if shows_target else None
+            host = target_of(request.url) if shows_target else None
             self.router.answered(route, meta, host)
         reason = self.policy.response_ban(response)
         if reason is None:

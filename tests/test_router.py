@@ -260,3 +260,25 @@ def test_the_routing_core_and_the_stores_import_without_scrapy():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://a.example:80/x?y#z",
+        "https://h.example?q=1",
+        "http://h.example#f",
+        "http://u:p@h.example:1/",
+        "http://h.example",
+        "https://[::1]:8443/p",
+        "http://h.example/a//b",
+        "http://h.example:1?x/y",
+        "http://h.example:1#x?y/z",
+    ],
+)
+def test_the_target_of_a_url_is_urlparses_netloc(url: str) -> None:
+    from urllib.parse import urlparse
+
+    from scrapy_sticky_proxy.routing.answers import target_of
+
+    assert target_of(url) == urlparse(url).netloc
