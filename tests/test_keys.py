@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 import socket
 import string
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from w3lib.url import canonicalize_url
 
 from scrapy_sticky_proxy.errors import ConfigError
 from scrapy_sticky_proxy.routing import keys
@@ -341,3 +343,99 @@ def test_load_key_policy_module_that_fails_to_import(
 def test_property_key_policies_never_raise(url: str) -> None:
     for policy in (url_key, host_key, domain_key):
         assert isinstance(policy(url), str)
+
+
+def _generated_urls(count: int, seed: int) -> list[str]:
+    """URLs mixing what url_key's fast path takes (lowercase host, plain
+    path, sorted plain query) with near misses of every kind."""
+    rng = random.Random(seed)
+    schemes = ["http", "https", "HTTP", "ftp"]
+    hosts = [
+        "example.com",
+        "Example.com",
+        "a-b.c-d.org",
+        "127.0.0.1",
+        "ex..com",
+        "h.",
+        "h_1.com",
+        "[::1]",
+        "sub.example.co.uk",
+        "-a.com",
+        "xn--bcher-kva.example",
+    ]
+    ports = ["", ":80", ":8080", ":080", ":0", ":65535", ":65536", ":99999"]
+    segments = [
+        "a",
+        "A",
+        "item",
+        "7",
+        "a_b",
+        "a-b",
+        "a.b",
+        "~u",
+        ".",
+        "..",
+        "",
+        "%41",
+        "a b",
+        "é",
+        "a+b",
+        "a;p",
+        "a:b",
+        "a@b",
+        "a=b",
+        ".a",
+        "a..b",
+    ]
+    names = ["a", "b", "id", "A", "a.b", "x_y", "", "q~", "p+", "é", "%3D", "a b", "-"]
+    values = [
+        "1",
+        "2",
+        "0",
+        "",
+        "x",
+        "a/b",
+        "a:b",
+        "a+b",
+        "1.5",
+        "%20",
+        "x~y",
+        "é",
+        "a=b",
+    ]
+    fragments = ["", "#", "#frag", "#a?b/c"]
+    urls = []
+    for _ in range(count):
+        path = "".join("/" + rng.choice(segments) for _ in range(rng.randint(0, 4)))
+        query = ""
+        if rng.random() < 0.6:
+            pairs = [
+                (rng.choice(names), rng.choice(values))
+                for _ in range(rng.randint(1, 4))
+            ]
+            if rng.random() < 0.5:
+                pairs.sort()
+            parts = [k if rng.random() < 0.1 else f"{k}={v}" for k, v in pairs]
+            if rng.random() < 0.05:
+                parts.append("")
+            query = "?" + "&".join(parts)
+        urls.append(
+            f"{rng.choice(schemes)}://{rng.choice(hosts)}{rng.choice(ports)}"
+            f"{path}{query}{rng.choice(fragments)}"
+        )
+    return urls
+
+
+def test_the_url_keys_fast_path_agrees_with_canonicalize_url() -> None:
+    """url_key skips w3lib's parse for URLs it would give back unchanged;
+    on 20,000 generated URLs (a few thousand of them on the fast path) the
+    key is exactly canonicalize_url's (the URL itself where that raises)."""
+    fast = 0
+    for url in _generated_urls(20_000, seed=7):
+        try:
+            expected = canonicalize_url(url, keep_fragments=False)
+        except ValueError:
+            expected = url
+        fast += keys._PLAIN.fullmatch(url.partition("#")[0]) is not None
+        assert keys.url_key(url) == expected, url
+    assert fast > 1000

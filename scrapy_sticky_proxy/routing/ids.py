@@ -39,6 +39,7 @@ class IdRules:
     _digits: str = field(init=False, repr=False, compare=False)
     _stem_len: int = field(init=False, repr=False, compare=False)
     _can_suffix: bool = field(init=False, repr=False, compare=False)
+    _pairs: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         charset = frozenset(self.alphabet)
@@ -50,7 +51,11 @@ class IdRules:
             raise ValueError("IdRules needs 1 <= min_len <= max_len")
         object.__setattr__(self, "_charset", charset)
         # Sorted: the encoding does not depend on how the alphabet is spelled.
-        object.__setattr__(self, "_digits", "".join(sorted(charset)))
+        digits = "".join(sorted(charset))
+        object.__setattr__(self, "_digits", digits)
+        # Two digits per division, least significant first: half the loop.
+        pairs = tuple(low + high for high in digits for low in digits)
+        object.__setattr__(self, "_pairs", pairs)
         stem_len = max(self.min_len, min(_STEM_LEN, self.max_len))
         object.__setattr__(self, "_stem_len", stem_len)
         object.__setattr__(self, "_can_suffix", charset >= _RETRY_CHARS)
@@ -69,10 +74,13 @@ def _encode(data: str, person: bytes, rules: IdRules) -> str:
     value = int.from_bytes(digest, "big")
     digits = rules._digits
     base = len(digits)
+    pairs, square = rules._pairs, base * base
     out = []
-    for _ in range(rules._stem_len):  # least significant digit first
-        value, rem = divmod(value, base)
-        out.append(digits[rem])
+    for _ in range(rules._stem_len // 2):  # least significant digit first
+        value, rem = divmod(value, square)
+        out.append(pairs[rem])
+    if rules._stem_len % 2:
+        out.append(digits[value % base])
     return "".join(out)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from types import MappingProxyType
@@ -25,12 +26,44 @@ from ..errors import ConfigError
 KeyFunc = Callable[[Any], str]
 
 
+# A URL that canonicalize_url would give back unchanged (but for a missing
+# "/" and the fragment): lowercase scheme and host, a port without leading
+# zeros, a path and a query of unreserved characters only, the query's
+# pairs each with one "=" and already sorted. Most crawled URLs are of this
+# kind, and w3lib's full parse was most of a request's routing cost
+# (python -m bench --only per-request); tests/test_keys.py checks the two
+# agree on generated URLs of both kinds.
+_PLAIN = re.compile(
+    r"(https?://[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::([1-9][0-9]{0,4}))?)"
+    r"(/[A-Za-z0-9_~./-]*)?(?:\?([A-Za-z0-9_.~=&-]+))?"
+)
+
+
 def url_key(url: str) -> str:
     """The canonical URL: sorted query, no fragment, normalised escapes."""
+    plain = _PLAIN.fullmatch(url.partition("#")[0])
+    if plain is not None:
+        origin, port, path, query = plain.groups()
+        valid_port = port is None or int(port) <= 65535
+        if valid_port and _plain_path(path) and _plain_query(query):
+            path = path or "/"
+            return f"{origin}{path}?{query}" if query else origin + path
     try:
         return canonicalize_url(url, keep_fragments=False)
     except ValueError:  # e.g. a broken IPv6 literal: the URL is its own key
         return url
+
+
+def _plain_path(path: str | None) -> bool:
+    """No dot segment ("/./", "/../", a trailing "/." or "/..")."""
+    return path is None or "/." not in path
+
+
+def _plain_query(query: str | None) -> bool:
+    if query is None:
+        return True
+    pairs = [pair.split("=") for pair in query.split("&")]
+    return all(len(p) == 2 and p[0] for p in pairs) and pairs == sorted(pairs)
 
 
 def _hostname(url: str) -> str | None:
