@@ -15,7 +15,8 @@ jar once more than ``STICKY_PROXY_MAX_COOKIE_JARS`` hold cookies.
 With ``STICKY_PROXY_SHARE_COOKIES``, :class:`StickyProxyCookieShare` (695,
 between the two) reads a session's cookies from Redis before each of its
 requests and writes them back after each response that set one
-(:mod:`.state.redis_cookies`).
+(:mod:`.state.redis_cookies`). When Redis fails, it does without for a
+period that grows (:mod:`.state.backoff`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from scrapy.exceptions import NotConfigured
 
 from ._stats import PREFIX, Counter, stats_wanted
 from .config import for_crawler
+from .state.backoff import Admission, Outage
 from .state.redis_cookies import decode, encode, redis_key
 
 if TYPE_CHECKING:
@@ -145,7 +147,9 @@ class StickyProxyCookieShare:
     """A session's cookies, visible to every process that uses the session
     (``STICKY_PROXY_SHARE_COOKIES``). Costs one Redis GET per routed request
     and one SET per response that sets a cookie, each waited for (at most
-    :data:`SHARE_TIMEOUT`); without Redis, each process keeps its own."""
+    :data:`SHARE_TIMEOUT`). When Redis fails, each process keeps its own jars
+    for a period that grows while it keeps failing
+    (:class:`.state.backoff.Outage`)."""
 
     def __init__(self, crawler: Crawler):
         config = for_crawler(crawler)
@@ -156,7 +160,7 @@ class StickyProxyCookieShare:
         self.count = Counter(crawler.stats)
         self.client: Any = None
         self._jars: dict[Any, Any] | None = None
-        self._warned = False
+        self.outage = Outage()
         self._skipped = 0
         crawler.signals.connect(self.closed, signal=signals.spider_closed)
 
@@ -203,29 +207,42 @@ class StickyProxyCookieShare:
         value = encode(cookies, self.config.secrets)
         if value is not None:
             key = redis_key(self.config.namespace, jar)
-            await self._call("set", key, value, ex=self.config.redis_ttl)
-            self.count.inc("cookie_jars/shared/saved")
+            if await self._call("set", key, value, ex=self.config.redis_ttl):
+                self.count.inc("cookie_jars/shared/saved")
         return response
 
     async def _call(self, command: str, *args: Any, **kwargs: Any) -> Any:
         """One Redis command, waited for at most SHARE_TIMEOUT; None if it
-        failed (the crawl goes on with this process's jar)."""
+        failed, or was not sent because Redis failed a moment ago (the crawl
+        goes on with this process's jar)."""
+        outage = self.outage
+        admission: Admission = outage.admit()
+        if admission == "skip":
+            self.count.inc("cookie_jars/shared/bypassed")
+            return None
         try:
             if self.client is None:
                 self.client = self._connect()
             method = getattr(self.client, command)
-            return await asyncio.wait_for(method(*args, **kwargs), SHARE_TIMEOUT)
+            result = await asyncio.wait_for(method(*args, **kwargs), SHARE_TIMEOUT)
+        except asyncio.CancelledError:
+            outage.abandoned(admission)
+            raise
         except Exception as exc:
             self.count.inc("cookie_jars/shared/errors")
-            if not self._warned:
-                self._warned = True
+            if outage.failed(admission):
                 logger.warning(
                     "Could not share a session's cookies through Redis (%s): "
-                    "each process keeps its own meanwhile; counted in "
-                    "sticky_proxy/cookie_jars/shared/errors",
+                    "each process keeps its own jars for %.0f s, longer while "
+                    "Redis keeps failing (sticky_proxy/cookie_jars/shared/errors "
+                    "and .../bypassed count them)",
                     type(exc).__name__,
+                    outage.delay,
                 )
             return None
+        if outage.succeeded():
+            logger.info("Redis answers again: sharing sessions' cookies again")
+        return result
 
     def _connect(self) -> Any:
         import redis.asyncio as aioredis
