@@ -1,5 +1,5 @@
 """Shared cookies (``STICKY_PROXY_SHARE_COOKIES``) when Redis stops
-answering: a real redis-server, paused with
+answering, and when a session is burned: a real redis-server, paused with
 ``CLIENT PAUSE``, and real crawls through the sandbox."""
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from scrapy import Request, Spider
 from scrapy.http import Response
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from scrapy_sticky_proxy.routing.ids import session_id
+from scrapy_sticky_proxy.routing.providers import get_preset
 from scrapy_sticky_proxy.sandbox import Sandbox
 from scrapy_sticky_proxy.state.backoff import Outage
+from scrapy_sticky_proxy.state.redis_cookies import redis_key
 
 from .conftest import crawl
-from .test_cookies import foreign
+from .test_cookies import PartsSpider, first_page_request_banned, foreign
 from .test_redis_crawl import redis_settings
 
 PAUSE_MS = 7000  # long enough for waits after the first ones to time out
@@ -143,3 +146,44 @@ def test_the_backoff_grows_and_resets() -> None:
     assert outage.admit() == "probe"
     outage.abandoned("probe")
     assert outage.admit() == "probe"
+
+
+@deferred_f_from_coro_f
+async def test_a_burned_session_s_shared_cookies_are_deleted(
+    sandbox: Sandbox, redis_db: str
+) -> None:
+    # Each item page's first request is banned (and its 403 sets a cookie,
+    # written to Redis); the re-roll's session keeps its own.
+    sandbox.site.ip_cookies = True
+    sandbox.site.ban_rule = first_page_request_banned()
+    base, route = sandbox.site_url, sandbox.gateway_hostport
+    keys = [f"k{i}" for i in range(3)]
+    settings = redis_settings(
+        sandbox, redis_db, STICKY_PROXY_SHARE_COOKIES=True, STICKY_PROXY_MAX_REROLLS=3
+    )
+    result = await crawl(
+        PartsSpider,
+        settings,
+        requests=[(f"{base}/item/{i}", k) for i, k in enumerate(keys)],
+    )
+    assert len(result.items) == 3
+    stats = result.stats
+    assert stats["sticky_proxy/rerolls"] == 3
+    client = redis.Redis.from_url(redis_db, decode_responses=True)
+    rules = get_preset("sandbox").id_rules
+
+    def stored(generation: int) -> list[bool]:
+        return [
+            bool(
+                client.exists(
+                    redis_key(
+                        "t", f"sticky_proxy/{route}/{session_id(k, generation, rules)}"
+                    )
+                )
+            )
+            for k in keys
+        ]
+
+    assert stored(0) == [False] * 3  # before: [True] * 3, until the TTL
+    assert stored(1) == [True] * 3
+    assert stats["sticky_proxy/cookie_jars/shared/deleted"] == 3
