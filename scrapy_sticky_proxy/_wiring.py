@@ -210,7 +210,7 @@ def check_middleware_order(
             "none is lost unrecorded (10, or use the addon)",
         )
     if cookie_jars:
-        _check_cookies(names, ours, share_cookies)
+        _check_cookies(settings, names, ours, share_cookies)
     last = max((names.index(n) for n in (_HTTPCACHE, ours) if n in names), default=-1)
     if names.index(_AUTH) < last:
         raise ConfigError(
@@ -221,30 +221,39 @@ def check_middleware_order(
         )
 
 
-def _check_cookies(names: list[str], ours: str, share: bool) -> None:
-    fix = (
-        "use 690 or the addon, or set STICKY_PROXY_COOKIES_PER_SESSION = False "
-        "(COOKIES_ENABLED = False: no cookies at all)"
-    )
+def _check_cookies(
+    settings: BaseSettings, names: list[str], ours: str, share: bool
+) -> None:
+    # The priorities actually set (CookiesMiddleware may have been moved
+    # from Scrapy's 700): the message names them and a number that works.
+    given = settings.getwithbase("DOWNLOADER_MIDDLEWARES").items()
+    order = {dotted_path(path): priority for path, priority in given}
+    cookies = order.get(_COOKIES) or 700
+    mine = order.get(ours) or order.get("scrapy_sticky_proxy.StickyProxyMiddleware")
+    place = "690 or the addon" if cookies > 690 else f"a number below {cookies}"
     if _after(names, ours, _COOKIES):
         raise ConfigError(
             "DOWNLOADER_MIDDLEWARES",
             "StickyProxyMiddleware must have a lower priority number than "
-            f"CookiesMiddleware (700), which picks each session's cookie jar: {fix}",
+            f"CookiesMiddleware ({cookies}), which picks each session's cookie "
+            f"jar: use {place}, or set STICKY_PROXY_COOKIES_PER_SESSION = False "
+            "(COOKIES_ENABLED = False: no cookies at all)",
         )
     if not share:
         return
+    between = "695, or use the addon"
+    if mine is not None and (mine, cookies) != (690, 700):
+        between = f"a number between {mine} and {cookies}"
     if _SHARE not in names:
         raise ConfigError(
             "DOWNLOADER_MIDDLEWARES",
-            f"{_SHARE} is missing: STICKY_PROXY_SHARE_COOKIES needs it (695, "
-            "or use the addon)",
+            f"{_SHARE} is missing: STICKY_PROXY_SHARE_COOKIES needs it ({between})",
         )
     if _after(names, ours, _SHARE) or _after(names, _SHARE, _COOKIES):
         raise ConfigError(
             "DOWNLOADER_MIDDLEWARES",
             f"{_SHARE} must come after StickyProxyMiddleware and before "
-            "CookiesMiddleware (700): 695, or use the addon",
+            f"CookiesMiddleware ({cookies}): {between}",
         )
 
 

@@ -15,7 +15,8 @@ jar once more than ``STICKY_PROXY_MAX_COOKIE_JARS`` hold cookies.
 With ``STICKY_PROXY_SHARE_COOKIES``, :class:`StickyProxyCookieShare` (695,
 between the two) reads a session's cookies from Redis before each of its
 requests and writes them back after each response that set one
-(:mod:`.state.redis_cookies`).
+(:mod:`.state.redis_cookies`), and deletes a burned session's. When Redis
+fails, it does without for a period that grows (:mod:`.state.backoff`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from scrapy.exceptions import NotConfigured
 
 from ._stats import PREFIX, Counter, stats_wanted
 from .config import for_crawler
+from .state.backoff import Admission, Outage
 from .state.redis_cookies import decode, encode, redis_key
 
 if TYPE_CHECKING:
@@ -43,6 +45,10 @@ JAR_PREFIX = "sticky_proxy/"  # meta["cookiejar"] values of ours start so
 SHARE_MIDDLEWARE = "scrapy_sticky_proxy.cookies.StickyProxyCookieShare"
 SHARE_PRIORITY = 695  # after StickyProxyMiddleware, before CookiesMiddleware
 SHARE_TIMEOUT = 2.0  # seconds one Redis read or write may take
+BURNED_KEPT = 10_000  # burned jar ids remembered, not to be written back
+
+#: Sent with ``jar=`` when a session's jar is dropped because it is burned.
+jar_burned = object()
 
 
 def our_jar(meta: dict[str, Any]) -> str | None:
@@ -132,6 +138,7 @@ class SessionJars:
         if jar is None or jars is None:
             return
         self.held.pop(jar, None)
+        self.crawler.signals.send_catch_log(jar_burned, jar=jar)
         if jars.pop(jar, None) is not None:
             self._count.inc("cookie_jars/dropped/burned")
 
@@ -145,7 +152,10 @@ class StickyProxyCookieShare:
     """A session's cookies, visible to every process that uses the session
     (``STICKY_PROXY_SHARE_COOKIES``). Costs one Redis GET per routed request
     and one SET per response that sets a cookie, each waited for (at most
-    :data:`SHARE_TIMEOUT`); without Redis, each process keeps its own."""
+    :data:`SHARE_TIMEOUT`), and one DEL per burned session, in the
+    background. When Redis fails, each process keeps its own jars for a
+    period that grows while it keeps failing
+    (:class:`.state.backoff.Outage`)."""
 
     def __init__(self, crawler: Crawler):
         config = for_crawler(crawler)
@@ -156,9 +166,13 @@ class StickyProxyCookieShare:
         self.count = Counter(crawler.stats)
         self.client: Any = None
         self._jars: dict[Any, Any] | None = None
-        self._warned = False
+        self.outage = Outage()
         self._skipped = 0
+        # Jars of burned sessions: not written back by a late response.
+        self._burned: OrderedDict[str, None] = OrderedDict()
+        self._deleting: set[asyncio.Task[Any]] = set()
         crawler.signals.connect(self.closed, signal=signals.spider_closed)
+        crawler.signals.connect(self.burned, signal=jar_burned)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyCookieShare:
@@ -172,7 +186,7 @@ class StickyProxyCookieShare:
 
     async def process_request(self, request: Request) -> None:
         jar, jars = our_jar(request.meta), self.jars
-        if jar is None or jars is None:
+        if jar is None or jars is None or jar in self._burned:
             return
         raw = await self._call("get", redis_key(self.config.namespace, jar))
         if raw is None:
@@ -194,7 +208,7 @@ class StickyProxyCookieShare:
 
     async def process_response(self, request: Request, response: Response) -> Response:
         jar = our_jar(request.meta)
-        if jar is None or b"Set-Cookie" not in response.headers:
+        if jar is None or jar in self._burned or b"Set-Cookie" not in response.headers:
             return response
         jars = self.jars
         cookies = jars.get(jar) if jars is not None else None
@@ -203,29 +217,62 @@ class StickyProxyCookieShare:
         value = encode(cookies, self.config.secrets)
         if value is not None:
             key = redis_key(self.config.namespace, jar)
-            await self._call("set", key, value, ex=self.config.redis_ttl)
-            self.count.inc("cookie_jars/shared/saved")
+            if await self._call("set", key, value, ex=self.config.redis_ttl):
+                self.count.inc("cookie_jars/shared/saved")
         return response
+
+    def burned(self, jar: str) -> None:
+        """A burned session's cookies go from Redis too (one DEL, not waited
+        for), and are not written back by its requests still in flight."""
+        burned = self._burned
+        burned[jar] = None
+        if len(burned) > BURNED_KEPT:
+            burned.popitem(last=False)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: no crawl running, nothing to share
+            return
+        task = loop.create_task(self._delete(jar))
+        self._deleting.add(task)
+        task.add_done_callback(self._deleting.discard)
+
+    async def _delete(self, jar: str) -> None:
+        key = redis_key(self.config.namespace, jar)
+        if await self._call("delete", key) is not None:
+            self.count.inc("cookie_jars/shared/deleted")
 
     async def _call(self, command: str, *args: Any, **kwargs: Any) -> Any:
         """One Redis command, waited for at most SHARE_TIMEOUT; None if it
-        failed (the crawl goes on with this process's jar)."""
+        failed, or was not sent because Redis failed a moment ago (the crawl
+        goes on with this process's jar)."""
+        outage = self.outage
+        admission: Admission = outage.admit()
+        if admission == "skip":
+            self.count.inc("cookie_jars/shared/bypassed")
+            return None
         try:
             if self.client is None:
                 self.client = self._connect()
             method = getattr(self.client, command)
-            return await asyncio.wait_for(method(*args, **kwargs), SHARE_TIMEOUT)
+            result = await asyncio.wait_for(method(*args, **kwargs), SHARE_TIMEOUT)
+        except asyncio.CancelledError:
+            outage.abandoned(admission)
+            raise
         except Exception as exc:
             self.count.inc("cookie_jars/shared/errors")
-            if not self._warned:
-                self._warned = True
+            if outage.failed(admission):
                 logger.warning(
                     "Could not share a session's cookies through Redis (%s): "
-                    "each process keeps its own meanwhile; counted in "
-                    "sticky_proxy/cookie_jars/shared/errors",
+                    "each process keeps its own jars for %.0f s, longer while "
+                    "Redis keeps failing (sticky_proxy/cookie_jars/shared/errors "
+                    "and .../bypassed count them)",
                     type(exc).__name__,
+                    outage.delay,
                 )
             return None
+        if outage.succeeded():
+            logger.info("Redis answers again: sharing sessions' cookies again")
+        return result
 
     def _connect(self) -> Any:
         import redis.asyncio as aioredis
@@ -238,6 +285,8 @@ class StickyProxyCookieShare:
         return aioredis.from_url(config.redis_url, decode_responses=True, **options)
 
     async def closed(self) -> None:
+        if self._deleting:  # each bounded by SHARE_TIMEOUT
+            await asyncio.wait(list(self._deleting), timeout=2 * SHARE_TIMEOUT)
         if self.client is not None:
             try:
                 await asyncio.wait_for(self.client.aclose(), SHARE_TIMEOUT)

@@ -227,3 +227,36 @@ def test_the_order_cookies_per_session_need() -> None:
     settings = Settings({"DOWNLOADER_MIDDLEWARES": ours})
     with pytest.raises(ConfigError, match="before CookiesMiddleware"):
         check_middleware_order(settings, cookie_jars=True, share_cookies=True)
+
+
+def test_the_order_message_shows_the_priorities_set() -> None:
+    # CookiesMiddleware moved to 600: the message says 600 (not Scrapy's
+    # default 700), and asks for a number below it (690 would not do).
+    cookies = "scrapy.downloadermiddlewares.cookies.CookiesMiddleware"
+    settings = Settings(
+        {
+            "DOWNLOADER_MIDDLEWARES": {
+                "scrapy_sticky_proxy.StickyProxyMiddleware": 690,
+                "scrapy_sticky_proxy.auth.StickyProxyAuth": 999,
+                "scrapy_sticky_proxy.ledger.StickyProxyLedger": 10,
+                cookies: 600,
+            }
+        }
+    )
+    with pytest.raises(ConfigError) as caught:
+        check_middleware_order(settings, cookie_jars=True)
+    message = str(caught.value)
+    assert "CookiesMiddleware (600)" in message, message
+    assert "(700)" not in message and "use 690" not in message, message
+    assert "below 600" in message, message
+    settings["DOWNLOADER_MIDDLEWARES"]["scrapy_sticky_proxy.StickyProxyMiddleware"] = (
+        590
+    )
+    settings["DOWNLOADER_MIDDLEWARES"][
+        "scrapy_sticky_proxy.cookies.StickyProxyCookieShare"
+    ] = 695
+    with pytest.raises(ConfigError) as caught:
+        check_middleware_order(settings, cookie_jars=True, share_cookies=True)
+    message = str(caught.value)
+    assert "CookiesMiddleware (600)" in message and "(700)" not in message, message
+    assert "between 590 and 600" in message, message

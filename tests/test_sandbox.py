@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from scrapy_sticky_proxy.routing.ids import session_id
+from scrapy_sticky_proxy.routing.providers import PRESETS, get_preset
+from scrapy_sticky_proxy.routing.template import ProxyTemplate
 from scrapy_sticky_proxy.sandbox import (
     Sandbox,
     ban_all,
@@ -27,7 +30,7 @@ from scrapy_sticky_proxy.sandbox import (
     embedded,
     match_credentials,
 )
-from scrapy_sticky_proxy.sandbox.gateway import exit_address
+from scrapy_sticky_proxy.sandbox.gateway import Gateway, exit_address
 from scrapy_sticky_proxy.sandbox.site import check_loopback_bind
 
 USER, PASSWORD = "sbx", "pw"
@@ -225,6 +228,48 @@ def test_bad_credentials_get_407(sb: Sandbox, user: str, password: str) -> None:
     assert sb.site.hits == []
     assert sb.gateway.auth_failures == 1
     assert sb.gateway.log[-1].status == 407
+
+
+# preset -> the URL a user gives it (generic: its own {session} place; tor:
+# the id is the whole username, read by a gateway that takes any login).
+PRESET_URLS = {
+    "generic": f"http://{USER}-session-{{session}}:{PASSWORD}@127.0.0.1:8031",
+    "packetstream": f"http://{USER}:{PASSWORD}@127.0.0.1:8031",
+    "iproyal": f"http://{USER}:{PASSWORD}@127.0.0.1:8031",
+    "tor": "http://127.0.0.1:8031",
+}
+
+
+@pytest.mark.parametrize("preset", sorted(set(PRESETS) - {"smartproxy"}))
+def test_the_gateway_reads_back_every_id_each_preset_writes(preset: str) -> None:
+    # Ids as the middleware makes them: hashed keys at several generations,
+    # and keys used as they are (any id the preset's alphabet allows).
+    spec = get_preset(preset)
+    rules = spec.id_rules
+    alphabet = rules.alphabet
+    ids = {session_id(f"key-{i}", g, rules) for i in range(150) for g in (0, 1, 7)}
+    ids |= {
+        session_id(alphabet[i:] + alphabet[:i], 0, rules) for i in range(len(alphabet))
+    }
+    assert all(rules.accepts(sid) for sid in ids)
+    if "_" in alphabet:
+        assert sum("_" in sid for sid in ids) > 50
+    url = PRESET_URLS.get(preset, f"http://{USER}:{PASSWORD}@127.0.0.1:8031")
+    lifetime = 600 if spec.lifetime_format else None
+    gateway = Gateway(USER, PASSWORD, accept_any_credentials=preset == "tor")
+    templates = [ProxyTemplate.parse(url, spec, lifetime)]
+    if lifetime is not None:
+        templates.append(ProxyTemplate.parse(url, spec))
+    for template in templates:
+        countries = [None, "DE", "US"] if spec.places else [None]
+        for sid in ids:
+            for country in countries:
+                header = template.authorization(sid, country=country)
+                assert header is not None
+                expected = (sid, country or "") if preset != "tor" else (sid, "")
+                assert gateway.authenticate(header.decode("latin-1")) == expected, (
+                    template.credentials(sid, country)
+                )
 
 
 def test_missing_credentials_get_407_and_connection_stays_usable(sb: Sandbox) -> None:

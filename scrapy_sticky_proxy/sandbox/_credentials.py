@@ -6,16 +6,43 @@ import base64
 import binascii
 import hmac
 import re
+import string
 
 from ..routing.location import COUNTRY_CODES, PACKETSTREAM_NAMES
+from ..routing.providers import PRESETS
 
+_ALNUM = "A-Za-z0-9"
 # NetNut's -res-us: only a code (or "any"), so that a Bright Data zone
 # named "res" (-zone-res-country-us) stays part of the username.
-_PARAM_RE = re.compile(
+_ANY_PARAM = (
     r"[-_](session|sessid|sessionid|sid|sesstime|sessionduration|sessionlength"
     r"|lifetime|country|cc|res(?=-(?:[A-Za-z]{2}|any)(?:[-_]|$)))"
-    r"-([A-Za-z0-9]+)(?=[-_]|$)"
+    rf"-([{_ALNUM}]+)(?=[-_]|$)"
 )
+
+
+def _session_branches() -> list[str]:
+    """A pattern per session parameter a preset writes (``-session-``,
+    ``_session-``...) whose ids may hold more than letters and digits
+    (Geonode's ``_``): its value takes every character of the alphabets of
+    the presets that write it. Tried before :data:`_ANY_PARAM`, so that
+    ``-session-M_XTv25KKZDx`` is read whole."""
+    alphabets: dict[tuple[str, str], set[str]] = {}
+    for spec in PRESETS.values():
+        written = re.fullmatch(r"([-_])([a-z]+)-\{session\}", spec.session_format)
+        if written is not None:
+            alphabet = alphabets.setdefault((written[1], written[2]), set())
+            alphabet.update(spec.id_rules.alphabet)
+    branches = []
+    for (sep, name), chars in sorted(alphabets.items()):
+        extra = "".join(sorted(chars - set(string.ascii_letters + string.digits)))
+        if extra:
+            value = _ALNUM + re.escape(extra)
+            branches.append(f"{re.escape(sep)}({name})-([{value}]+)(?=[-_]|$)")
+    return branches
+
+
+_PARAM_RE = re.compile("|".join([*_session_branches(), _ANY_PARAM]))
 _SESSION_PARAMS = frozenset({"session", "sessid", "sessionid", "sid"})
 _COUNTRY_PARAMS = frozenset({"country", "cc", "res"})
 _CODE_OF_NAME = {name.lower(): code for code, name in PACKETSTREAM_NAMES.items()}
@@ -27,7 +54,13 @@ def _params(value: str) -> tuple[str, dict[str, str]]:
     found: dict[str, str] = {}
 
     def drop(match: re.Match[str]) -> str:
-        found.setdefault(match.group(1), match.group(2))
+        groups = match.groups()  # (name, value) of the branch that matched
+        name, text = next(
+            (groups[i], groups[i + 1])
+            for i in range(0, len(groups), 2)
+            if groups[i] is not None
+        )
+        found.setdefault(name, text)
         return ""
 
     return _PARAM_RE.sub(drop, value), found

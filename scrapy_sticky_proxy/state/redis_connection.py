@@ -202,14 +202,19 @@ class RedisConnection:
         persistence has forgotten what every crawler burned before."""
         entries = list(self.local.items())
         for start in range(0, len(entries), 1000):
-            pipe = self.client.pipeline(transaction=False)
-            for digest, generation in entries[start : start + 1000]:
-                await self.scripts["raise"](
-                    keys=[f"{self.ns}:g:{digest}"],
-                    args=[min(generation, MAX_GENERATION), self.ttl, MAX_GENERATION],
-                    client=pipe,
-                )
-            for result in await pipe.execute(raise_on_error=False):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for digest, generation in entries[start : start + 1000]:
+                    await self.scripts["raise"](
+                        keys=[f"{self.ns}:g:{digest}"],
+                        args=[
+                            min(generation, MAX_GENERATION),
+                            self.ttl,
+                            MAX_GENERATION,
+                        ],
+                        client=pipe,
+                    )
+                results = await pipe.execute(raise_on_error=False)
+            for result in results:
                 # A key someone else overwrote is skipped (its next bump is
                 # dropped and logged); a server refusing writes is not back.
                 if isinstance(result, BaseException) and is_transient(result):

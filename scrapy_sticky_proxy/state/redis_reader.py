@@ -118,10 +118,11 @@ class Reader:
                 else:
                     store.local.set_generation(digest, generation, now)
         if missing:
-            pipe = store.client.pipeline(transaction=False)
-            for name in missing:
-                pipe.type(name)
-            for name, kind in zip(missing, await pipe.execute(), strict=True):
+            async with store.client.pipeline(transaction=False) as pipe:
+                for name in missing:
+                    pipe.type(name)
+                kinds = await pipe.execute()
+            for name, kind in zip(missing, kinds, strict=True):
                 if kind != "none":
                     skips.skip("generation", name, f"is a {kind}, not a string")
         await redis_scores.load(store)

@@ -113,22 +113,25 @@ class Writer:
         returned."""
         store = self.store
         batch = list(itertools.islice(self.pending, BATCH))
-        pipe = store.client.pipeline(transaction=False)
         ns, scripts = store.ns, store.scripts
         events = f"{ns}:events"
-        for op, args in batch:
-            if op == "bump":
-                digest, generation = args
-                keys = [f"{ns}:g:{digest}", events, f"{ns}:stats:bumps"]
-                argv = [generation, store.ttl, digest, MAX_GENERATION]
-            elif op == "score":
-                keys, argv = redis_scores.score_call(store, args)
-            elif op == "proxy":
-                keys, argv = [f"{ns}:proxies", events], [*args, store.ttl]
-            else:
-                keys, argv = [f"{ns}:gave_up"], [args[0], GAVE_UP_MAX]
-            await scripts[op](keys=keys, args=argv, client=pipe)
-        results = await pipe.execute(raise_on_error=False)
+        # A context: redis-py takes a connection to load the scripts before
+        # the part of execute() that gives it back; cut short there (Redis
+        # gone, close() cancelling), the pipeline kept it open.
+        async with store.client.pipeline(transaction=False) as pipe:
+            for op, args in batch:
+                if op == "bump":
+                    digest, generation = args
+                    keys = [f"{ns}:g:{digest}", events, f"{ns}:stats:bumps"]
+                    argv = [generation, store.ttl, digest, MAX_GENERATION]
+                elif op == "score":
+                    keys, argv = redis_scores.score_call(store, args)
+                elif op == "proxy":
+                    keys, argv = [f"{ns}:proxies", events], [*args, store.ttl]
+                else:
+                    keys, argv = [f"{ns}:gave_up"], [args[0], GAVE_UP_MAX]
+                await scripts[op](keys=keys, args=argv, client=pipe)
+            results = await pipe.execute(raise_on_error=False)
         now = time.monotonic()
         kept: list[Change] = []
         error: BaseException | None = None
