@@ -255,9 +255,12 @@ async def test_a_resumed_crawl_never_uses_a_burned_session(
     jobdir = tmp_path / "job"
     settings = settings_for(sandbox, JOBDIR=str(jobdir), STICKY_PROXY_KEY="host")
     base = sandbox.site_url
-    first = await crawl(
-        ItemsSpider, {**settings, "CLOSESPIDER_ITEMCOUNT": 8}, base=base, n=n
-    )
+    # One request at a time: the pause leaves most requests in the queue.
+    # With 16 at once, how many were still queued (rather than in flight,
+    # which the first run finishes) depended on timing, and once in a full
+    # suite run none were: the resumed crawl had nothing to send.
+    paused = {**settings, "CLOSESPIDER_ITEMCOUNT": 8, "CONCURRENT_REQUESTS": 1}
+    first = await crawl(ItemsSpider, paused, base=base, n=n)
     assert first.stats["finish_reason"] == "closespider_itemcount"
     assert first.stats["sticky_proxy/bans"] >= 1
     assert first.stats["sticky_proxy/jobdir/saved_keys"] == 1
@@ -270,7 +273,7 @@ async def test_a_resumed_crawl_never_uses_a_burned_session(
     second = await crawl(ItemsSpider, settings, base=base, n=n)
     assert second.stats["finish_reason"] == "finished"
     resumed = sandbox.site.hits[before:]
-    assert resumed
+    assert len(resumed) >= n  # most of the crawl was left for this run
     assert not [hit for hit in resumed if hit.client_ip in burned]
     assert second.stats["sticky_proxy/jobdir/restored_keys"] == 1
     assert second.stats.get("sticky_proxy/gave_up", 0) == 0
