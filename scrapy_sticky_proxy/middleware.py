@@ -130,7 +130,9 @@ class StickyProxyMiddleware:
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
         key = self.countries.key(request, key)  # the key in its country
-        deadline = await self.verdicts.hold(meta, self._waits)  # tolerated retry
+        deadline = None
+        if M.NOT_BEFORE in meta:  # a tolerated retry (no coroutine otherwise)
+            deadline = await self.verdicts.hold(meta, self._waits)
         pending = self.router.pending(key)
         if pending is not None:  # a burned key the local view forgot
             await pending

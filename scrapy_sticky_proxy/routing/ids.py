@@ -67,10 +67,16 @@ class IdRules:
         )
 
 
+_HASHERS = {
+    person: hashlib.blake2b(digest_size=16, person=person)
+    for person in (_PERSON, _PERSON_GEN)
+}
+
+
 def _encode(data: str, person: bytes, rules: IdRules) -> str:
-    digest = hashlib.blake2b(
-        data.encode("utf-8", errors="surrogatepass"), digest_size=16, person=person
-    ).digest()
+    hasher = _HASHERS[person].copy()  # cheaper than a new keyed blake2b
+    hasher.update(data.encode("utf-8", errors="surrogatepass"))
+    digest = hasher.digest()
     value = int.from_bytes(digest, "big")
     digits = rules._digits
     base = len(digits)
