@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
     from ._stats import Counter
+    from ._tiers import TieredRouter
     from .ledger import Ledger
     from .routing.router import Router
 
@@ -39,7 +40,7 @@ class Lifecycle:
     def __init__(
         self,
         crawler: Crawler,
-        router: Router,
+        router: Router | TieredRouter,
         ledger: Ledger,
         count: Counter,
         close_spider: Callable[[str, str], None],
@@ -95,6 +96,7 @@ class Lifecycle:
         routes = [p.id for p in config.static_proxies]
         if config.gateway is not None:
             routes.append(config.gateway.hostport)
+        routes += [route for tier in config.tiers[1:] for route in tier.routes]
         return snapshot.scope_of(config.namespace, config.provider.name, *routes)
 
     def _restore(self, path: str) -> None:

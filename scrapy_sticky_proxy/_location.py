@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import _meta as M
 from .ledger import reasons
 from .routing.location import LocationError, country_code, located_key
+from .routing.tiers import MAX_TIERS, tiered_key
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -32,6 +33,8 @@ class Countries:
         self.templates = [p.template for p in config.static_proxies]
         if config.gateway is not None:
             self.templates.append(config.gateway)
+        for tier in config.tiers[1:]:  # STICKY_PROXY_TIERS: above are tier 1's
+            self.templates += tier.templates
         self._count = count
         self._ledger = ledger
         self._said: set[str] = set()
@@ -70,6 +73,11 @@ class Countries:
 
 def state_key(meta: dict[str, Any]) -> str:
     """The session key a routed request's events are about (its key in its
-    country), from the meta :meth:`Countries.key` wrote."""
+    country, on its proxy tier), from the meta :meth:`Countries.key` and
+    :meth:`~._tiers.Tiers.pick` wrote."""
     country = meta.get(M.COUNTRY)
-    return located_key(meta[M.KEY], country if isinstance(country, str) else None)
+    key = located_key(meta[M.KEY], country if isinstance(country, str) else None)
+    tier = meta.get(M.TIER)
+    if type(tier) is int and 1 < tier <= MAX_TIERS:
+        return tiered_key(key, tier)
+    return key

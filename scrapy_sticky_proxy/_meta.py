@@ -8,6 +8,7 @@ MAX_REROLLS = "sticky_proxy_max_rerolls"
 SESSION = "sticky_proxy_session"
 GENERATION = "sticky_proxy_generation"
 COUNTRY = "sticky_proxy_country"
+TIER = "sticky_proxy_tier"  # output: the proxy tier the request went through
 
 # private
 ROUTE = "_sticky_proxy_route"  # gateway host:port or static proxy id we routed to

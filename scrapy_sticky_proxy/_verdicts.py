@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
     from ._copies import Copies
     from ._stats import Counter
+    from ._tiers import Tiers
     from ._waits import Waits
     from .cookies import SessionJars
-    from .routing.router import Router
 
 TOLERANCE_WAIT = " tolerated"  # where tolerated retries wait: no route's name
 
@@ -30,7 +30,7 @@ TOLERANCE_WAIT = " tolerated"  # where tolerated retries wait: no route's name
 class Verdicts:
     def __init__(
         self,
-        router: Router,
+        tiers: Tiers,
         tolerance: Tolerance,
         copies: Copies,
         *,
@@ -38,7 +38,8 @@ class Verdicts:
         count: Counter,
         download_timeout: float,
     ):
-        self.router = router
+        self.tiers = tiers
+        self.router = tiers.router
         self.tolerance = tolerance
         self.copies = copies
         self.cookies = cookies
@@ -102,7 +103,7 @@ class Verdicts:
                 return self._tolerate(request, reason, verdict)
             if verdict.why == TOO_LONG:
                 self.count.inc("retry_after_too_long")
-        self.router.banned(key, generation, meta[M.ROUTE])
+        self.tiers.banned(request, key, generation)
         if self.cookies is not None:
             self.cookies.burned(meta)
         new = self.copies.reroll(request, reason, "rerolls")

@@ -23,6 +23,7 @@ from ._lifecycle import Lifecycle
 from ._location import Countries, state_key
 from ._reroll import passed
 from ._stats import Counter
+from ._tiers import Tiers
 from ._verdicts import Verdicts
 from ._waits import Waits
 from ._wiring import (
@@ -38,7 +39,6 @@ from .cookies import SessionJars
 from .ledger import Ledger, persistent, reasons
 from .routing.answers import target_of
 from .routing.decisions import CLOSING, Decision, Held
-from .routing.router import Router
 from .routing.tolerance import Tolerance
 from .state.backends import make_store
 
@@ -79,7 +79,8 @@ class StickyProxyMiddleware:
             else BanPolicy.from_config(config)
         )
         self._waits = Waits()
-        self.router = Router(config, store, wake=self._waits.wake)
+        self.tiers = Tiers(config, store, self._waits.wake, count)
+        self.router = self.tiers.router  # with STICKY_PROXY_TIERS, every tier's
         self.tolerance = Tolerance(config.tolerance, store)
         self.store = store
         self.pool = self.router.pool
@@ -92,7 +93,7 @@ class StickyProxyMiddleware:
         self.copies = Copies(crawler, config, self.ledger, check_guard(settings))
         self.countries = Countries(config, count, self.ledger)
         self.verdicts = Verdicts(
-            self.router,
+            self.tiers,
             self.tolerance,
             self.copies,
             cookies=self.cookies,
@@ -133,14 +134,15 @@ class StickyProxyMiddleware:
         deadline = None
         if M.NOT_BEFORE in meta:  # a tolerated retry (no coroutine otherwise)
             deadline = await self.verdicts.hold(meta, self._waits)
-        pending = self.router.pending(key)
+        router, key = self.tiers.pick(request, key)  # [STICKY_PROXY_TIERS]
+        pending = router.pending(key)
         if pending is not None:  # a burned key the local view forgot
             await pending
-        session = self.router.session(key)
+        session = router.session(key)
         if session.rotated:
             self.count.inc("rotations")
         try:
-            while not isinstance(step := self.router.admit(session, meta), Decision):
+            while not isinstance(step := router.admit(session, meta), Decision):
                 await self._waits.wait(step.route, step.seconds)
         except Held as held:
             if held.close is not None:
@@ -150,7 +152,7 @@ class StickyProxyMiddleware:
             if held.reason == CLOSING and self._persistent:
                 return self._requeue(request, deadline)
             self.ledger.give_up(request, [*reasons(request), held.reason])
-        slot = self.pool is not None and self.config.slot_per_proxy
+        slot = router.pool is not None and self.config.slot_per_proxy
         if slot and ("download_slot" not in meta or meta.get(M.SLOT)):
             meta["download_slot"] = meta[M.SLOT] = step.route
         # No credentials: StickyProxyAuth adds them next to the downloader.
@@ -187,7 +189,7 @@ class StickyProxyMiddleware:
         reason = self.policy.response_ban(response)
         if reason is None:
             if not cached:  # the route and the session answered
-                self.router.succeeded(route)
+                self.tiers.succeeded(request, route)
                 if self.tolerance.enabled:
                     self.tolerance.succeeded(state_key(meta), meta[M.GENERATION])
             if self.cookies is not None:

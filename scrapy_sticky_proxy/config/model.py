@@ -20,18 +20,13 @@ from ..errors import ConfigError
 from ..routing.health import PoolPolicy
 from ..routing.providers import ProviderSpec, get_preset
 from ..routing.template import ProxyTemplate
+from ..routing.tiers import TierPolicy
 from ..routing.tolerance import MAX_TOLERANCE, TolerancePolicy
 from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .ban_rules import DEFAULT_BAN_STATUSES, ban_exceptions, ban_patterns, ban_statuses
 from .callables import ban_policy, key_function
 from .names import check_names
-from .proxies import (
-    StaticProxy,
-    check_given,
-    read_country,
-    read_proxies,
-    secrets_of,
-)
+from .proxies import StaticProxy, check_given, read_country, secrets_of
 from .readers import (
     DOTTED,
     MAX_REROLLS,
@@ -52,7 +47,9 @@ from .shared import (
     pool_policy,
     redis_params,
     redis_url,
+    share_cookies,
 )
+from .tiers import ProxyTier, every_template, read_routes, tier_policy
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -86,6 +83,8 @@ class StickyProxyConfig:
     provider: ProviderSpec = field(default_factory=lambda: get_preset("generic"))
     gateway: ProxyTemplate | None = None
     static_proxies: tuple[StaticProxy, ...] = ()
+    tiers: tuple[ProxyTier, ...] = ()  # STICKY_PROXY_TIERS; above: tier 1's
+    tier_policy: TierPolicy = field(default_factory=TierPolicy)
     country: str | None = None  # ISO 3166-1 alpha-2, upper case
     pool_policy: PoolPolicy = field(default_factory=PoolPolicy)
     key_func: Callable[[Any], str] | None = None
@@ -132,9 +131,10 @@ class StickyProxyConfig:
         request, such as the download handlers)."""
         check_names(settings)  # first: a misspelt name explains what follows
         enabled = read_bool(settings, "STICKY_PROXY_ENABLED", True)
-        provider, gateway, static = read_proxies(
+        provider, gateway, static, tiers = read_routes(
             settings, enabled, require=require_proxy
         )
+        templates = every_template(gateway, static, tiers)
         backend = (read_str(settings, "STICKY_PROXY_BACKEND") or "memory").lower()
         if backend not in BACKENDS:
             raise ConfigError(
@@ -151,7 +151,9 @@ class StickyProxyConfig:
             provider=provider,
             gateway=gateway,
             static_proxies=static,
-            country=read_country(settings, gateway, static),
+            tiers=tiers,
+            tier_policy=tier_policy(settings),
+            country=read_country(settings, templates),
             pool_policy=pool_policy(settings),
             key_func=key_function(settings) if enabled else None,
             max_rerolls=read_int(
@@ -206,7 +208,7 @@ class StickyProxyConfig:
                 settings, "STICKY_PROXY_UNREACHABLE_TIMEOUT", 30.0
             )
             or 30.0,
-            secrets=secrets_of(gateway, static),
+            secrets=secrets_of(templates),
             pool_max_idle=read_int(
                 settings,
                 "STICKY_PROXY_POOL_MAX_IDLE",
@@ -272,16 +274,6 @@ def tolerance_policy(settings: BaseSettings) -> TolerancePolicy:
         or 1.0,
         wait_max or 60.0,
     )
-
-
-def share_cookies(settings: BaseSettings, backend: str) -> bool:
-    """STICKY_PROXY_SHARE_COOKIES: only the Redis backend has somewhere to
-    share them."""
-    name = "STICKY_PROXY_SHARE_COOKIES"
-    share = read_bool(settings, name, False)
-    if share and backend != "redis":
-        raise ConfigError(name, "needs STICKY_PROXY_BACKEND = 'redis'")
-    return share
 
 
 def allowed_handlers(settings: BaseSettings) -> frozenset[str]:

@@ -66,20 +66,15 @@ def read_proxies(
     return provider, gateway, static
 
 
-def read_country(
-    settings: BaseSettings,
-    gateway: ProxyTemplate | None,
-    static: tuple[StaticProxy, ...],
-) -> str | None:
+def read_country(settings: BaseSettings, templates: list[ProxyTemplate]) -> str | None:
     """STICKY_PROXY_COUNTRY: a country code that every route can write."""
     value = settings.get("STICKY_PROXY_COUNTRY")
     if value is None or value == "":
         return None
     try:
         code = country_code(value)
-        for template in [gateway, *(p.template for p in static)]:
-            if template is not None:
-                template.located(code)
+        for template in templates:
+            template.located(code)
     except LocationError as exc:
         raise ConfigError("STICKY_PROXY_COUNTRY", str(exc)) from None
     return code
@@ -129,15 +124,9 @@ def _check_encoding(
             )
 
 
-def secrets_of(
-    gateway: ProxyTemplate | None, static: tuple[StaticProxy, ...]
-) -> tuple[str, ...]:
+def secrets_of(templates: list[ProxyTemplate]) -> tuple[str, ...]:
     return tuple(
-        secret
-        for template in [gateway, *(p.template for p in static)]
-        if template is not None
-        for secret in template.secrets
-        if secret
+        secret for template in templates for secret in template.secrets if secret
     )
 
 

@@ -1,8 +1,8 @@
 """The settings that locate and read the state crawlers share: the Redis
 connection (STICKY_PROXY_REDIS_URL, falling back to scrapy-redis's
 REDIS_URL, REDIS_HOST/REDIS_PORT and REDIS_PARAMS), STICKY_PROXY_NAMESPACE,
-and the static proxies' health policy (STICKY_PROXY_LIST_*), which labels
-the shared proxy states.
+the static proxies' health policy (STICKY_PROXY_LIST_*), which labels
+the shared proxy states, and STICKY_PROXY_SHARE_COOKIES.
 
 :class:`SharedStateConfig` holds just these, for ``scrapy sticky_proxy``:
 a command has no crawler and no proxy to route, so it parses these and
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..routing.health import PoolPolicy
-from .readers import expand_env, read_float, read_int, read_str, shown
+from .readers import expand_env, read_bool, read_float, read_int, read_str, shown
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -157,3 +157,13 @@ def pool_policy(settings: BaseSettings) -> PoolPolicy:
     except ValueError as exc:
         name = "BACKOFF_MAX" if "backoff" in str(exc) else "DEAD_AFTER"
         raise ConfigError(f"STICKY_PROXY_LIST_{name}", str(exc)) from None
+
+
+def share_cookies(settings: BaseSettings, backend: str) -> bool:
+    """STICKY_PROXY_SHARE_COOKIES: only the Redis backend has somewhere to
+    share them."""
+    name = "STICKY_PROXY_SHARE_COOKIES"
+    share = read_bool(settings, name, False)
+    if share and backend != "redis":
+        raise ConfigError(name, "needs STICKY_PROXY_BACKEND = 'redis'")
+    return share

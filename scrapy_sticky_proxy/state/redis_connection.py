@@ -33,6 +33,7 @@ from .redis_layout import (
     redact_url,
 )
 from .redis_scores import SCORE
+from .redis_tiers import TIER
 
 if TYPE_CHECKING:
     from .memory import MemoryStore
@@ -102,6 +103,7 @@ class RedisConnection:
                     ("gave_up", GAVE_UP),
                     ("raise", RAISE),
                     ("score", SCORE),
+                    ("tier", TIER),
                 )
             }
             await self.reader.subscribe()

@@ -11,8 +11,9 @@ pickle; session keys are stored as a digest, never as the URL):
 ``ns:crawlers:<host>:<pid>:<spider>``  heartbeat (JSON), expires on its own
 ``ns:stats:bumps``              how many generation bumps happened (counter)
 ``ns:events``                   pub/sub: ``g <digest> <gen>``, ``p <id> <json>``,
-                                ``e <digest> <gen> <score>``
+                                ``e <digest> <gen> <score>``, ``t <site> <json>``
 ``ns:cookies:<digest>``         a session's cookies (JSON, :mod:`.redis_cookies`)
+``ns:tiers``                    hash: site -> [tier, since] (:mod:`.redis_tiers`)
 ==============================  ==============================================
 
 Anyone who can write to the namespace can put anything there, so every value

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import redis_scores
+from . import redis_scores, redis_tiers
 from .redis_layout import (
     MAX_VALUE_LEN,
     is_digest,
@@ -126,6 +126,7 @@ class Reader:
                 if kind != "none":
                     skips.skip("generation", name, f"is a {kind}, not a string")
         await redis_scores.load(store)
+        await redis_tiers.load(store)
         if store.on_proxy_update is not None:
             where = f"{store.ns}:proxies"
             try:
@@ -154,6 +155,8 @@ class Reader:
             self.store.local.set_generation(digest, generation, time.monotonic())
         elif kind == "e":
             redis_scores.on_event(self.store, rest, f"{where} {data}")
+        elif kind == "t":
+            redis_tiers.on_event(self.store, rest, f"{where} {data}")
         elif kind == "p":
             proxy_id, _, state = rest.partition(" ")
             self.apply_proxy(proxy_id, state, "event", f"{where} {data}")

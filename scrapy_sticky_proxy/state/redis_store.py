@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from . import redis_tiers
 from .evicted import EvictedFilter
 from .memory import MemoryStore
 from .redis_connection import RedisConnection
@@ -150,6 +151,9 @@ class RedisStore(RedisConnection, HealthStore):
     ) -> None:
         """Share a static proxy's new health (called on state changes only)."""
         self._send("proxy", proxy_id, json.dumps([failures, retry_at, ever_ok]))
+
+    def tier_changed(self, site: str, tier: int, since: float) -> None:
+        self._send("tier", site, redis_tiers.encode(tier, since))
 
     # -- queued changes --------------------------------------------------
 

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from . import redis_scores
+from . import redis_scores, redis_tiers
 from .redis_layout import (
     GAVE_UP_MAX,
     MAX_GENERATION,
@@ -128,6 +128,8 @@ class Writer:
                     keys, argv = redis_scores.score_call(store, args)
                 elif op == "proxy":
                     keys, argv = [f"{ns}:proxies", events], [*args, store.ttl]
+                elif op == "tier":
+                    keys, argv = redis_tiers.tier_call(store, args)
                 else:
                     keys, argv = [f"{ns}:gave_up"], [args[0], GAVE_UP_MAX]
                 await scripts[op](keys=keys, args=argv, client=pipe)
@@ -177,4 +179,6 @@ class Writer:
             return f"error score of {ns}:e:{args[0]}"
         if op == "proxy":
             return f"health of proxy {args[0]} in {ns}:proxies"
+        if op == "tier":
+            return f"tier of site {args[0]} in {ns}:tiers"
         return f"give-up record {args[0][:300]} for {ns}:gave_up"

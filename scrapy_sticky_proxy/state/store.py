@@ -44,6 +44,9 @@ class HealthStore(ABC):
     #: Called with (proxy_id, failures, retry_at, ever_ok) when another
     #: process reports a static proxy's health (shared backends only).
     on_proxy_update: Callable[[str, int, float | None, bool], None] | None = None
+    #: Called with (site, tier, since) when another process moved a site to
+    #: another proxy tier (shared backends only).
+    on_tier_update: Callable[[str, int, float], None] | None = None
 
     @abstractmethod
     def acquire(self, key: str, now: float) -> tuple[int, bool]:
@@ -96,6 +99,10 @@ class HealthStore(ABC):
         self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool
     ) -> None:
         """A static proxy's health changed here (shared backends publish it)."""
+
+    def tier_changed(self, site: str, tier: int, since: float) -> None:  # noqa: B027
+        """A site moved to another proxy tier here (shared backends publish
+        it; the memory backend has nobody to tell)."""
 
     async def open(self) -> None:  # noqa: B027
         """Start background work (connections, subscriptions)."""

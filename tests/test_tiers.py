@@ -1,0 +1,327 @@
+"""Proxy tiers (STICKY_PROXY_TIERS): the pure core with a fake clock, the
+settings, the tier per site shared through Redis, and one crawl through two
+gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from scrapy import Request, Spider
+from scrapy.settings import Settings
+from scrapy.utils.defer import deferred_f_from_coro_f
+
+from scrapy_sticky_proxy.config import StickyProxyConfig
+from scrapy_sticky_proxy.errors import ConfigError
+from scrapy_sticky_proxy.routing.tiers import Move, SiteTiers, TierPolicy, tiered_key
+from scrapy_sticky_proxy.sandbox import Sandbox
+
+from .conftest import crawl
+from .spiders import item_of
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    tiers: int = 3, window: int = 4, rate: float = 0.5, quiet: float = 60.0, **kw: Any
+) -> tuple[SiteTiers, Clock, list[Move]]:
+    clock, moves = Clock(), []
+    sites = SiteTiers(
+        tiers, TierPolicy(window, rate, quiet), clock=clock, on_move=moves.append, **kw
+    )
+    return sites, clock, moves
+
+
+# -- the core ------------------------------------------------------------------
+
+
+def test_a_site_moves_up_at_the_threshold_and_only_its_current_tier_counts() -> None:
+    sites, clock, moves = make(window=4, rate=0.5)  # 2 bans of the last 4
+    assert sites.tier("a") == 1
+    sites.outcome("a", 1, banned=True)
+    sites.outcome("a", 1, banned=False)
+    assert sites.tier("a") == 1 and not moves
+    sites.outcome("a", 1, banned=True)
+    assert sites.tier("a") == 2
+    assert moves == [Move("a", 1, 2, clock.now)] and moves[0].up
+    # In flight when it moved: a ban through tier 1 says nothing of tier 2.
+    sites.outcome("a", 1, banned=True)
+    sites.outcome("a", 2, banned=True)
+    assert sites.tier("a") == 2
+    sites.outcome("a", 2, banned=True)
+    assert sites.tier("a") == 3
+    assert sites.tier("b") == 1  # another site is on its own
+
+
+def test_old_bans_leave_the_window() -> None:
+    sites, _, moves = make(window=4, rate=0.5)
+    sites.outcome("a", 1, banned=True)
+    for _ in range(4):  # the ban is pushed out by 4 successes
+        sites.outcome("a", 1, banned=False)
+    sites.outcome("a", 1, banned=True)
+    assert sites.tier("a") == 1 and not moves
+    sites.outcome("a", 1, banned=True)
+    assert sites.tier("a") == 2
+
+
+def test_the_threshold_rounds_up_and_never_passes_the_top_tier() -> None:
+    assert TierPolicy(20, 0.5).threshold == 10
+    assert TierPolicy(10, 0.3).threshold == 3
+    assert TierPolicy(4, 0.1).threshold == 1
+    assert TierPolicy(3, 1.0).threshold == 3
+    sites, _, moves = make(tiers=2, window=1, rate=1.0)
+    for tier in (1, 2, 2, 2):
+        sites.outcome("a", tier, banned=True)
+    assert sites.tier("a") == 2 and len(moves) == 1
+    with pytest.raises(ValueError):
+        TierPolicy(0)
+
+
+def test_after_the_quiet_period_a_site_tries_the_tier_below() -> None:
+    sites, clock, moves = make(window=2, rate=1.0, quiet=60.0)
+    for tier in (1, 1, 2, 2):
+        sites.outcome("a", tier, banned=True)
+    assert sites.tier("a") == 3
+    clock.now += 59.9
+    assert sites.tier("a") == 3
+    clock.now += 0.1
+    assert sites.tier("a") == 2  # one tier down, with an empty window
+    assert moves[-1] == Move("a", 3, 2, clock.now) and not moves[-1].up
+    sites.outcome("a", 2, banned=True)
+    assert sites.tier("a") == 2
+    sites.outcome("a", 2, banned=True)  # banned there too: back up
+    assert sites.tier("a") == 3
+    clock.now += 60
+    assert sites.tier("a") == 2
+    clock.now += 60
+    assert sites.tier("a") == 1
+    clock.now += 600
+    assert sites.tier("a") == 1  # never below tier 1
+    assert [m.tier for m in moves] == [2, 3, 2, 3, 2, 1]
+
+
+def test_moves_from_other_processes_the_newest_wins() -> None:
+    sites, clock, moves = make()
+    assert sites.learn("a", 2, clock.now - 10)
+    assert sites.tier("a") == 2 and not moves  # learned moves are not re-shared
+    assert not sites.learn("a", 1, clock.now - 20)  # older than what we know
+    assert sites.tier("a") == 2
+    assert sites.learn("a", 99, clock.now - 5)  # clamped to the top tier
+    assert sites.tier("a") == 3
+    assert not sites.learn("b", 1, clock.now)  # tier 1 is what nobody knows
+    assert len(sites) == 1
+
+
+def test_the_map_of_sites_is_bounded() -> None:
+    sites, _, _ = make(max_sites=3)
+    for site in "abcd":
+        sites.outcome(site, 1, banned=True)
+    assert len(sites) == 3
+    sites.outcome("b", 1, banned=True)  # b: 2 bans -> tier 2; a was forgotten
+    assert sites.tier("b") == 2
+    for site in "ab":  # a success of a site never banned stores nothing
+        sites.outcome(f"ok-{site}", 1, banned=False)
+    assert len(sites) == 3
+
+
+def test_each_tier_has_its_own_sessions() -> None:
+    assert tiered_key("k", 1) == "k"
+    assert len({tiered_key("k", n) for n in (1, 2, 3)}) == 3
+
+
+# -- settings --------------------------------------------------------------------
+
+GW1 = "http://user-{session}:first-pw-1@127.0.0.1:8001"
+GW2 = "http://user-{session}:second-pw-2@127.0.0.1:8002"
+
+
+def parse(**values: Any) -> StickyProxyConfig:
+    return StickyProxyConfig.from_settings(Settings(values))
+
+
+def test_tiers_parse_with_their_providers_and_secrets() -> None:
+    config = parse(
+        STICKY_PROXY_TIERS=json.dumps(
+            [{"url": GW1}, {"list": ["http://u:third-pw-3@127.0.0.1:8003"]}]
+        ),
+        STICKY_PROXY_PROVIDER="generic",
+        STICKY_PROXY_TIER_WINDOW="4",
+        STICKY_PROXY_TIER_BAN_RATE="0.25",
+    )
+    assert [t.routes for t in config.tiers] == [["127.0.0.1:8001"], ["127.0.0.1:8003"]]
+    assert config.gateway is config.tiers[0].gateway  # tier 1 is "the" route
+    assert config.tier_policy == TierPolicy(4, 0.25, 600.0)
+    assert {"first-pw-1", "third-pw-3"} <= set(config.secrets)
+    assert parse(STICKY_PROXY_URL=GW1).tiers == ()  # one tier, as before
+    iproyal = parse(
+        STICKY_PROXY_TIERS=[{"url": GW1}, {"url": GW2, "provider": "iproyal"}]
+    )
+    assert [t.provider.name for t in iproyal.tiers] == ["generic", "iproyal"]
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"STICKY_PROXY_URL": GW2}, "STICKY_PROXY_URL"),
+        ({"STICKY_PROXY_LIST": [GW2]}, "STICKY_PROXY_LIST"),
+        ({"STICKY_PROXY_TIERS": [{"url": GW2}, {"url": GW2}]}, "tiers 1 and 2"),
+        ({"STICKY_PROXY_TIERS": [{"url": GW1, "list": [GW2]}]}, "tier 1"),
+        ({"STICKY_PROXY_TIERS": [{"url": GW1}, {"url": GW2, "x": 1}]}, "tier 2"),
+        ({"STICKY_PROXY_TIERS": [{"url": "ftp://h:1"}]}, "tier 1"),
+        ({"STICKY_PROXY_TIERS": [{"url": GW1, "provider": "nope"}]}, "nope"),
+        ({"STICKY_PROXY_TIERS": "[{"}, "JSON"),
+        ({"STICKY_PROXY_TIER_BAN_RATE": 0}, "STICKY_PROXY_TIER_BAN_RATE"),
+        ({"STICKY_PROXY_TIER_BAN_RATE": "nan"}, "STICKY_PROXY_TIER_BAN_RATE"),
+        ({"STICKY_PROXY_TIER_WINDOW": 0}, "STICKY_PROXY_TIER_WINDOW"),
+        ({"STICKY_PROXY_TIER_QUIET": -1}, "STICKY_PROXY_TIER_QUIET"),
+    ],
+)
+def test_bad_tier_settings_are_refused(values: dict[str, Any], says: str) -> None:
+    values = {"STICKY_PROXY_TIERS": [{"url": GW1}], **values}
+    with pytest.raises(ConfigError) as info:
+        parse(**values)
+    message = str(info.value)
+    assert message.startswith(("STICKY_PROXY_TIERS", "STICKY_PROXY_TIER_"))
+    assert says in message
+    assert "pw-" not in message
+
+
+# -- shared through Redis ----------------------------------------------------------
+
+
+@deferred_f_from_coro_f
+async def test_a_move_reaches_another_process_and_bad_values_are_skipped(
+    redis_db: str,
+) -> None:
+    import redis
+
+    from scrapy_sticky_proxy.state.redis_store import RedisStore
+
+    client = redis.Redis.from_url(redis_db, decode_responses=True)
+    now = time.time()
+    client.hset(
+        "t:tiers",
+        mapping={
+            "old.example": json.dumps([3, now - 5]),
+            "nan.example": "[2, NaN]",
+            "big.example": "[1e400, 0]",
+            "far.example": json.dumps([2, now + 86400]),
+            "a space": "[2, 0]",
+        },
+    )
+    first, second = RedisStore(redis_db, "t"), RedisStore(redis_db, "t")
+    mine = SiteTiers(3, TierPolicy(window=2, ban_rate=1.0), on_move=lambda m: (
+        first.tier_changed(m.site, m.tier, m.since)
+    ))  # fmt: skip
+    theirs = SiteTiers(3, TierPolicy())
+    second.on_tier_update = theirs.learn  # type: ignore[assignment]
+
+    async def seen(check: Any) -> None:
+        async with second._changed:
+            await asyncio.wait_for(second._changed.wait_for(check), 5)
+
+    await asyncio.wait_for(first.open(), 5)
+    await asyncio.wait_for(second.open(), 5)
+    try:
+        assert theirs.tier("old.example") == 3  # loaded at start
+        assert second.skips.counts["tier"] == 4
+        # Published before the good move: read before it, and skipped.
+        client.publish("t:events", "t shop.example [16, 1e999]")
+        mine.outcome("shop.example", 1, banned=True)
+        mine.outcome("shop.example", 1, banned=True)
+        assert mine.tier("shop.example") == 2
+        await seen(lambda: theirs.tier("shop.example") == 2)
+        assert second.skips.counts["tier"] == 5
+    finally:
+        await first.close()
+        await second.close()
+    stored = json.loads(client.hget("t:tiers", "shop.example") or "")
+    assert stored[0] == 2 and 0 < client.ttl("t:tiers") <= 86400
+
+
+# -- a crawl through two gateways -------------------------------------------------
+
+
+class TwoHostsSpider(Spider):
+    """Items 0..n-1 from 127.0.0.1 (host A) and 100.. from localhost (B):
+    both are the demo site, two sites to the middleware."""
+
+    name = "two_hosts"
+
+    def __init__(self, port: int, n: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.port, self.n = port, n
+
+    async def start(self) -> AsyncIterator[Any]:
+        for i in range(self.n):
+            yield Request(f"http://127.0.0.1:{self.port}/item/{i}")
+            yield Request(f"http://localhost:{self.port}/item/{100 + i}")
+
+    def parse(self, response: Any) -> Iterator[dict[str, Any]]:
+        yield {
+            "host": response.url.split("/")[2].split(":")[0],
+            "exit": response.css("#client::text").get(),
+            "tier": response.meta["sticky_proxy_tier"],
+        }
+
+
+@pytest.fixture
+def second_gateway() -> Iterator[Sandbox]:
+    with Sandbox(password="tier-two-secret") as box:
+        yield box
+
+
+@deferred_f_from_coro_f
+async def test_a_banning_site_climbs_to_tier_two_and_the_other_stays(
+    sandbox: Sandbox, second_gateway: Sandbox, log_text: Any
+) -> None:
+    first = sandbox.gateway  # exits are process-wide: each gateway has its own
+
+    def rule(ip: str, path: str) -> str | None:
+        item = item_of(path)
+        banned = item is not None and item < 100 and ip in first.sessions().values()
+        return "403" if banned else None  # host A's pages, through gateway 1
+
+    sandbox.site.ban_rule = rule
+    n, window, rate = 4, 4, 0.5
+    settings = {
+        "STICKY_PROXY_PROVIDER": "sandbox",
+        "STICKY_PROXY_TIERS": [
+            {"url": sandbox.gateway_url},
+            {"url": second_gateway.gateway_url},
+        ],
+        "STICKY_PROXY_TIER_WINDOW": window,
+        "STICKY_PROXY_TIER_BAN_RATE": rate,
+        "CONCURRENT_REQUESTS": 1,  # bans seen one at a time: an exact count
+    }
+    result = await crawl(TwoHostsSpider, settings, port=sandbox.site_port, n=n)
+    tiers = {(i["host"], i["tier"]) for i in result.items}
+    assert len(result.items) == 2 * n
+    assert tiers == {("127.0.0.1", 2), ("localhost", 1)}
+    stats = result.stats
+    threshold = math.ceil(rate * window)
+    assert stats["sticky_proxy/tier/1/bans"] == stats["sticky_proxy/bans"]
+    assert stats["sticky_proxy/bans"] == threshold
+    assert stats["sticky_proxy/tier/escalations"] == 1
+    assert "sticky_proxy/tier/2/bans" not in stats
+    # Host A: its first requests, banned on tier 1, then every item on tier 2.
+    assert stats["sticky_proxy/tier/1/requests"] == n + threshold
+    assert stats["sticky_proxy/tier/2/requests"] == n
+    exits = {i["host"]: set() for i in result.items}
+    for item in result.items:
+        exits[item["host"]].add(item["exit"])
+    second = set(second_gateway.gateway.sessions().values())
+    assert exits["127.0.0.1"] <= second
+    assert not exits["localhost"] & second
+    assert "moves from proxy tier 1 to 2" in log_text()
