@@ -21,17 +21,12 @@ from ..routing.health import PoolPolicy
 from ..routing.providers import ProviderSpec, get_preset
 from ..routing.template import ProxyTemplate
 from ..routing.tolerance import MAX_TOLERANCE, TolerancePolicy
+from ..routing.warmup import WarmupPolicy
 from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .ban_rules import DEFAULT_BAN_STATUSES, ban_exceptions, ban_patterns, ban_statuses
 from .callables import ban_policy, key_function
 from .names import check_names
-from .proxies import (
-    StaticProxy,
-    check_given,
-    read_country,
-    read_proxies,
-    secrets_of,
-)
+from .proxies import StaticProxy, check_given, read_country, read_proxies, secrets_of
 from .readers import (
     DOTTED,
     MAX_REROLLS,
@@ -53,6 +48,7 @@ from .shared import (
     redis_params,
     redis_url,
 )
+from .warmup import warmup_policy
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -122,6 +118,7 @@ class StickyProxyConfig:
     cookie_jars: bool = True
     max_cookie_jars: int = DEFAULT_COOKIE_JARS
     share_cookies: bool = False
+    warmup: WarmupPolicy | None = None  # STICKY_PROXY_WARMUP and its settings
 
     @classmethod
     def from_settings(
@@ -248,6 +245,7 @@ class StickyProxyConfig:
             )
             or DEFAULT_COOKIE_JARS,
             share_cookies=share_cookies(settings, backend),
+            warmup=warmup_policy(settings, enabled),
         )
 
     def check_proxy_given(self) -> None:
