@@ -154,6 +154,7 @@ class Warmups:
         """The warm-up of *session*, started for *request*."""
         key, generation = session.key, session.generation
         token = self.states.token(key, generation)
+        deadline = self.router.clock() + self.policy.timeout
         meta, sent = request.meta, {}  # sent: the last warm-up request's meta
         try:
             country = meta.get(M.COUNTRY) or None
@@ -168,7 +169,6 @@ class Warmups:
                 self.waits.wake(waiting_at(key, generation))
                 return
             self.count.inc("warmup/sessions")
-            deadline = self.router.clock() + self.policy.timeout
             probe = meta.pop(M.PROBE, None)  # the warm-up goes first: it probes
             try:
                 for own in requests:

@@ -12,8 +12,9 @@ from typing import Any
 from urllib.parse import urljoin
 
 import pytest
-from scrapy import Request
+from scrapy import Request, signals
 from scrapy.settings import Settings
+from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy.config import StickyProxyConfig
@@ -31,7 +32,7 @@ from scrapy_sticky_proxy.sandbox import Sandbox, warmup_required
 from scrapy_sticky_proxy.sandbox.ban_rules import WARM_COOKIE, WARMUP_PATH
 
 from .conftest import records
-from .spiders import ItemsSpider
+from .spiders import ItemsSpider, at_counts, hooked
 from .test_crawl import settings_for
 from .test_gates import crawl_within
 
@@ -233,9 +234,10 @@ async def test_warmup_sets_the_cookie_each_session_needs(
             assert first.path == WARMUP_PATH
 
 
+@pytest.mark.parametrize("queue", ["memory", "jobdir"])
 @deferred_f_from_coro_f
 async def test_warmups_that_keep_failing_close_the_spider(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, tmp_path: Path, queue: str
 ) -> None:
     sandbox.site.ban_rule = warmup_required()
     gave_up = tmp_path / "gave_up.jsonl"
@@ -246,6 +248,8 @@ async def test_warmups_that_keep_failing_close_the_spider(
         STICKY_PROXY_WARMUP_MAX_FAILURES=2,
         STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
     )
+    if queue == "jobdir":
+        settings["JOBDIR"] = str(tmp_path / "job")
     result = await crawl_within(30, ItemsSpider, settings, base=sandbox.site_url, n=3)
     stats = result.stats
     assert stats["finish_reason"] == WARMUP_FAILED
@@ -260,8 +264,41 @@ async def test_warmups_that_keep_failing_close_the_spider(
     assert set(exits.values()) == {1}
     assert len(exits) == stats["sticky_proxy/warmup/requests"]
     # Every request that left the scheduler ends as a record (none reached
-    # the spider), none of them a warm-up.
+    # the spider), none of them a warm-up; or, when the queue outlives the
+    # run, goes back to it for the next run.
     recorded = records(gave_up)
     assert result.items == []
-    assert ENTERED and sorted(r["url"] for r in recorded) == sorted(ENTERED)
+    assert ENTERED
+    if queue == "jobdir":
+        assert recorded == []
+        assert stats["sticky_proxy/requeued"] == len(ENTERED)
+        return
+    assert sorted(r["url"] for r in recorded) == sorted(ENTERED)
     assert {r["reasons"][-1] for r in recorded} <= {"spider_closing", "warmup/failed"}
+
+
+@deferred_f_from_coro_f
+async def test_an_outage_during_warmups_burns_no_session(sandbox: Sandbox) -> None:
+    # The gateway refuses connections for 1.2 s once two items are in: every
+    # request the gate lets through meanwhile is a cold session's warm-up
+    # (each item is its own key), refused and held back like any request.
+    def outage() -> None:
+        sandbox.gateway_refuse()
+        call_later(1.2, sandbox.gateway_normal)
+
+    sandbox.site.ban_rule = warmup_required()
+    n = 8
+    Outage = hooked(signals.item_scraped, at_counts({2: outage}))
+    settings = warmup_settings(sandbox, CONCURRENT_REQUESTS=2)
+    result = await crawl_within(
+        30, Outage, settings, base=sandbox.site_url, n=n, follow=False
+    )
+    stats = result.stats
+    assert len(result.items) == n
+    assert stats["sticky_proxy/outage_retries"] >= 1
+    assert "sticky_proxy/warmup/failed" not in stats
+    assert stats["sticky_proxy/warmup/sessions"] == n
+    assert stats["sticky_proxy/warmup/succeeded"] == n
+    assert "sticky_proxy/bans" not in stats
+    exits = Counter(h.client_ip for h in sandbox.site.hits if h.path == WARMUP_PATH)
+    assert len(exits) == n and set(exits.values()) == {1}

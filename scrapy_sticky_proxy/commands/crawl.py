@@ -4,7 +4,8 @@ Scrapy's ``crawl`` exits with 0 whatever the close reason; only a crawl
 that could not start exits with 1. With this package, a crawl the
 middleware closed because it cannot do its job (the proxy refused the
 credentials, the shared store is unreachable, no static proxy is left, the
-gateway never answered, the sessions' warm-ups kept failing) is a failure a cron job or a CI step should see.
+gateway never answered, the sessions' warm-ups kept failing) is a failure
+a cron job or a CI step should see.
 A project opts in with ``COMMANDS_MODULE = "scrapy_sticky_proxy.commands"``
 in settings.py (Scrapy picks the command before it reads ``-s``), and then
 ``scrapy crawl`` exits with :data:`EXIT_STATUS` for those reasons. The
