@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from . import _meta as M
+from .cookies import our_jar
 from .routing.answers import target_of
 from .routing.decisions import CLOSING, Decision, Held, Session
 from .routing.ids import session_id
@@ -228,13 +229,8 @@ class Warmups:
             if self.cookies is not None:
                 self.cookies.burned(sent)
         limit = self.policy.max_failures
-        logger.info(
-            "The warm-up of session %s failed (%s): %d in a row for %s",
-            session.id,
-            why,
-            failures,
-            site,
-        )
+        said = "The warm-up of session %s failed (%s): %d in a row for %s"
+        logger.info(said, session.id, why, failures, site)
         if failures >= limit:
             self.close(
                 WARMUP_FAILED,
@@ -284,12 +280,16 @@ def _prepared(
     request: Request, meta: dict[str, Any], marker: tuple[str, int], probe: Any
 ) -> Request:
     """*request* as a warm-up of *marker* for the request of *meta*: routed
-    through that session, never filtered, never from or into the cache."""
+    through that session (and its cookie jar, or the request's own jar),
+    never filtered, never from or into the cache."""
     own = {
         name: value
         for name, value in request.meta.items()
-        if not name.startswith("_sticky_proxy_") and name not in ("proxy", M.DONT)
+        if not name.startswith("_sticky_proxy_")
+        and name not in ("proxy", "cookiejar", M.DONT)
     }
+    if "cookiejar" in meta and our_jar(meta) is None:  # the user's jar: share it
+        own["cookiejar"] = meta["cookiejar"]
     own[M.KEY] = meta[M.KEY]
     own[M.COUNTRY] = meta.get(M.COUNTRY) or ""
     own[M.WARMUP] = marker
