@@ -6,15 +6,17 @@ may be queued, even in Redis)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.downloadermiddlewares.retry import get_retry_request
+from scrapy.exceptions import IgnoreRequest
 
 from . import _meta as M
 from ._reroll import bound, number, restart, stamp
 from .cache import bypass
 from .config.readers import MAX_REROLLS, meta_count
 from .ledger import reasons
+from .routing.decisions import CLOSING
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -65,6 +67,21 @@ class Copies:
         new.meta[M.REROLLS] = rerolls + 1
         new.meta[M.REASONS] = why
         stamp(new)
+        return new
+
+    def requeue(self, request: Request, deadline: Any) -> Request:
+        """The spider closes while *request* waits (an outage, a tolerated
+        retry, a warm-up), and the scheduler keeps its queue for the next run
+        (JOBDIR, SCHEDULER_PERSIST): a copy goes back to it, deadline
+        included, instead of a record of a request the next run would never
+        send. A warm-up request is dropped: it is not the scheduler's."""
+        if M.WARMUP in request.meta:
+            raise IgnoreRequest("a warm-up while the spider closes")
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value("sticky_proxy/requeued")
+        new = self.retry(request, CLOSING, "requeued")
+        if deadline is not None:
+            new.meta[M.NOT_BEFORE] = deadline
         return new
 
     def retry(self, request: Request, reason: str, stat: str) -> Request:

@@ -200,6 +200,9 @@ class TieredRouter:
                 return since
         return None
 
+    def gate(self, route: str) -> Any:
+        return self.of(route).gate(route)
+
     def knows(self, route: object) -> bool:
         return isinstance(route, str) and route in self._router
 

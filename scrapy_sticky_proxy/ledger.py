@@ -107,8 +107,11 @@ class Ledger:
                 self.record(request, [*reasons(request), LOST], "failed")
 
     def record(self, request: Request, why: list[str], outcome: str) -> None:
-        """Record a routed request that will not reach the spider."""
+        """Record a routed request that will not reach the spider (a warm-up
+        request is no spider's: its outcome is the warm-up's)."""
         self.close(request.meta)
+        if M.WARMUP in request.meta:
+            return
         spider = self._crawler.spider
         record = give_up_record(request, why, self._redact)
         record["outcome"] = outcome

@@ -26,6 +26,7 @@ from ._stats import Counter
 from ._tiers import Tiers
 from ._verdicts import Verdicts
 from ._waits import Waits
+from ._warmup import Warmups
 from ._wiring import (
     Bypass,
     check_handlers,
@@ -106,6 +107,7 @@ class StickyProxyMiddleware:
         self._lifecycle = Lifecycle(
             crawler, self.router, self.ledger, count, self._close
         )
+        self.warmups = Warmups(self) if config.warmup is not None else None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyMiddleware:
@@ -138,19 +140,24 @@ class StickyProxyMiddleware:
         pending = router.pending(key)
         if pending is not None:  # a burned key the local view forgot
             await pending
-        session = router.session(key)
+        warm = self.warmups
+        session = (
+            router.session(key) if warm is None else warm.session(meta, key, router)
+        )
         if session.rotated:
             self.count.inc("rotations")
         try:
             while not isinstance(step := router.admit(session, meta), Decision):
                 await self._waits.wait(step.route, step.seconds)
+            if warm is not None:  # the session's warm-up first
+                step = await warm.ready(request, session, step, router)
         except Held as held:
             if held.close is not None:
                 self._close(*held.close)
             if held.reason is None:
                 raise IgnoreRequest(str(held)) from None
             if held.reason == CLOSING and self._persistent:
-                return self._requeue(request, deadline)
+                return self.copies.requeue(request, deadline)
             self.ledger.give_up(request, [*reasons(request), held.reason])
         slot = router.pool is not None and self.config.slot_per_proxy
         if slot and ("download_slot" not in meta or meta.get(M.SLOT)):
@@ -197,6 +204,8 @@ class StickyProxyMiddleware:
             passed(request, response)
             restore(meta)
             return response
+        if M.WARMUP in meta:
+            return response  # judged by the warm-up (_warmup.py), which burns
         if cached:
             # An older run's ban page: not this session's fault.
             self.count.inc("cached_bans")
@@ -231,20 +240,9 @@ class StickyProxyMiddleware:
             return self.copies.retry(request, reason, stat)
         self.router.inconclusive(route, meta)
         ban = self.policy.exception_ban(exception)
-        if ban is None:
+        if ban is None or M.WARMUP in meta:  # a warm-up's error fails it
             return None
         return self.verdicts.download_error(request, ban, exception)
-
-    def _requeue(self, request: Request, deadline: Any) -> Request:
-        """The spider closes while *request* waits (an outage, a tolerated
-        retry), and the scheduler keeps its queue for the next run (JOBDIR,
-        SCHEDULER_PERSIST): a copy goes back to it, deadline included,
-        instead of a record of a request the next run would never send."""
-        self.count.inc("requeued")
-        new = self.copies.retry(request, CLOSING, "requeued")
-        if deadline is not None:
-            new.meta[M.NOT_BEFORE] = deadline
-        return new
 
     def _auth_failed(self, route: str) -> None:
         self.router.auth_failed(route)

@@ -1,8 +1,9 @@
 """The user's code that settings name, checked once at start: the key
-function (STICKY_PROXY_KEY) and the ban policy class
-(STICKY_PROXY_BAN_POLICY). Accepted as they were, ``builtins.id`` or
-``os.getcwd`` as a key or ``builtins.int`` as a policy made every request
-fail, one by one, while the crawl "finished"."""
+function (STICKY_PROXY_KEY), the ban policy class (STICKY_PROXY_BAN_POLICY)
+and the warm-up functions (STICKY_PROXY_WARMUP, STICKY_PROXY_WARMUP_CHECK).
+Accepted as they were, ``builtins.id`` or ``os.getcwd`` as a key or
+``builtins.int`` as a policy made every request fail, one by one, while the
+crawl "finished"."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..routing.keys import KEY_POLICIES, KeyFunc, load_key_policy
-from .readers import load_class, read_str
+from .readers import load_class, load_object, read_str, shown
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scrapy.settings import BaseSettings
 
 KEY = "STICKY_PROXY_KEY"
@@ -69,6 +72,32 @@ def ban_policy(settings: BaseSettings) -> type | None:
             POLICY, f"{path!r} is not a subclass of scrapy_sticky_proxy.BanPolicy"
         )
     return cls
+
+
+def user_callable(
+    settings: BaseSettings, name: str, arguments: str
+) -> Callable[..., Any] | None:
+    """The callable setting *name* holds (itself, or its dotted path),
+    imported now; it must accept *arguments* (their names, comma-separated)
+    positionally. None when the setting is unset."""
+    value = settings.get(name)
+    if value is None or value == "":
+        return None
+    func = load_object(value, name) if isinstance(value, str) else value
+    if not callable(func):
+        raise ConfigError(
+            name, f"{shown(value)} is a {type(func).__name__}, not a callable"
+        )
+    count = arguments.count(",") + 1
+    try:
+        inspect.signature(func).bind(*[None] * count)
+    except TypeError:
+        raise ConfigError(
+            name, f"{shown(value)} must accept {count} argument(s): {arguments}"
+        ) from None
+    except ValueError:  # no signature to read (some builtins)
+        pass
+    return func
 
 
 def _dotted(cls: Any) -> str:

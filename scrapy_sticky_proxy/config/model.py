@@ -22,6 +22,7 @@ from ..routing.providers import ProviderSpec, get_preset
 from ..routing.template import ProxyTemplate
 from ..routing.tiers import TierPolicy
 from ..routing.tolerance import MAX_TOLERANCE, TolerancePolicy
+from ..routing.warmup import WarmupPolicy
 from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .ban_rules import DEFAULT_BAN_STATUSES, ban_exceptions, ban_patterns, ban_statuses
 from .callables import ban_policy, key_function
@@ -50,6 +51,7 @@ from .shared import (
     share_cookies,
 )
 from .tiers import ProxyTier, every_template, read_routes, tier_policy
+from .warmup import warmup_policy
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -121,6 +123,7 @@ class StickyProxyConfig:
     cookie_jars: bool = True
     max_cookie_jars: int = DEFAULT_COOKIE_JARS
     share_cookies: bool = False
+    warmup: WarmupPolicy | None = None  # STICKY_PROXY_WARMUP and its settings
 
     @classmethod
     def from_settings(
@@ -250,6 +253,7 @@ class StickyProxyConfig:
             )
             or DEFAULT_COOKIE_JARS,
             share_cookies=share_cookies(settings, backend),
+            warmup=warmup_policy(settings, enabled),
         )
 
     def check_proxy_given(self) -> None:

@@ -198,15 +198,20 @@ def read_dotted_paths(settings: BaseSettings, name: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def load_class(path: str, name: str) -> type:
-    """The class at dotted *path*, imported now."""
+def load_object(path: str, name: str) -> Any:
+    """What dotted *path* names, imported now."""
     if not isinstance(path, str):
         raise ConfigError(name, f"expected a dotted path, got {shown(path)}")
     module_name, _, attr = path.rpartition(".")
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(name, f"cannot import {path!r}: {exc}") from None
+
+
+def load_class(path: str, name: str) -> type:
+    """The class at dotted *path*, imported now."""
+    obj = load_object(path, name)
     if not isinstance(obj, type):
         raise ConfigError(name, f"{path!r} is not a class")
     return obj

@@ -25,7 +25,15 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from ._credentials import match_credentials, split_credential
-from .ban_rules import BanRule, RememberBans, ban_all, ban_fraction, ban_ips, rate_limit
+from .ban_rules import (
+    BanRule,
+    RememberBans,
+    ban_all,
+    ban_fraction,
+    ban_ips,
+    rate_limit,
+    warmup_required,
+)
 from .gateway import Gateway, ProxyRecord
 from .site import DemoSite, Hit
 
@@ -44,6 +52,7 @@ __all__ = [
     "match_credentials",
     "rate_limit",
     "split_credential",
+    "warmup_required",
 ]
 
 logger = logging.getLogger(__name__)

@@ -8,6 +8,11 @@ timeout ends it), "503" answers 503 Service Unavailable. "429" carries
 ``Retry-After: 1`` (:data:`RETRY_AFTER`). :class:`RememberBans` wraps a rule
 so that an exit banned once stays banned.
 
+A rule with a true ``cookies`` attribute is called with the request's
+Cookie header too, ``(client_ip, path, cookie_header)``:
+:func:`warmup_required` bans every request but ``/warmup`` that lacks the
+cookie ``/warmup`` set for the same address (:data:`WARM_COOKIE`).
+
 Cookies bound to the client address (``DemoSite.ip_cookies``): every answer
 sets :data:`IP_COOKIE` to the address that asked, and a request presenting
 one issued to another address is banned (403), as sites that tie a session
@@ -127,3 +132,36 @@ def foreign_ip_cookie(client_ip: str, cookie_header: str) -> bool:
         if name == IP_COOKIE and value != client_ip:
             return True
     return False
+
+
+WARM_COOKIE = "warm"  # what /warmup sets: the address that fetched it
+WARMUP_PATH = "/warmup"
+
+
+class _WarmupRequired:
+    cookies = True  # called with the Cookie header too
+
+    def __init__(self, kind: str) -> None:
+        self.kind = _check_kind(kind)
+
+    def __call__(
+        self, client_ip: str, path: str, cookie_header: str = ""
+    ) -> str | None:
+        if path.partition("?")[0] == WARMUP_PATH:
+            return None
+        return None if cookie_of(cookie_header, WARM_COOKIE) == client_ip else self.kind
+
+
+def warmup_required(kind: str = "403") -> BanRule:
+    """Ban every request but /warmup that does not present the
+    :data:`WARM_COOKIE` that /warmup set for the same client address."""
+    return _WarmupRequired(kind)
+
+
+def cookie_of(cookie_header: str, name: str) -> str | None:
+    """The value of cookie *name* in a Cookie header, if it holds one."""
+    for pair in cookie_header.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key == name:
+            return value
+    return None

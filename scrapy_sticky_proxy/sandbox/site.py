@@ -32,7 +32,7 @@ from ._http import (
     split_request_line,
     wants_close,
 )
-from .ban_rules import IP_COOKIE, BanRule, foreign_ip_cookie
+from .ban_rules import IP_COOKIE, WARM_COOKIE, WARMUP_PATH, BanRule, foreign_ip_cookie
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,9 @@ class DemoSite:
                 old = seen.get(key.lower())
                 seen[key.lower()] = value if old is None else f"{old}, {value}"
             rule = self.ban_rule
-            kind = rule(ip, target) if rule is not None else None
+            # A rule with a true "cookies" reads the Cookie header too.
+            extra = (seen.get("cookie", ""),) if getattr(rule, "cookies", 0) else ()
+            kind = rule(ip, target, *extra) if rule is not None else None
             if self.ip_cookies and foreign_ip_cookie(ip, seen.get("cookie", "")):
                 kind = kind or "403"
             if kind in ("reset", "hang"):
@@ -227,6 +229,9 @@ class DemoSite:
             return 503, [("Retry-After", "1"), _TEXT], b"unavailable\n"
         if kind is not None:
             return 403, [_TEXT], b"forbidden\n"
+        if url.path == WARMUP_PATH:  # a cookie bound to the address
+            cookie = ("Set-Cookie", f"{WARM_COOKIE}={client_ip}; Path=/")
+            return 200, [_TEXT, cookie], b"warm\n"
         if method not in ("GET", "POST"):
             return 405, [("Allow", "GET, POST"), _TEXT], b"method not allowed\n"
         redirect = _REDIRECT_RE.match(url.path)
