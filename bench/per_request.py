@@ -14,6 +14,8 @@ Rows:
 - ``sticky (memory)``: StickyProxyMiddleware alone, memory backend, URL keys;
 - ``sticky (redis local view)``: the same with the Redis backend's store (a
   healthy request never reaches Redis, so none is needed here);
+- ``sticky (pool of 8)``: the same with ``STICKY_PROXY_SESSION_POOL =
+  "host"``: the site's requests spread over 8 sessions, one per member key;
 - ``sticky, key in meta``: requests that carry ``sticky_proxy_key`` (as
   follow-ups do): the cost without deriving the key from the URL;
 - ``sticky + HttpProxyMiddleware``: the pair a request really goes through;
@@ -262,6 +264,9 @@ def run(count: int = 5000, repeat: int = 7, smoke: bool = True) -> dict[str, Any
         "HttpProxyMiddleware": httpproxy_step,
         "sticky (memory)": lambda: sticky_step(make_sticky("memory")),
         "sticky (redis local view)": lambda: sticky_step(make_sticky("redis")),
+        "sticky (pool of 8)": lambda: sticky_step(
+            make_sticky("memory", STICKY_PROXY_SESSION_POOL="host")
+        ),
         "sticky, key in meta": lambda: keyed_step(make_sticky("memory")),
         "sticky + HttpProxyMiddleware": lambda: pair_step(make_sticky("memory")),
         "sticky + CookiesMiddleware, jar per session": lambda: cookies_step(

@@ -9,10 +9,12 @@ SESSION = "sticky_proxy_session"
 GENERATION = "sticky_proxy_generation"
 COUNTRY = "sticky_proxy_country"
 TIER = "sticky_proxy_tier"  # output: the proxy tier the request went through
+POOL = "sticky_proxy_pool"
 
 # private
 ROUTE = "_sticky_proxy_route"  # gateway host:port or static proxy id we routed to
 SLOT = "_sticky_proxy_slot"  # we set download_slot (static proxies)
+POOL_SLOT = "_sticky_proxy_pool_slot"  # we set download_slot (a pool member's)
 PROBE = "_sticky_proxy_probe"  # this request tests the route's credentials
 REROLLS = "_sticky_proxy_rerolls"
 REASONS = "_sticky_proxy_reasons"

@@ -22,6 +22,7 @@ from ._copies import Copies
 from ._lifecycle import Lifecycle
 from ._location import Countries, state_key
 from ._reroll import passed
+from ._session_pools import Pools
 from ._stats import Counter
 from ._tiers import Tiers
 from ._verdicts import Verdicts
@@ -93,6 +94,7 @@ class StickyProxyMiddleware:
         )
         self.copies = Copies(crawler, config, self.ledger, check_guard(settings))
         self.countries = Countries(config, count, self.ledger)
+        self.pools = Pools(crawler, config, count)
         self.verdicts = Verdicts(
             self.tiers,
             self.tolerance,
@@ -129,10 +131,12 @@ class StickyProxyMiddleware:
             return None
         key = meta.get(M.KEY)
         if key is None:  # only None means "no key": 0 and "" are keys
-            key = meta[M.KEY] = self.config.key_func(request)  # type: ignore[misc]
+            key = meta[M.KEY] = self.pools.key(request)  # a pool's member, or not
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
         key = self.countries.key(request, key)  # the key in its country
+        if self.pools.slots:  # each pool member its own download slot
+            self.pools.slot(meta, key)
         deadline = None
         if M.NOT_BEFORE in meta:  # a tolerated retry (no coroutine otherwise)
             deadline = await self.verdicts.hold(meta, self._waits)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 from ..routing.health import PoolPolicy
 from ..routing.providers import ProviderSpec, get_preset
+from ..routing.session_pools import SessionPoolPolicy
 from ..routing.template import ProxyTemplate
 from ..routing.tiers import TierPolicy
 from ..routing.tolerance import MAX_TOLERANCE, TolerancePolicy
@@ -41,6 +42,7 @@ from .readers import (
     read_str,
     shown,
 )
+from .session_pools import session_pool_policy
 from .shared import (
     DEFAULT_NAMESPACE,
     check_redis,
@@ -90,6 +92,7 @@ class StickyProxyConfig:
     country: str | None = None  # ISO 3166-1 alpha-2, upper case
     pool_policy: PoolPolicy = field(default_factory=PoolPolicy)
     key_func: Callable[[Any], str] | None = None
+    session_pools: SessionPoolPolicy = field(default_factory=SessionPoolPolicy)
     max_rerolls: int = 5
     tolerance: TolerancePolicy = field(default_factory=TolerancePolicy)
     ban_statuses: frozenset[int] = frozenset(DEFAULT_BAN_STATUSES)
@@ -159,6 +162,7 @@ class StickyProxyConfig:
             country=read_country(settings, templates),
             pool_policy=pool_policy(settings),
             key_func=key_function(settings) if enabled else None,
+            session_pools=session_pool_policy(settings),
             max_rerolls=read_int(
                 settings, "STICKY_PROXY_MAX_REROLLS", 5, 0, MAX_REROLLS
             )

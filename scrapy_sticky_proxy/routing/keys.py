@@ -108,6 +108,9 @@ def _registrable_domain(host: str) -> str:
     return str(domain) or host
 
 
+registrable_domain = _registrable_domain
+
+
 def domain_key(url: str) -> str:
     """The registrable domain (``a.b.example.co.uk`` -> ``example.co.uk``).
 
