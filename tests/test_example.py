@@ -15,10 +15,13 @@ PROJECT = Path(__file__).resolve().parent.parent / "example_project"
 
 
 def crawl_example(
-    *args: str, path_first: Path | None = None, **settings: object
+    *args: str,
+    path_first: Path | None = None,
+    spider: str = "demo",
+    **settings: object,
 ) -> subprocess.CompletedProcess[str]:
     """``scrapy crawl demo`` in example_project, as a user runs it."""
-    command = [sys.executable, "-m", "scrapy", "crawl", "demo", *args]
+    command = [sys.executable, "-m", "scrapy", "crawl", spider, *args]
     for name, value in settings.items():
         command += ["-s", f"{name}={value}"]
     # This checkout's code, whatever an editable install points to.
@@ -52,6 +55,20 @@ def test_example_crawl(tmp_path: Path) -> None:
     assert "Demo summary (finished): items=40 distinct_exits=40 " in proc.stdout
     assert "items_split_across_exits=0" in proc.stdout
     assert "rerolls=0" not in proc.stdout  # the demo site bans a fifth of exits
+    assert_absent("sandbox-secret-pw", proc.stdout + proc.stderr)
+
+
+def test_example_pool_with_warmup(tmp_path: Path) -> None:
+    """``scrapy crawl demo_pool``: every request is banned without the
+    cookie /warmup sets for its exit, so no ban means each of the pool's 4
+    sessions warmed up once and kept its cookie."""
+    items = tmp_path / "items.jsonl"
+    proc = crawl_example("-O", str(items), spider="demo_pool", DEMO_ITEMS=40)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in items.read_text().splitlines()]
+    assert len(rows) == 40 and len({r["exit"] for r in rows}) == 4
+    summary = "items=40 distinct_exits=4 warmups=4 bans=0 gave_up=0"
+    assert f"Pool summary (finished): {summary}" in proc.stdout
     assert_absent("sandbox-secret-pw", proc.stdout + proc.stderr)
 
 
