@@ -13,7 +13,7 @@ Each session is its own download slot, one request at a time.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urljoin
 
 import scrapy
@@ -28,7 +28,7 @@ def warm_up(request: scrapy.Request, session: Any) -> scrapy.Request:
 
 class DemoPoolSpider(scrapy.Spider):
     name = "demo_pool"
-    custom_settings = {
+    custom_settings: ClassVar[dict[str, Any]] = {
         "STICKY_PROXY_SESSION_POOL": "host",  # one pool per site...
         "STICKY_PROXY_SESSION_POOL_SIZE": 4,  # ... of 4 sessions
         "STICKY_PROXY_SESSION_SLOTS": True,  # each one request at a time
