@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import urljoin
 
 from scrapy import Request, Spider
 from scrapy.http import Response
@@ -153,3 +154,8 @@ class IndexSpider(ItemsSpider):
 
     def failed(self, failure: Any) -> None:
         self.failures.append((failure.request.url, type(failure.value).__name__))
+
+
+def warm_up(request: Request, session: Any) -> Request:
+    """A STICKY_PROXY_WARMUP function: the demo site's /warmup page first."""
+    return Request(urljoin(request.url, "/warmup"))

@@ -89,6 +89,16 @@ CASES = {
     "depth_limit": Case({"DEPTH_LIMIT": 1, "CONCURRENT_REQUESTS": 8}, outage_at=10),
     # A key whose proxy refuses fails over to another one (another exit).
     "static_three_refuse": Case(static=True, sticky=False),
+    # Issue 15: the site's requests over a pool of 8 warmed-up sessions,
+    # each its own download slot; follow-ups keep their page's member.
+    "session_pool_warmup": Case(
+        {
+            "STICKY_PROXY_SESSION_POOL": "host",
+            "STICKY_PROXY_SESSION_SLOTS": True,
+            "STICKY_PROXY_SESSION_SLOT_CONCURRENCY": 4,
+            "STICKY_PROXY_WARMUP": "tests.spiders.warm_up",
+        }
+    ),
 }
 
 
@@ -214,6 +224,8 @@ async def test_matrix(name: str, boxes: list[Sandbox], tmp_path: Path) -> None:
     case = CASES[name]
     site = boxes[0]
     rule = ban_fraction(0.2, salt="matrix")
+    if name == "session_pool_warmup":
+        rule = after_warmup(rule)
     site.site.ban_rule = rule
     # Each answer sets a cookie bound to its exit, and a cookie presented
     # from another exit is banned: the jar must follow the session.
@@ -223,7 +235,8 @@ async def test_matrix(name: str, boxes: list[Sandbox], tmp_path: Path) -> None:
     run = await run_case(case, boxes, tmp_path, "run", **extra)
     spider, stats = run.spider, run.stats
 
-    # The scenario happened: exits were banned, and the route went away.
+    # The scenario happened: exits were banned (with warm-ups, at their
+    # warm-up), and the route went away.
     assert stats.get("sticky_proxy/bans", 0) >= 1
     went_away = (
         "sticky_proxy/failovers" if case.static else "sticky_proxy/outage_retries"
@@ -251,6 +264,28 @@ async def test_matrix(name: str, boxes: list[Sandbox], tmp_path: Path) -> None:
         assert not [h for h in site.site.hits if h.path.count("/") == 3]
     if name == "httpcache":
         await check_warm_cache(case, boxes, tmp_path, run)
+    if name == "session_pool_warmup":
+        warmed = stats["sticky_proxy/warmup/succeeded"]
+        # Each ban burned a warm session: its member warmed up the next.
+        # (An outage fails no warm-up: it is sent again.)
+        assert warmed >= 8 + 1 and "sticky_proxy/warmup/failed" not in stats
+        exits = {h.client_ip for h in site.site.hits if h.path != "/warmup"}
+        assert len(exits) == warmed  # one warm-up per session used
+
+
+def after_warmup(rule: Callable[[str, str], str | None]) -> Any:
+    """*rule*, and the first exit the site sees banned too (the pool's 8
+    exits may all be good ones), but never at /warmup: sessions warm up,
+    then the site bans some of them mid-crawl."""
+    first: list[str] = []
+
+    def banning(ip: str, path: str) -> str | None:
+        if path == "/warmup":
+            return None
+        first[:] = first or [ip]
+        return "403" if ip == first[0] else rule(ip, path)
+
+    return banning
 
 
 async def check_warm_cache(

@@ -26,7 +26,10 @@ from typing import Any, NamedTuple
 
 WARMUP_FAILED = "sticky_proxy_warmup_failed"  # the spider's close reason
 GAVE_UP = "warmup/failed"  # give-up reason of a request whose warm-ups failed
-DEFAULT_MAX_FAILURES = 3
+# In a row, for one site. A site that bans a fifth of a provider's exits
+# fails 10 warm-ups in a row about once in ten million; with 3, about once
+# in 160 warm-ups, and a crawl of a thousand sessions would close.
+DEFAULT_MAX_FAILURES = 10
 GRACE = 1.0  # waiters wait this much past a warm-up's deadline
 
 # Verdicts of WarmStates.check().
