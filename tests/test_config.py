@@ -98,6 +98,11 @@ NOT_CALLABLE = 42
             "whole number",
         ),
         (
+            {"STICKY_PROXY_BAN_PATTERNS": '["captcha", '},
+            "STICKY_PROXY_BAN_PATTERNS",
+            "not a JSON list",
+        ),
+        (
             {"STICKY_PROXY_BAN_PATTERNS": ["captcha(("]},
             "STICKY_PROXY_BAN_PATTERNS",
             "does not compile",
@@ -171,6 +176,20 @@ def test_defaults() -> None:
     assert cfg.ban_statuses == {401, 403, 429}
     assert cfg.gateway is not None and cfg.gateway.hostport == "gw.example:8000"
     assert cfg.redact("x s3cret-pw y") == "x *** y"
+
+
+def test_list_settings_as_text_may_be_json() -> None:
+    """``-s 'STICKY_PROXY_BAN_PATTERNS=["captcha"]'`` was read as one
+    regex, a character class that matched every page: every answer a ban."""
+    cfg = config(
+        STICKY_PROXY_URL=URL,
+        STICKY_PROXY_BAN_PATTERNS='["captcha", "a{1,3}b"]',
+        STICKY_PROXY_BAN_STATUSES="[403, 429]",
+    )
+    assert [p.pattern for p in cfg.ban_patterns] == [b"captcha", b"a{1,3}b"]
+    assert cfg.ban_statuses == {403, 429}
+    split = config(STICKY_PROXY_URL=URL, STICKY_PROXY_BAN_PATTERNS="captcha, denied")
+    assert [p.pattern for p in split.ban_patterns] == [b"captcha", b"denied"]
 
 
 def test_key_policy_callable() -> None:

@@ -4,6 +4,7 @@ numbers in Request.meta (a bad one falls back to the setting's value)."""
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import math
 import os
@@ -169,9 +170,19 @@ def shown(value: object, limit: int = 40) -> str:
 
 
 def read_list(settings: BaseSettings, name: str) -> list[Any]:
+    """A list, or text (``-s`` on the command line, an environment
+    variable): a JSON list if it starts with ``[``, else comma-separated."""
     value = settings.get(name)
     if value is None or value == "":
         return []
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ConfigError(name, f"text that is not a JSON list: {exc}") from None
+        if not isinstance(value, list):
+            raise ConfigError(name, "text that is not a JSON list")
+        return value
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     if isinstance(value, (list, tuple, set, frozenset)):
