@@ -94,6 +94,14 @@ class Pools:
         }
         if self.slots:
             connect(self._install, signal=signals.engine_started)
+        if policy.idle:
+            logger.warning(
+                "%s set, but STICKY_PROXY_SESSION_POOL is None: only requests "
+                "that name their pool in meta['sticky_proxy_pool'] join a pool. "
+                "Set STICKY_PROXY_SESSION_POOL = 'host' (or 'domain') to pool "
+                "every request without a key",
+                ", ".join(policy.idle),
+            )
 
     def key(self, request: Request) -> str:
         """The key of a request that carries none: a member of its pool, or

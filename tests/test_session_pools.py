@@ -340,3 +340,25 @@ async def test_bans_replace_members_and_a_second_crawler_uses_the_same_8_session
     for item in second.items:
         by_exit[item["exit"]].add(item["session"])
     assert len(by_exit) == 8 and all(len(s) == 1 for s in by_exit.values())
+
+
+def test_pool_settings_without_a_pool_span_are_said(caplog: pytest.LogCaptureFixture):
+    """A new user set the size and the slots but not STICKY_PROXY_SESSION_POOL
+    and got a session per URL, without a word."""
+    settings = {
+        **BASE_SETTINGS,
+        "STICKY_PROXY_URL": URL,
+        "STICKY_PROXY_SESSION_POOL_SIZE": 4,
+        "STICKY_PROXY_SESSION_SLOTS": True,
+    }
+    for span, said in ((None, True), ("host", False)):
+        caplog.clear()
+        crawler = get_crawler(Spider, {**settings, "STICKY_PROXY_SESSION_POOL": span})
+        crawler.spider = Spider("pools")
+        StickyProxyMiddleware(crawler)
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        expected = (
+            "STICKY_PROXY_SESSION_POOL_SIZE, STICKY_PROXY_SESSION_SLOTS set, but "
+            "STICKY_PROXY_SESSION_POOL is None"
+        )
+        assert any(expected in m for m in warned) is said, warned

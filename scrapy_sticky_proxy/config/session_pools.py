@@ -27,6 +27,15 @@ MAX_SLOT_DELAY = 3600.0
 MIN_SLOT_DELAY = 0.001
 
 
+POOL_SETTINGS = (
+    "STICKY_PROXY_SESSION_POOL_SIZE",
+    "STICKY_PROXY_SESSION_POOL_SIZES",
+    "STICKY_PROXY_SESSION_SLOTS",
+    "STICKY_PROXY_SESSION_SLOT_CONCURRENCY",
+    "STICKY_PROXY_SESSION_SLOT_DELAY",
+)
+
+
 def session_pool_policy(settings: BaseSettings) -> SessionPoolPolicy:
     name = "STICKY_PROXY_SESSION_POOL"
     span = read_str(settings, name)
@@ -53,6 +62,7 @@ def session_pool_policy(settings: BaseSettings) -> SessionPoolPolicy:
         )
         or 1,
         slot_delay=max(MIN_SLOT_DELAY, _slot_delay(settings)),
+        idle=() if span else tuple(n for n in POOL_SETTINGS if settings.get(n)),
     )
 
 

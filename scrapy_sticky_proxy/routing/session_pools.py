@@ -48,6 +48,9 @@ class SessionPoolPolicy:
     slots: bool = False  # each member its own download slot
     slot_concurrency: int = 1
     slot_delay: float = 0.001  # seconds between a slot's requests
+    # Pool settings given while span is None: they apply only to requests
+    # that name their pool in meta (the middleware says so once).
+    idle: tuple[str, ...] = ()
 
     def size_of(self, name: str) -> int:
         return self.sizes.get(name, self.size)
