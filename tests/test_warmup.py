@@ -20,6 +20,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy_sticky_proxy.config import StickyProxyConfig
 from scrapy_sticky_proxy.errors import ConfigError
 from scrapy_sticky_proxy.routing.warmup import (
+    DEFAULT_MAX_FAILURES,
     GRACE,
     START,
     WAIT,
@@ -161,7 +162,7 @@ def test_bad_warmup_settings_stop_the_crawl_at_start(
 def test_warmup_settings_parse() -> None:
     assert config().warmup is None
     policy = config(STICKY_PROXY_WARMUP="tests.test_warmup.warm_up", DOWNLOAD_TIMEOUT=7)
-    assert policy.warmup == WarmupPolicy(warm_up, None, 3, 21.0)
+    assert policy.warmup == WarmupPolicy(warm_up, None, DEFAULT_MAX_FAILURES, 21.0)
     given = config(
         STICKY_PROXY_WARMUP=warm_up,
         STICKY_PROXY_WARMUP_CHECK="tests.test_warmup.never",
@@ -169,6 +170,11 @@ def test_warmup_settings_parse() -> None:
         STICKY_PROXY_WARMUP_TIMEOUT=12,
     )
     assert given.warmup == WarmupPolicy(warm_up, never, 5, 12.0)
+    # DOWNLOAD_TIMEOUT is Scrapy's to check: a bad one falls back to its
+    # default here, and the derived bound stays within a week.
+    for download, timeout in (("abc", 540.0), (1e300, 7 * 86400.0)):
+        derived = config(STICKY_PROXY_WARMUP=warm_up, DOWNLOAD_TIMEOUT=download)
+        assert derived.warmup is not None and derived.warmup.timeout == timeout
 
 
 # -- crawls ------------------------------------------------------------------------
