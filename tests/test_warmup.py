@@ -117,6 +117,24 @@ def test_an_unjudged_or_overdue_warmup_is_started_again() -> None:
     assert warm.failed("k", 0, second, "a") is None
 
 
+def test_a_site_that_moves_tier_starts_its_count_again() -> None:
+    warm = states(max_failures=2)
+    tokens = []
+    for generation in range(4):
+        warm.check("k", generation, 0.0)
+        tokens.append(warm.token("k", generation))
+    assert warm.failed("k", 0, tokens[0], "a") == 1
+    assert warm.has_failed("k", 0) and warm.check("k", 0, 0.0)[0] == START
+    # Through a tier the site has left: not counted, the session burned all
+    # the same (the caller does), and a move starts the count again.
+    assert warm.failed("k", 1, tokens[1], "a", counted=False) == 1
+    warm.moved("a")
+    assert warm.failed("k", 2, tokens[2], "a") == 1
+    assert not warm.closed
+    assert warm.failed("k", 3, tokens[3], "a") == 2
+    assert warm.closed
+
+
 def test_the_warm_state_is_bounded() -> None:
     warm = states(keys=2)
     for key in ("a", "b", "c"):
