@@ -7,7 +7,9 @@ key as they are. With it, a request goes through the tier its site is on
 (:mod:`.routing.tiers`; a site is the request's host name), with the key
 suffixed on tiers above 1 (:func:`~.routing.tiers.tiered_key`: the site's
 sessions there are new ones), and ``meta["sticky_proxy_tier"]`` says which.
-Its ban verdicts and successes move its site. :attr:`Tiers.router` is then a
+Its ban verdicts and successes move its site. A warm-up request goes through
+the tier of the session it warms, and counts for the site it warms
+(:class:`~.routing.warmup.WarmupMarker`). :attr:`Tiers.router` is then a
 :class:`TieredRouter`: what the middleware, the auth middleware and the
 rest ask a router about a route goes to the router of the route's tier
 (route ids are distinct across tiers, so a route names its tier).
@@ -25,6 +27,7 @@ from . import _meta as M
 from .routing.keys import host_key
 from .routing.router import Router
 from .routing.tiers import Move, SiteTiers, tiered_key
+from .routing.warmup import WarmupMarker
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -50,6 +53,7 @@ class Tiers:
         self.count = count
         self.store = store
         self.sites: SiteTiers | None = None
+        self.on_move: Callable[[str], None] = lambda site: None  # any move
         if not config.tiers:
             self.router: Any = Router(config, store, wake=wake)
             return
@@ -80,7 +84,11 @@ class Tiers:
         if self.sites is None:
             meta.pop(M.TIER, None)  # an output: no other value may count
             return self.router, key
-        tier = self.sites.tier(host_key(request.url))
+        marker = meta.get(M.WARMUP)
+        if isinstance(marker, WarmupMarker) and 1 <= marker.tier <= self.sites.top:
+            tier = marker.tier  # a warm-up: its session's (_warmup.py checks)
+        else:
+            tier = self.sites.tier(host_key(request.url))
         meta[M.TIER] = tier
         self.count.inc(f"tier/{tier}/requests")
         return self.router.routers[tier - 1], tiered_key(key, tier)
@@ -105,7 +113,9 @@ class Tiers:
         if banned:
             self.count.inc(f"tier/{tier}/bans")
         assert self.sites is not None
-        self.sites.outcome(host_key(request.url), tier, banned)
+        marker = request.meta.get(M.WARMUP)
+        site = marker.site if isinstance(marker, WarmupMarker) else None
+        self.sites.outcome(site or host_key(request.url), tier, banned)
 
     def _moved(self, move: Move) -> None:
         policy = self.router.config.tier_policy
@@ -123,11 +133,13 @@ class Tiers:
             why,
         )
         self.store.tier_changed(move.site, move.tier, move.since)
+        self.on_move(move.site)
 
     def _learned(self, site: str, tier: int, since: float) -> None:
         """Another crawler moved *site* (read from Redis, checked there)."""
         assert self.sites is not None
         if self.sites.learn(site, tier, since):
+            self.on_move(site)
             self.count.inc("tier/learned")
             logger.debug("The site %s is on proxy tier %d (shared)", site, tier)
 

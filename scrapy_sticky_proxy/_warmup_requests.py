@@ -11,6 +11,7 @@ from scrapy import Request
 
 from . import _meta as M
 from .cookies import our_jar
+from .routing.warmup import WarmupMarker
 
 
 def requests_of(value: Any) -> list[Request]:
@@ -27,7 +28,7 @@ def requests_of(value: Any) -> list[Request]:
 
 
 def prepared(
-    request: Request, meta: dict[str, Any], marker: tuple[str, int], probe: Any
+    request: Request, meta: dict[str, Any], marker: WarmupMarker, probe: Any
 ) -> Request:
     """*request* as a warm-up of *marker* for the request of *meta*: routed
     through that session (and its cookie jar, or the request's own jar),

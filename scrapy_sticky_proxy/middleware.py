@@ -158,7 +158,7 @@ class StickyProxyMiddleware:
         except Held as held:
             if held.close is not None:
                 self._close(*held.close)
-            if held.reason is None:
+            if held.reason is None or M.WARMUP in meta:  # a warm-up: unjudged
                 raise IgnoreRequest(str(held)) from None
             if held.reason == CLOSING and self._persistent:
                 return self.copies.requeue(request, deadline)
@@ -208,8 +208,9 @@ class StickyProxyMiddleware:
             passed(request, response)
             restore(meta)
             return response
-        if M.WARMUP in meta:
-            return response  # judged by the warm-up (_warmup.py), which burns
+        if M.WARMUP in meta:  # judged by the warm-up (_warmup_runs.py)
+            meta["dont_retry"] = True  # not by RetryMiddleware, on that exit
+            return response
         if cached:
             # An older run's ban page: not this session's fault.
             self.count.inc("cached_bans")

@@ -20,6 +20,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy_sticky_proxy.config import StickyProxyConfig
 from scrapy_sticky_proxy.errors import ConfigError
 from scrapy_sticky_proxy.routing.warmup import (
+    DEFAULT_MAX_FAILURES,
     GRACE,
     START,
     WAIT,
@@ -116,6 +117,24 @@ def test_an_unjudged_or_overdue_warmup_is_started_again() -> None:
     assert warm.failed("k", 0, second, "a") is None
 
 
+def test_a_site_that_moves_tier_starts_its_count_again() -> None:
+    warm = states(max_failures=2)
+    tokens = []
+    for generation in range(4):
+        warm.check("k", generation, 0.0)
+        tokens.append(warm.token("k", generation))
+    assert warm.failed("k", 0, tokens[0], "a") == 1
+    assert warm.has_failed("k", 0) and warm.check("k", 0, 0.0)[0] == START
+    # Through a tier the site has left: not counted, the session burned all
+    # the same (the caller does), and a move starts the count again.
+    assert warm.failed("k", 1, tokens[1], "a", counted=False) == 1
+    warm.moved("a")
+    assert warm.failed("k", 2, tokens[2], "a") == 1
+    assert not warm.closed
+    assert warm.failed("k", 3, tokens[3], "a") == 2
+    assert warm.closed
+
+
 def test_the_warm_state_is_bounded() -> None:
     warm = states(keys=2)
     for key in ("a", "b", "c"):
@@ -161,7 +180,7 @@ def test_bad_warmup_settings_stop_the_crawl_at_start(
 def test_warmup_settings_parse() -> None:
     assert config().warmup is None
     policy = config(STICKY_PROXY_WARMUP="tests.test_warmup.warm_up", DOWNLOAD_TIMEOUT=7)
-    assert policy.warmup == WarmupPolicy(warm_up, None, 3, 21.0)
+    assert policy.warmup == WarmupPolicy(warm_up, None, DEFAULT_MAX_FAILURES, 21.0)
     given = config(
         STICKY_PROXY_WARMUP=warm_up,
         STICKY_PROXY_WARMUP_CHECK="tests.test_warmup.never",
@@ -169,6 +188,11 @@ def test_warmup_settings_parse() -> None:
         STICKY_PROXY_WARMUP_TIMEOUT=12,
     )
     assert given.warmup == WarmupPolicy(warm_up, never, 5, 12.0)
+    # DOWNLOAD_TIMEOUT is Scrapy's to check: a bad one falls back to its
+    # default here, and the derived bound stays within a week.
+    for download, timeout in (("abc", 540.0), (1e300, 7 * 86400.0)):
+        derived = config(STICKY_PROXY_WARMUP=warm_up, DOWNLOAD_TIMEOUT=download)
+        assert derived.warmup is not None and derived.warmup.timeout == timeout
 
 
 # -- crawls ------------------------------------------------------------------------

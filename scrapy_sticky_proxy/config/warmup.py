@@ -4,12 +4,13 @@ warm-up is configured). The callables are imported and checked at start."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..routing.warmup import DEFAULT_MAX_FAILURES, WarmupPolicy
 from .callables import user_callable
-from .readers import read_float, read_int
+from .readers import WEEK, read_float, read_int
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -22,6 +23,7 @@ MAX_MAX_FAILURES = 1000
 # A warm-up is a request or two (a landing page, a POST), each of which may
 # be redirected or retried once: three download timeouts bound it.
 TIMEOUT_DOWNLOADS = 3
+DEFAULT_DOWNLOAD_TIMEOUT = 180.0  # Scrapy's
 
 
 def warmup_policy(settings: BaseSettings, enabled: bool) -> WarmupPolicy | None:
@@ -40,6 +42,15 @@ def warmup_policy(settings: BaseSettings, enabled: bool) -> WarmupPolicy | None:
             raise ConfigError(CHECK, f"has no effect without {WARMUP}")
         return None
     if timeout is None:
-        download = settings.getfloat("DOWNLOAD_TIMEOUT", 180.0)
-        timeout = TIMEOUT_DOWNLOADS * (download if download > 0 else 180.0)
+        timeout = min(TIMEOUT_DOWNLOADS * _download_timeout(settings), float(WEEK))
     return WarmupPolicy(warmup, check, max_failures or DEFAULT_MAX_FAILURES, timeout)
+
+
+def _download_timeout(settings: BaseSettings) -> float:
+    """DOWNLOAD_TIMEOUT, or Scrapy's default when it is not a positive
+    number (Scrapy's to report; it is no STICKY_PROXY_* setting)."""
+    try:
+        seconds = settings.getfloat("DOWNLOAD_TIMEOUT", DEFAULT_DOWNLOAD_TIMEOUT)
+    except (TypeError, ValueError):
+        return DEFAULT_DOWNLOAD_TIMEOUT
+    return seconds if 0 < seconds < math.inf else DEFAULT_DOWNLOAD_TIMEOUT

@@ -8,9 +8,11 @@ first request to find the session cold is told :data:`START`, the others
 :data:`WAIT`. A warm-up ends :meth:`~WarmStates.succeeded` (warm),
 :meth:`~WarmStates.failed` (the caller burns the session; the site's count
 of failures in a row goes up, and past ``max_failures`` the spider closes)
-or :meth:`~WarmStates.interrupted` (an outage, the spider closing: nobody's
-fault, nothing counted). Once a site reached its bound, outcomes that come
-after are not judged any more.
+or :meth:`~WarmStates.interrupted` (an outage, the spider closing, a cached
+answer: nobody's fault, nothing counted). Once a site reached its bound,
+outcomes that come after are not judged any more. A site that moves to
+another proxy tier starts its count again (:meth:`~WarmStates.moved`): the
+new tier is a new chance.
 
 Pure logic with plain values; time is the ``now`` argument. Bounded: the
 least recently used sessions and sites are forgotten first (a forgotten warm
@@ -26,6 +28,9 @@ from typing import Any, NamedTuple
 
 WARMUP_FAILED = "sticky_proxy_warmup_failed"  # the spider's close reason
 GAVE_UP = "warmup/failed"  # give-up reason of a request whose warm-ups failed
+# ... and of one whose warm-ups kept ending unjudged (dropped by another
+# middleware, a cache that ignores dont_cache): nobody's fault, but bounded.
+UNJUDGED_GAVE_UP = "warmup/unjudged"
 # In a row, for one site. A site that bans a fifth of a provider's exits
 # fails 10 warm-ups in a row about once in ten million; with 3, about once
 # in 160 warm-ups, and a crawl of a thousand sessions would close.
@@ -38,7 +43,20 @@ START = "start"
 WAIT = "wait"
 
 _WARM = -1  # the entry of a warm session (running ones hold their token)
+_FAILED = -2  # its last warm-up failed (the next request starts another)
 UNJUDGED = "unjudged"  # a warm-up's outcome that is nobody's fault
+
+
+class WarmupMarker(NamedTuple):
+    """``meta[M.WARMUP]`` of a warm-up request: the session it warms (state
+    key on its tier, generation), that tier, the running warm-up's token,
+    and the site (host) whose tier window its outcomes count in."""
+
+    key: str
+    generation: int
+    tier: int
+    token: int
+    site: str
 
 
 def waiting_at(key: str, generation: int) -> str:
@@ -90,7 +108,7 @@ class WarmStates:
         if entry == _WARM:
             self._sessions.move_to_end(name)
             return WARM, 0.0
-        if entry is not None:
+        if isinstance(entry, tuple):
             left = entry[1] + self.policy.timeout - now
             if left > -GRACE:
                 return WAIT, max(left, 0.0)
@@ -101,10 +119,18 @@ class WarmStates:
     def token(self, key: str, generation: int) -> int | None:
         """The running warm-up of the session, if one runs."""
         entry = self._sessions.get((key, generation))
-        return None if entry is None or entry == _WARM else entry[0]
+        return entry[0] if isinstance(entry, tuple) else None
 
     def warm(self, key: str, generation: int) -> bool:
         return self._sessions.get((key, generation)) == _WARM
+
+    def has_failed(self, key: str, generation: int) -> bool:
+        """The session's last warm-up failed (and none runs since)."""
+        return self._sessions.get((key, generation)) == _FAILED
+
+    def live(self, key: str, generation: int, token: int) -> bool:
+        """Warm-up *token* runs and its outcome will be judged."""
+        return not self.closed and self.token(key, generation) == token
 
     def needs_none(self, key: str, generation: int) -> None:
         """The warm-up callable sent nothing for this session: it is warm."""
@@ -119,20 +145,27 @@ class WarmStates:
         self._failures.pop(site, None)
         return True
 
-    def failed(self, key: str, generation: int, token: int, site: str) -> int | None:
+    def failed(
+        self, key: str, generation: int, token: int, site: str, counted: bool = True
+    ) -> int | None:
         """Warm-up *token* failed: the session is to be burned. Returns the
-        site's failures in a row, or None if the outcome is moot (not
-        counted, nothing to burn)."""
-        if self.closed or self.token(key, generation) != token:
+        site's failures in a row (this one left out unless *counted*: it
+        went through a tier the site has left), or None if the outcome is
+        moot (not counted, nothing to burn)."""
+        if not self.live(key, generation, token):
             return None
-        del self._sessions[(key, generation)]
-        count = self._failures.pop(site, 0) + 1
+        self._put((key, generation), _FAILED)
+        count = self._failures.pop(site, 0) + counted
         self._failures[site] = count
         if len(self._failures) > self.max_keys:
             self._failures.popitem(last=False)
         if count >= self.policy.max_failures:
             self.closed = True
         return count
+
+    def moved(self, site: str) -> None:
+        """*site* moved to another proxy tier: its count starts again."""
+        self._failures.pop(site, None)
 
     def interrupted(self, key: str, generation: int, token: int) -> None:
         """Warm-up *token* ended unjudged: the next request starts another."""
