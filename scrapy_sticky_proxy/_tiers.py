@@ -10,7 +10,8 @@ sessions there are new ones), and ``meta["sticky_proxy_tier"]`` says which.
 Its ban verdicts and successes move its site. :attr:`Tiers.router` is then a
 :class:`TieredRouter`: what the middleware, the auth middleware and the
 rest ask a router about a route goes to the router of the route's tier
-(route ids are distinct across tiers, so a route names its tier).
+(a route id names its tier, :func:`~.routing.tiers.tier_route`: tiers may
+share a gateway, and each tier's route has its own gate).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Tiers:
                 gateway=tier.gateway,
                 static_proxies=tier.static_proxies,
             )
-            routers.append(Router(one, store, wake=wake))
+            routers.append(Router(one, store, wake=wake, tier=tier.number))
             if store.on_proxy_update is not None:
                 updates.append(store.on_proxy_update)
         if updates:  # shared proxy health: each router ignores another's ids

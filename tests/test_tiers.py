@@ -15,11 +15,17 @@ import pytest
 from scrapy import Request, Spider
 from scrapy.settings import Settings
 from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.test import get_crawler
 
+from scrapy_sticky_proxy._stats import Counter
+from scrapy_sticky_proxy._tiers import Tiers
 from scrapy_sticky_proxy.config import StickyProxyConfig
 from scrapy_sticky_proxy.errors import ConfigError
+from scrapy_sticky_proxy.routing.decisions import Decision, Held
 from scrapy_sticky_proxy.routing.tiers import Move, SiteTiers, TierPolicy, tiered_key
 from scrapy_sticky_proxy.sandbox import Sandbox
+from scrapy_sticky_proxy.sandbox._credentials import decode_basic
+from scrapy_sticky_proxy.state.memory import MemoryStore
 
 from .conftest import crawl
 from .spiders import item_of
@@ -159,7 +165,9 @@ def test_tiers_parse_with_their_providers_and_secrets() -> None:
         STICKY_PROXY_TIER_WINDOW="4",
         STICKY_PROXY_TIER_BAN_RATE="0.25",
     )
-    assert [t.routes for t in config.tiers] == [["127.0.0.1:8001"], ["127.0.0.1:8003"]]
+    # A route id names its tier: "#t<n>" above tier 1.
+    routes = [t.routes for t in config.tiers]
+    assert routes == [["127.0.0.1:8001"], ["127.0.0.1:8003#t2"]]
     assert config.gateway is config.tiers[0].gateway  # tier 1 is "the" route
     assert config.tier_policy == TierPolicy(4, 0.25, 600.0)
     assert {"first-pw-1", "third-pw-3"} <= set(config.secrets)
@@ -175,7 +183,6 @@ def test_tiers_parse_with_their_providers_and_secrets() -> None:
     [
         ({"STICKY_PROXY_URL": GW2}, "STICKY_PROXY_URL"),
         ({"STICKY_PROXY_LIST": [GW2]}, "STICKY_PROXY_LIST"),
-        ({"STICKY_PROXY_TIERS": [{"url": GW2}, {"url": GW2}]}, "tiers 1 and 2"),
         ({"STICKY_PROXY_TIERS": [{"url": GW1, "list": [GW2]}]}, "tier 1"),
         ({"STICKY_PROXY_TIERS": [{"url": GW1}, {"url": GW2, "x": 1}]}, "tier 2"),
         ({"STICKY_PROXY_TIERS": [{"url": "ftp://h:1"}]}, "tier 1"),
@@ -195,6 +202,58 @@ def test_bad_tier_settings_are_refused(values: dict[str, Any], says: str) -> Non
     assert message.startswith(("STICKY_PROXY_TIERS", "STICKY_PROXY_TIER_"))
     assert says in message
     assert "pw-" not in message
+
+
+# -- tiers through one gateway ----------------------------------------------------
+
+ZONE = "http://brd-customer-c1-zone-{zone}:{pw}@{hostport}"
+
+
+def zones(*names: str, pw: str = "zone-secret-pw", hostport: str = "127.0.0.1:8001"):
+    """Bright Data's zones (SOAX's packages, NetNut's products alike): one
+    gateway, one password, the zone in the username."""
+    return [
+        {"url": ZONE.format(zone=z, pw=pw, hostport=hostport), "provider": "brightdata"}
+        for z in names
+    ]
+
+
+def test_tiers_through_one_gateway_have_their_own_routes_and_gates() -> None:
+    config = parse(
+        STICKY_PROXY_TIERS=zones("dc", "res"), STICKY_PROXY_UNREACHABLE_TIMEOUT=5
+    )
+    routes = [t.routes for t in config.tiers]
+    assert routes == [["127.0.0.1:8001"], ["127.0.0.1:8001#t2"]]
+    clock = Clock()
+    count = Counter(get_crawler().stats)
+    tiers = Tiers(config, MemoryStore(), lambda route: None, count)
+    first, second = tiers.router.routers
+    first.clock = second.clock = clock
+    sent: list[dict[str, Any]] = [{}, {}]  # each first request's meta (a probe)
+    one = first.admit(first.session("k"), sent[0])
+    two = second.admit(second.session(tiered_key("k", 2)), sent[1])
+    assert isinstance(one, Decision) and isinstance(two, Decision)
+    assert (one.route, two.route) == ("127.0.0.1:8001", "127.0.0.1:8001#t2")
+    assert one.proxy == two.proxy == "http://127.0.0.1:8001"  # meta["proxy"]
+    users = {}
+    for step in (one, two):
+        assert tiers.router.knows(step.route)
+        header = tiers.router.authorization(step.route, step.session, "latin-1")
+        assert header is not None
+        users[tiers.router.tier_of(step.route)] = decode_basic(header.decode())
+    assert users == {
+        1: (f"brd-customer-c1-zone-dc-session-{one.session}", "zone-secret-pw"),
+        2: (f"brd-customer-c1-zone-res-session-{two.session}", "zone-secret-pw"),
+    }
+    # One gate per tier's route: tier 2 refusing holds tier 2 only (its
+    # zone may be the one disabled; a gateway down is learnt by each tier).
+    tiers.router.answered(one.route, sent[0])
+    tiers.router.refused(two.route, sent[1])
+    assert second.gate(two.route).down and not first.gate(one.route).down
+    clock.now += 5.1
+    assert isinstance(first.admit(first.session("k2"), {}), Decision)
+    with pytest.raises(Held):  # never answered: a configuration mistake
+        second.admit(second.session(tiered_key("k2", 2)), {})
 
 
 # -- shared through Redis ----------------------------------------------------------
@@ -273,6 +332,7 @@ class TwoHostsSpider(Spider):
             "host": response.url.split("/")[2].split(":")[0],
             "exit": response.css("#client::text").get(),
             "tier": response.meta["sticky_proxy_tier"],
+            "jar": response.meta.get("cookiejar"),
         }
 
 
@@ -324,4 +384,47 @@ async def test_a_banning_site_climbs_to_tier_two_and_the_other_stays(
     second = set(second_gateway.gateway.sessions().values())
     assert exits["127.0.0.1"] <= second
     assert not exits["localhost"] & second
+    assert "moves from proxy tier 1 to 2" in log_text()
+
+
+@deferred_f_from_coro_f
+async def test_three_zones_of_one_gateway_a_banned_site_climbs_with_its_username(
+    log_text: Any,
+) -> None:
+    """The issue's shape: three tiers through one gateway, differing only in
+    the zone in the username. Host A bans the first zone's exits: it climbs
+    to the second, whose requests carry the second zone's username (the
+    gateway records the username it saw), with nothing lost."""
+    password = "one-gateway-zone-pw"
+    with Sandbox(accept_any_credentials=True, password=password) as box:
+        gateway = box.gateway  # with any credentials: a session is a username
+
+        def rule(ip: str, path: str) -> str | None:
+            item = item_of(path)
+            dc = {ip for user, ip in gateway.sessions().items() if "-zone-dc-" in user}
+            return "403" if item is not None and item < 100 and ip in dc else None
+
+        box.site.ban_rule = rule
+        n = 4
+        settings = {
+            "STICKY_PROXY_TIERS": zones(
+                "dc", "res", "mob", pw=password, hostport=box.gateway_hostport
+            ),
+            "STICKY_PROXY_TIER_WINDOW": 4,
+            "STICKY_PROXY_TIER_BAN_RATE": 0.5,
+            "CONCURRENT_REQUESTS": 1,
+        }
+        result = await crawl(TwoHostsSpider, settings, port=box.site_port, n=n)
+        log = list(gateway.log)
+    stats = result.stats
+    assert len(result.items) == 2 * n and "sticky_proxy/gave_up" not in stats
+    assert stats["sticky_proxy/tier/escalations"] == 1
+    zone = {r.exit_ip: r.session.split("-zone-")[1].split("-")[0] for r in log}
+    got = {(i["host"], i["tier"], zone[i["exit"]]) for i in result.items}
+    assert got == {("127.0.0.1", 2, "res"), ("localhost", 1, "dc")}
+    # Each tier's route, and so its cookie jars, are its own.
+    jars = {(i["tier"], i["jar"].split("/")[1]) for i in result.items}
+    assert jars == {(1, box.gateway_hostport), (2, f"{box.gateway_hostport}#t2")}
+    sent = {(r.target.split("/")[2].split(":")[0], zone[r.exit_ip]) for r in log}
+    assert sent == {("127.0.0.1", "dc"), ("127.0.0.1", "res"), ("localhost", "dc")}
     assert "moves from proxy tier 1 to 2" in log_text()

@@ -63,6 +63,14 @@ class Move:
         return self.tier > self.before
 
 
+def tier_route(route: str, tier: int) -> str:
+    """The id of *route* (a gateway's host:port, a static proxy's id) on
+    *tier*: as given on tier 1, ``#t<n>`` above. Tiers may share a gateway
+    (one host:port, a zone or product in the username), and each tier's
+    route keeps its own gate, health, cookie jars and download slot."""
+    return route if tier == 1 else f"{route}#t{tier}"
+
+
 def tiered_key(key: str, tier: int) -> str:
     """The session key of *key* on *tier*: its own generations, so that a
     site moving up re-rolls its sessions there. NUL never occurs in a key
