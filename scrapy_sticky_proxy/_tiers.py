@@ -99,6 +99,11 @@ class Tiers:
         if self.sites is not None:
             self._outcome(request, route, banned=True)
 
+    def source(self, route: str) -> str:
+        """Where *route* is configured, as messages name it."""
+        tiered = self.sites is not None
+        return (self.router.of(route) if tiered else self.router).source
+
     def _outcome(self, request: Request, route: str, banned: bool) -> None:
         tier = self.router.tier_of(route)
         if tier is None:

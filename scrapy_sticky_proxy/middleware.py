@@ -254,7 +254,7 @@ class StickyProxyMiddleware:
         self._close(
             AUTH_FAILED,
             f"the proxy {route} answered 407 Proxy Authentication Required: "
-            "check the credentials in STICKY_PROXY_URL / STICKY_PROXY_LIST",
+            f"check the credentials in {self.tiers.source(route)}",
         )
         raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
 

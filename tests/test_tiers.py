@@ -245,6 +245,7 @@ def test_tiers_through_one_gateway_have_their_own_routes_and_gates() -> None:
         1: (f"brd-customer-c1-zone-dc-session-{one.session}", "zone-secret-pw"),
         2: (f"brd-customer-c1-zone-res-session-{two.session}", "zone-secret-pw"),
     }
+    assert tiers.source(two.route) == "tier 2 of STICKY_PROXY_TIERS"  # for a 407
     # One gate per tier's route: tier 2 refusing holds tier 2 only (its
     # zone may be the one disabled; a gateway down is learnt by each tier).
     tiers.router.answered(one.route, sent[0])
@@ -254,6 +255,39 @@ def test_tiers_through_one_gateway_have_their_own_routes_and_gates() -> None:
     assert isinstance(first.admit(first.session("k2"), {}), Decision)
     with pytest.raises(Held):  # never answered: a configuration mistake
         second.admit(second.session(tiered_key("k2", 2)), {})
+
+
+@pytest.mark.parametrize(
+    ("second", "says"),
+    [
+        ({"url": GW2}, "the gateway 127.0.0.1:8002 (tier 2 of STICKY_PROXY_TIERS)"),
+        (
+            {"list": ["http://u:third-pw-3@127.0.0.1:8003"]},
+            "no proxy of tier 2 of STICKY_PROXY_TIERS (127.0.0.1:8003#t2)",
+        ),
+    ],
+)
+def test_a_tier_that_never_answers_is_named_as_a_tier(
+    second: dict[str, Any], says: str
+) -> None:
+    config = parse(
+        STICKY_PROXY_TIERS=[{"url": GW1}, second], STICKY_PROXY_UNREACHABLE_TIMEOUT=5
+    )
+    count = Counter(get_crawler().stats)
+    router = Tiers(config, MemoryStore(), lambda route: None, count).router.routers[1]
+    router.clock = clock = Clock()
+    sent: dict[str, Any] = {}
+    step = router.admit(router.session("k"), sent)
+    assert isinstance(step, Decision)
+    router.refused(step.route, sent)
+    clock.now += 5.1
+    with pytest.raises(Held) as held:
+        router.admit(router.session("k"), {})
+    assert held.value.close is not None
+    message = held.value.close[1]
+    assert message.startswith(says), message
+    assert "STICKY_PROXY_URL" not in message and "STICKY_PROXY_LIST" not in message
+    assert "-pw-" not in message
 
 
 # -- shared through Redis ----------------------------------------------------------

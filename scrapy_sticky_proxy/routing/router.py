@@ -66,6 +66,8 @@ class Router:  # the values it hands out are in .decisions
         self.config = config
         gateway = config.gateway  # the id of its route (a static proxy's: its id)
         self.route = tier_route(gateway.hostport, tier or 1) if gateway else None
+        setting = "STICKY_PROXY_LIST" if gateway is None else "STICKY_PROXY_URL"
+        self.source = f"tier {tier} of STICKY_PROXY_TIERS" if tier else setting
         self.store = store
         self.clock = clock  # gates, sessions, answers: this process only
         self.wall = wall  # static proxy health: shared between processes
@@ -133,11 +135,8 @@ class Router:  # the values it hands out are in .decisions
         # Proxies refusing connections are left while another one works.
         picked = self.pool.pick(key, generation, now, avoid=self._down)
         if picked is None or self.pool.all_dead(now):
-            raise Held(
-                None,
-                "no usable proxy left in STICKY_PROXY_LIST",
-                close=(NO_PROXIES, "every proxy of STICKY_PROXY_LIST is dead"),
-            )
+            dead = (NO_PROXIES, f"every proxy of {self.source} is dead")
+            raise Held(None, f"no usable proxy left in {self.source}", close=dead)
         return picked
 
     def _check_reachable(self) -> None:
@@ -150,10 +149,10 @@ class Router:  # the values it hands out are in .decisions
             return
         if self.config.gateway is not None:
             hostport = self.config.gateway.hostport
-            what = f"the gateway {hostport} (STICKY_PROXY_URL) has not answered"
+            what = f"the gateway {hostport} ({self.source}) has not answered"
         else:
             tried = ", ".join(self.proxies)
-            what = f"no proxy of STICKY_PROXY_LIST ({tried}) has answered"
+            what = f"no proxy of {self.source} ({tried}) has answered"
         message = (
             f"{what} since the crawl started: connections refused (or the host "
             f"did not resolve) for {waited:.0f} s. Check the host and port "
