@@ -376,10 +376,13 @@ def second_gateway() -> Iterator[Sandbox]:
         yield box
 
 
+@pytest.mark.parametrize("tolerance", [1, 3])
 @deferred_f_from_coro_f
 async def test_a_banning_site_climbs_to_tier_two_and_the_other_stays(
-    sandbox: Sandbox, second_gateway: Sandbox, log_text: Any
+    sandbox: Sandbox, second_gateway: Sandbox, log_text: Any, tolerance: int
 ) -> None:
+    """With a tolerance, a verdict its session survives is one ban all the
+    same: the site climbs as soon (2 verdicts), every one of them tolerated."""
     first = sandbox.gateway  # exits are process-wide: each gateway has its own
 
     def rule(ip: str, path: str) -> str | None:
@@ -398,6 +401,8 @@ async def test_a_banning_site_climbs_to_tier_two_and_the_other_stays(
         "STICKY_PROXY_TIER_WINDOW": window,
         "STICKY_PROXY_TIER_BAN_RATE": rate,
         "CONCURRENT_REQUESTS": 1,  # bans seen one at a time: an exact count
+        "STICKY_PROXY_BAN_TOLERANCE": tolerance,
+        "STICKY_PROXY_TOLERANCE_BACKOFF": 0.01,
     }
     result = await crawl(TwoHostsSpider, settings, port=sandbox.site_port, n=n)
     tiers = {(i["host"], i["tier"]) for i in result.items}
@@ -407,6 +412,7 @@ async def test_a_banning_site_climbs_to_tier_two_and_the_other_stays(
     threshold = math.ceil(rate * window)
     assert stats["sticky_proxy/tier/1/bans"] == stats["sticky_proxy/bans"]
     assert stats["sticky_proxy/bans"] == threshold
+    assert stats.get("sticky_proxy/tolerated", 0) == (threshold if tolerance > 1 else 0)
     assert stats["sticky_proxy/tier/escalations"] == 1
     assert "sticky_proxy/tier/2/bans" not in stats
     # Host A: its first requests, banned on tier 1, then every item on tier 2.
