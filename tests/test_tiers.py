@@ -9,6 +9,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from scrapy_sticky_proxy.routing.decisions import Decision, Held
 from scrapy_sticky_proxy.routing.tiers import Move, SiteTiers, TierPolicy, tiered_key
 from scrapy_sticky_proxy.sandbox import Sandbox
 from scrapy_sticky_proxy.sandbox._credentials import decode_basic
+from scrapy_sticky_proxy.state import snapshot
 from scrapy_sticky_proxy.state.memory import MemoryStore
 
 from .conftest import crawl
@@ -367,7 +369,11 @@ class TwoHostsSpider(Spider):
             "exit": response.css("#client::text").get(),
             "tier": response.meta["sticky_proxy_tier"],
             "jar": response.meta.get("cookiejar"),
+            "item": item_of("/" + response.url.split("/", 3)[3]),
         }
+
+
+HOSTS = [("127.0.0.1", 2, 0), ("localhost", 1, 100)]  # (host, its tier, items)
 
 
 @pytest.fixture
@@ -468,3 +474,76 @@ async def test_three_zones_of_one_gateway_a_banned_site_climbs_with_its_username
     sent = {(r.target.split("/")[2].split(":")[0], zone[r.exit_ip]) for r in log}
     assert sent == {("127.0.0.1", "dc"), ("127.0.0.1", "res"), ("localhost", "dc")}
     assert "moves from proxy tier 1 to 2" in log_text()
+
+
+# -- JOBDIR ----------------------------------------------------------------------
+
+
+def test_the_tiers_in_a_jobdir_snapshot_are_checked(tmp_path: Path) -> None:
+    sites, clock, _ = make(window=1, rate=1.0)
+    sites.outcome("shop.example", 1, banned=True)
+    sites.outcome("ok.example", 1, banned=False)
+    assert sites.export() == [("shop.example", 2, clock.now)]  # above tier 1 only
+    path = tmp_path / snapshot.FILENAME
+    snapshot.save(str(path), [], "s", clock.now, [*sites.export(), ("a b", 2, 0.0)])
+    again, _, _ = make()
+    for move in snapshot_of(path, clock.now + 5).tiers:
+        again.learn(*move)
+    assert again.tier("shop.example") == 2
+    hostile = {
+        "good.example": [3, clock.now - 1],
+        "a space": [2, 0],
+        "nan.example": [2, math.nan],
+        "big.example": [17, 0],
+        "future.example": [2, clock.now + 86400],
+        "text.example": "[2, 0]",
+        "x" * 256: [2, 0],
+    }
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps({**document, "tiers": hostile}))
+    loaded = snapshot_of(path, clock.now)
+    assert loaded.tiers == [("good.example", 3, clock.now - 1)]
+    assert loaded.skipped == len(hostile) - 1
+    path.write_text(json.dumps({**document, "tiers": [["shop.example", 2, 0]]}))
+    assert (loaded := snapshot_of(path, clock.now)).tiers == [] and loaded.skipped == 1
+
+
+def snapshot_of(path: Path, now: float) -> snapshot.Loaded:
+    loaded = snapshot.load(str(path), "s", 10, now)
+    assert loaded is not None and loaded.problem is None
+    return loaded
+
+
+@deferred_f_from_coro_f
+async def test_the_tier_of_a_site_survives_a_jobdir_pause(
+    sandbox: Sandbox, second_gateway: Sandbox, tmp_path: Path
+) -> None:
+    first = sandbox.gateway
+
+    def rule(ip: str, path: str) -> str | None:
+        item = item_of(path)
+        banned = item is not None and item < 100 and ip in first.sessions().values()
+        return "403" if banned else None
+
+    sandbox.site.ban_rule = rule
+    settings = {
+        "STICKY_PROXY_PROVIDER": "sandbox",
+        "STICKY_PROXY_TIERS": [
+            {"url": sandbox.gateway_url},
+            {"url": second_gateway.gateway_url},
+        ],
+        "STICKY_PROXY_TIER_WINDOW": 2,
+        "STICKY_PROXY_TIER_BAN_RATE": 1.0,
+        "CONCURRENT_REQUESTS": 1,
+        "JOBDIR": str(tmp_path / "job"),
+    }
+    port = sandbox.site_port
+    paused = await crawl(TwoHostsSpider, settings, port=port, n=2)
+    assert paused.stats["sticky_proxy/tier/escalations"] == 1
+    # Resumed: items 0 and 1 were seen; 2 and 3 are new.
+    resumed = await crawl(TwoHostsSpider, settings, port=port, n=4)
+    stats = resumed.stats
+    assert stats["sticky_proxy/jobdir/restored_tiers"] == 1
+    assert "sticky_proxy/bans" not in stats  # no ban taken again on tier 1
+    tiers = {(i["host"], i["item"], i["tier"]) for i in resumed.items}
+    assert tiers == {(h, n, t) for h, t, b in HOSTS for n in (b + 2, b + 3)}

@@ -161,6 +161,12 @@ class SiteTiers:
         entry.reset(tier, since)
         return True
 
+    def export(self) -> list[tuple[str, int, float]]:
+        """``(site, tier, since)`` of every site above tier 1, the least
+        recently used first (for a JOBDIR snapshot; read back by
+        :meth:`learn`)."""
+        return [(s, e.tier, e.since) for s, e in self._sites.items() if e.tier > 1]
+
     def _move(self, site: str, entry: _Site, tier: int, now: float) -> None:
         before = entry.tier
         entry.reset(tier, now)
