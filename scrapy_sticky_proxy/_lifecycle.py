@@ -3,7 +3,8 @@ spider and closes after it, requests held at a gate are let go as soon as
 the engine starts closing, the local counters reach the stats whenever they
 are read, a duplicate the scheduler dropped closes its ledger entry, and
 with ``JOBDIR`` the memory store's state is read back at the start of a run
-and written at its end (:mod:`.state.snapshot`)."""
+and written at its end (:mod:`.state.snapshot`), with the tier of each site
+above tier 1 (STICKY_PROXY_TIERS)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from ._tiers import TieredRouter
     from .ledger import Ledger
     from .routing.router import Router
+    from .routing.tiers import SiteTiers
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +46,12 @@ class Lifecycle:
         ledger: Ledger,
         count: Counter,
         close_spider: Callable[[str, str], None],
+        *,
+        sites: SiteTiers | None = None,
     ):
         self.crawler = crawler
         self.router = router
+        self.sites = sites  # STICKY_PROXY_TIERS: the tier of each site
         self.store = router.store
         self.ledger = ledger
         self.count = count
@@ -123,12 +128,17 @@ class Lifecycle:
         restored = self.store.restore(loaded.keys, self.router.clock(), loaded.paused)
         self.count.inc("jobdir/restored_keys", restored)
         logger.info("Restored the state of %d session keys from %s", restored, path)
+        if self.sites is not None and loaded.tiers:
+            for site, tier, since in loaded.tiers:  # the pause counts as quiet
+                self.sites.learn(site, tier, since)
+            self.count.inc("jobdir/restored_tiers", len(loaded.tiers))
 
     def _save(self, path: str) -> None:
         assert isinstance(self.store, MemoryStore)
         keys = self.store.export(self.router.clock())
         try:
-            saved = snapshot.save(path, keys, self._scope(), time.time())
+            tiers = [] if self.sites is None else self.sites.export()
+            saved = snapshot.save(path, keys, self._scope(), time.time(), tiers)
         except OSError as exc:
             logger.error(
                 "Could not write the sticky proxy state %s (%s): the previous "

@@ -7,12 +7,14 @@ key as they are. With it, a request goes through the tier its site is on
 (:mod:`.routing.tiers`; a site is the request's host name), with the key
 suffixed on tiers above 1 (:func:`~.routing.tiers.tiered_key`: the site's
 sessions there are new ones), and ``meta["sticky_proxy_tier"]`` says which.
-Its ban verdicts and successes move its site. A warm-up request goes through
-the tier of the session it warms, and counts for the site it warms
+Its ban verdicts (burning its session or tolerated alike) and its
+successes move its site. A warm-up request goes through the tier of the
+session it warms, and counts for the site it warms
 (:class:`~.routing.warmup.WarmupMarker`). :attr:`Tiers.router` is then a
 :class:`TieredRouter`: what the middleware, the auth middleware and the
 rest ask a router about a route goes to the router of the route's tier
-(route ids are distinct across tiers, so a route names its tier).
+(a route id names its tier, :func:`~.routing.tiers.tier_route`: tiers may
+share a gateway, and each tier's route has its own gate).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Tiers:
                 gateway=tier.gateway,
                 static_proxies=tier.static_proxies,
             )
-            routers.append(Router(one, store, wake=wake))
+            routers.append(Router(one, store, wake=wake, tier=tier.number))
             if store.on_proxy_update is not None:
                 updates.append(store.on_proxy_update)
         if updates:  # shared proxy health: each router ignores another's ids
@@ -100,11 +102,23 @@ class Tiers:
             self._outcome(request, route, banned=False)
 
     def banned(self, request: Request, key: str, generation: int) -> None:
-        """The site banned (*key*, *generation*) of *request*."""
+        """The site banned (*key*, *generation*) of *request*: it burns."""
         route = request.meta[M.ROUTE]
         self.router.banned(key, generation, route)
         if self.sites is not None:
             self._outcome(request, route, banned=True)
+
+    def tolerated(self, request: Request) -> None:
+        """A ban verdict on *request* that its session survives
+        (STICKY_PROXY_BAN_TOLERANCE): it counts against the tier all the
+        same, as one that burns does."""
+        if self.sites is not None:
+            self._outcome(request, request.meta[M.ROUTE], banned=True)
+
+    def source(self, route: str) -> str:
+        """Where *route* is configured, as messages name it."""
+        tiered = self.sites is not None
+        return (self.router.of(route) if tiered else self.router).source
 
     def _outcome(self, request: Request, route: str, banned: bool) -> None:
         tier = self.router.tier_of(route)

@@ -100,6 +100,7 @@ class Verdicts:
             tried = meta.get(M.TOLERATED)
             verdict = self.tolerance.verdict(key, generation, tried, retry_after)
             if not verdict.burn:
+                self.tiers.tolerated(request)  # a sign its tier is blocked
                 return self._tolerate(request, reason, verdict)
             if verdict.why == TOO_LONG:
                 self.count.inc("retry_after_too_long")

@@ -188,6 +188,8 @@ class WarmupRuns:
                 self.count.inc("retry_after_too_long")
             return None
         self.count.inc("tolerated")
+        if response.request is not None:  # a sign its tier is blocked, too
+            self.tiers.tolerated(response.request)
         if verdict.why == RETRY_AFTER:
             self.count.inc("retry_after_waits")
         return verdict.seconds

@@ -106,8 +106,9 @@ class StickyProxyMiddleware:
         self._closing = False  # we asked the engine to close the spider
         self._persistent = persistent(crawler)  # the queue outlives the run
         # Kept: signal receivers are weak references.
+        sites = self.tiers.sites  # their tiers go in the JOBDIR state
         self._lifecycle = Lifecycle(
-            crawler, self.router, self.ledger, count, self._close
+            crawler, self.router, self.ledger, count, self._close, sites=sites
         )
         self.warmups = Warmups(self) if config.warmup is not None else None
 
@@ -255,7 +256,7 @@ class StickyProxyMiddleware:
         self._close(
             AUTH_FAILED,
             f"the proxy {route} answered 407 Proxy Authentication Required: "
-            "check the credentials in STICKY_PROXY_URL / STICKY_PROXY_LIST",
+            f"check the credentials in {self.tiers.source(route)}",
         )
         raise IgnoreRequest(f"proxy {route} rejected the credentials (407)")
 

@@ -186,7 +186,8 @@ HOSTILE_FILES = {
     "saved_nan": json.dumps(document(saved=float("nan"))).encode(),
     "saved_text": json.dumps(document(saved="900")).encode(),
     "keys_a_list": json.dumps(document(keys=[["d", 1]])).encode(),
-    "too_large": json.dumps(document(pad="x" * 80_000)).encode(),
+    # Past the room of 10 keys and of the tiers of 1,000 sites (300 kB).
+    "too_large": json.dumps(document(pad="x" * 400_000)).encode(),
 }
 
 

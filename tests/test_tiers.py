@@ -9,17 +9,25 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from scrapy import Request, Spider
 from scrapy.settings import Settings
 from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.test import get_crawler
 
+from scrapy_sticky_proxy._stats import Counter
+from scrapy_sticky_proxy._tiers import Tiers
 from scrapy_sticky_proxy.config import StickyProxyConfig
 from scrapy_sticky_proxy.errors import ConfigError
+from scrapy_sticky_proxy.routing.decisions import Decision, Held
 from scrapy_sticky_proxy.routing.tiers import Move, SiteTiers, TierPolicy, tiered_key
 from scrapy_sticky_proxy.sandbox import Sandbox
+from scrapy_sticky_proxy.sandbox._credentials import decode_basic
+from scrapy_sticky_proxy.state import snapshot
+from scrapy_sticky_proxy.state.memory import MemoryStore
 
 from .conftest import crawl
 from .spiders import item_of
@@ -159,7 +167,9 @@ def test_tiers_parse_with_their_providers_and_secrets() -> None:
         STICKY_PROXY_TIER_WINDOW="4",
         STICKY_PROXY_TIER_BAN_RATE="0.25",
     )
-    assert [t.routes for t in config.tiers] == [["127.0.0.1:8001"], ["127.0.0.1:8003"]]
+    # A route id names its tier: "#t<n>" above tier 1.
+    routes = [t.routes for t in config.tiers]
+    assert routes == [["127.0.0.1:8001"], ["127.0.0.1:8003#t2"]]
     assert config.gateway is config.tiers[0].gateway  # tier 1 is "the" route
     assert config.tier_policy == TierPolicy(4, 0.25, 600.0)
     assert {"first-pw-1", "third-pw-3"} <= set(config.secrets)
@@ -175,7 +185,6 @@ def test_tiers_parse_with_their_providers_and_secrets() -> None:
     [
         ({"STICKY_PROXY_URL": GW2}, "STICKY_PROXY_URL"),
         ({"STICKY_PROXY_LIST": [GW2]}, "STICKY_PROXY_LIST"),
-        ({"STICKY_PROXY_TIERS": [{"url": GW2}, {"url": GW2}]}, "tiers 1 and 2"),
         ({"STICKY_PROXY_TIERS": [{"url": GW1, "list": [GW2]}]}, "tier 1"),
         ({"STICKY_PROXY_TIERS": [{"url": GW1}, {"url": GW2, "x": 1}]}, "tier 2"),
         ({"STICKY_PROXY_TIERS": [{"url": "ftp://h:1"}]}, "tier 1"),
@@ -195,6 +204,92 @@ def test_bad_tier_settings_are_refused(values: dict[str, Any], says: str) -> Non
     assert message.startswith(("STICKY_PROXY_TIERS", "STICKY_PROXY_TIER_"))
     assert says in message
     assert "pw-" not in message
+
+
+# -- tiers through one gateway ----------------------------------------------------
+
+ZONE = "http://brd-customer-c1-zone-{zone}:{pw}@{hostport}"
+
+
+def zones(*names: str, pw: str = "zone-secret-pw", hostport: str = "127.0.0.1:8001"):
+    """Bright Data's zones (SOAX's packages, NetNut's products alike): one
+    gateway, one password, the zone in the username."""
+    return [
+        {"url": ZONE.format(zone=z, pw=pw, hostport=hostport), "provider": "brightdata"}
+        for z in names
+    ]
+
+
+def test_tiers_through_one_gateway_have_their_own_routes_and_gates() -> None:
+    config = parse(
+        STICKY_PROXY_TIERS=zones("dc", "res"), STICKY_PROXY_UNREACHABLE_TIMEOUT=5
+    )
+    routes = [t.routes for t in config.tiers]
+    assert routes == [["127.0.0.1:8001"], ["127.0.0.1:8001#t2"]]
+    clock = Clock()
+    count = Counter(get_crawler().stats)
+    tiers = Tiers(config, MemoryStore(), lambda route: None, count)
+    first, second = tiers.router.routers
+    first.clock = second.clock = clock
+    sent: list[dict[str, Any]] = [{}, {}]  # each first request's meta (a probe)
+    one = first.admit(first.session("k"), sent[0])
+    two = second.admit(second.session(tiered_key("k", 2)), sent[1])
+    assert isinstance(one, Decision) and isinstance(two, Decision)
+    assert (one.route, two.route) == ("127.0.0.1:8001", "127.0.0.1:8001#t2")
+    assert one.proxy == two.proxy == "http://127.0.0.1:8001"  # meta["proxy"]
+    users = {}
+    for step in (one, two):
+        assert tiers.router.knows(step.route)
+        header = tiers.router.authorization(step.route, step.session, "latin-1")
+        assert header is not None
+        users[tiers.router.tier_of(step.route)] = decode_basic(header.decode())
+    assert users == {
+        1: (f"brd-customer-c1-zone-dc-session-{one.session}", "zone-secret-pw"),
+        2: (f"brd-customer-c1-zone-res-session-{two.session}", "zone-secret-pw"),
+    }
+    assert tiers.source(two.route) == "tier 2 of STICKY_PROXY_TIERS"  # for a 407
+    # One gate per tier's route: tier 2 refusing holds tier 2 only (its
+    # zone may be the one disabled; a gateway down is learnt by each tier).
+    tiers.router.answered(one.route, sent[0])
+    tiers.router.refused(two.route, sent[1])
+    assert second.gate(two.route).down and not first.gate(one.route).down
+    clock.now += 5.1
+    assert isinstance(first.admit(first.session("k2"), {}), Decision)
+    with pytest.raises(Held):  # never answered: a configuration mistake
+        second.admit(second.session(tiered_key("k2", 2)), {})
+
+
+@pytest.mark.parametrize(
+    ("second", "says"),
+    [
+        ({"url": GW2}, "the gateway 127.0.0.1:8002 (tier 2 of STICKY_PROXY_TIERS)"),
+        (
+            {"list": ["http://u:third-pw-3@127.0.0.1:8003"]},
+            "no proxy of tier 2 of STICKY_PROXY_TIERS (127.0.0.1:8003#t2)",
+        ),
+    ],
+)
+def test_a_tier_that_never_answers_is_named_as_a_tier(
+    second: dict[str, Any], says: str
+) -> None:
+    config = parse(
+        STICKY_PROXY_TIERS=[{"url": GW1}, second], STICKY_PROXY_UNREACHABLE_TIMEOUT=5
+    )
+    count = Counter(get_crawler().stats)
+    router = Tiers(config, MemoryStore(), lambda route: None, count).router.routers[1]
+    router.clock = clock = Clock()
+    sent: dict[str, Any] = {}
+    step = router.admit(router.session("k"), sent)
+    assert isinstance(step, Decision)
+    router.refused(step.route, sent)
+    clock.now += 5.1
+    with pytest.raises(Held) as held:
+        router.admit(router.session("k"), {})
+    assert held.value.close is not None
+    message = held.value.close[1]
+    assert message.startswith(says), message
+    assert "STICKY_PROXY_URL" not in message and "STICKY_PROXY_LIST" not in message
+    assert "-pw-" not in message
 
 
 # -- shared through Redis ----------------------------------------------------------
@@ -273,7 +368,12 @@ class TwoHostsSpider(Spider):
             "host": response.url.split("/")[2].split(":")[0],
             "exit": response.css("#client::text").get(),
             "tier": response.meta["sticky_proxy_tier"],
+            "jar": response.meta.get("cookiejar"),
+            "item": item_of("/" + response.url.split("/", 3)[3]),
         }
+
+
+HOSTS = [("127.0.0.1", 2, 0), ("localhost", 1, 100)]  # (host, its tier, items)
 
 
 @pytest.fixture
@@ -282,10 +382,13 @@ def second_gateway() -> Iterator[Sandbox]:
         yield box
 
 
+@pytest.mark.parametrize("tolerance", [1, 3])
 @deferred_f_from_coro_f
 async def test_a_banning_site_climbs_to_tier_two_and_the_other_stays(
-    sandbox: Sandbox, second_gateway: Sandbox, log_text: Any
+    sandbox: Sandbox, second_gateway: Sandbox, log_text: Any, tolerance: int
 ) -> None:
+    """With a tolerance, a verdict its session survives is one ban all the
+    same: the site climbs as soon (2 verdicts), every one of them tolerated."""
     first = sandbox.gateway  # exits are process-wide: each gateway has its own
 
     def rule(ip: str, path: str) -> str | None:
@@ -304,6 +407,8 @@ async def test_a_banning_site_climbs_to_tier_two_and_the_other_stays(
         "STICKY_PROXY_TIER_WINDOW": window,
         "STICKY_PROXY_TIER_BAN_RATE": rate,
         "CONCURRENT_REQUESTS": 1,  # bans seen one at a time: an exact count
+        "STICKY_PROXY_BAN_TOLERANCE": tolerance,
+        "STICKY_PROXY_TOLERANCE_BACKOFF": 0.01,
     }
     result = await crawl(TwoHostsSpider, settings, port=sandbox.site_port, n=n)
     tiers = {(i["host"], i["tier"]) for i in result.items}
@@ -313,6 +418,7 @@ async def test_a_banning_site_climbs_to_tier_two_and_the_other_stays(
     threshold = math.ceil(rate * window)
     assert stats["sticky_proxy/tier/1/bans"] == stats["sticky_proxy/bans"]
     assert stats["sticky_proxy/bans"] == threshold
+    assert stats.get("sticky_proxy/tolerated", 0) == (threshold if tolerance > 1 else 0)
     assert stats["sticky_proxy/tier/escalations"] == 1
     assert "sticky_proxy/tier/2/bans" not in stats
     # Host A: its first requests, banned on tier 1, then every item on tier 2.
@@ -325,3 +431,119 @@ async def test_a_banning_site_climbs_to_tier_two_and_the_other_stays(
     assert exits["127.0.0.1"] <= second
     assert not exits["localhost"] & second
     assert "moves from proxy tier 1 to 2" in log_text()
+
+
+@deferred_f_from_coro_f
+async def test_three_zones_of_one_gateway_a_banned_site_climbs_with_its_username(
+    log_text: Any,
+) -> None:
+    """The issue's shape: three tiers through one gateway, differing only in
+    the zone in the username. Host A bans the first zone's exits: it climbs
+    to the second, whose requests carry the second zone's username (the
+    gateway records the username it saw), with nothing lost."""
+    password = "one-gateway-zone-pw"
+    with Sandbox(accept_any_credentials=True, password=password) as box:
+        gateway = box.gateway  # with any credentials: a session is a username
+
+        def rule(ip: str, path: str) -> str | None:
+            item = item_of(path)
+            dc = {ip for user, ip in gateway.sessions().items() if "-zone-dc-" in user}
+            return "403" if item is not None and item < 100 and ip in dc else None
+
+        box.site.ban_rule = rule
+        n = 4
+        settings = {
+            "STICKY_PROXY_TIERS": zones(
+                "dc", "res", "mob", pw=password, hostport=box.gateway_hostport
+            ),
+            "STICKY_PROXY_TIER_WINDOW": 4,
+            "STICKY_PROXY_TIER_BAN_RATE": 0.5,
+            "CONCURRENT_REQUESTS": 1,
+        }
+        result = await crawl(TwoHostsSpider, settings, port=box.site_port, n=n)
+        log = list(gateway.log)
+    stats = result.stats
+    assert len(result.items) == 2 * n and "sticky_proxy/gave_up" not in stats
+    assert stats["sticky_proxy/tier/escalations"] == 1
+    zone = {r.exit_ip: r.session.split("-zone-")[1].split("-")[0] for r in log}
+    got = {(i["host"], i["tier"], zone[i["exit"]]) for i in result.items}
+    assert got == {("127.0.0.1", 2, "res"), ("localhost", 1, "dc")}
+    # Each tier's route, and so its cookie jars, are its own.
+    jars = {(i["tier"], i["jar"].split("/")[1]) for i in result.items}
+    assert jars == {(1, box.gateway_hostport), (2, f"{box.gateway_hostport}#t2")}
+    sent = {(r.target.split("/")[2].split(":")[0], zone[r.exit_ip]) for r in log}
+    assert sent == {("127.0.0.1", "dc"), ("127.0.0.1", "res"), ("localhost", "dc")}
+    assert "moves from proxy tier 1 to 2" in log_text()
+
+
+# -- JOBDIR ----------------------------------------------------------------------
+
+
+def test_the_tiers_in_a_jobdir_snapshot_are_checked(tmp_path: Path) -> None:
+    sites, clock, _ = make(window=1, rate=1.0)
+    sites.outcome("shop.example", 1, banned=True)
+    sites.outcome("ok.example", 1, banned=False)
+    assert sites.export() == [("shop.example", 2, clock.now)]  # above tier 1 only
+    path = tmp_path / snapshot.FILENAME
+    snapshot.save(str(path), [], "s", clock.now, [*sites.export(), ("a b", 2, 0.0)])
+    again, _, _ = make()
+    for move in snapshot_of(path, clock.now + 5).tiers:
+        again.learn(*move)
+    assert again.tier("shop.example") == 2
+    hostile = {
+        "good.example": [3, clock.now - 1],
+        "a space": [2, 0],
+        "nan.example": [2, math.nan],
+        "big.example": [17, 0],
+        "future.example": [2, clock.now + 86400],
+        "text.example": "[2, 0]",
+        "x" * 256: [2, 0],
+    }
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps({**document, "tiers": hostile}))
+    loaded = snapshot_of(path, clock.now)
+    assert loaded.tiers == [("good.example", 3, clock.now - 1)]
+    assert loaded.skipped == len(hostile) - 1
+    path.write_text(json.dumps({**document, "tiers": [["shop.example", 2, 0]]}))
+    assert (loaded := snapshot_of(path, clock.now)).tiers == [] and loaded.skipped == 1
+
+
+def snapshot_of(path: Path, now: float) -> snapshot.Loaded:
+    loaded = snapshot.load(str(path), "s", 10, now)
+    assert loaded is not None and loaded.problem is None
+    return loaded
+
+
+@deferred_f_from_coro_f
+async def test_the_tier_of_a_site_survives_a_jobdir_pause(
+    sandbox: Sandbox, second_gateway: Sandbox, tmp_path: Path
+) -> None:
+    first = sandbox.gateway
+
+    def rule(ip: str, path: str) -> str | None:
+        item = item_of(path)
+        banned = item is not None and item < 100 and ip in first.sessions().values()
+        return "403" if banned else None
+
+    sandbox.site.ban_rule = rule
+    settings = {
+        "STICKY_PROXY_PROVIDER": "sandbox",
+        "STICKY_PROXY_TIERS": [
+            {"url": sandbox.gateway_url},
+            {"url": second_gateway.gateway_url},
+        ],
+        "STICKY_PROXY_TIER_WINDOW": 2,
+        "STICKY_PROXY_TIER_BAN_RATE": 1.0,
+        "CONCURRENT_REQUESTS": 1,
+        "JOBDIR": str(tmp_path / "job"),
+    }
+    port = sandbox.site_port
+    paused = await crawl(TwoHostsSpider, settings, port=port, n=2)
+    assert paused.stats["sticky_proxy/tier/escalations"] == 1
+    # Resumed: items 0 and 1 were seen; 2 and 3 are new.
+    resumed = await crawl(TwoHostsSpider, settings, port=port, n=4)
+    stats = resumed.stats
+    assert stats["sticky_proxy/jobdir/restored_tiers"] == 1
+    assert "sticky_proxy/bans" not in stats  # no ban taken again on tier 1
+    tiers = {(i["host"], i["item"], i["tier"]) for i in resumed.items}
+    assert tiers == {(h, n, t) for h, t, b in HOSTS for n in (b + 2, b + 3)}

@@ -7,6 +7,9 @@ Without STICKY_PROXY_TIERS there is one tier, STICKY_PROXY_URL or
 STICKY_PROXY_LIST, as before. With it, the configuration's ``provider``,
 ``gateway`` and ``static_proxies`` are tier 1's, and ``tiers`` holds them
 all; every tier is checked as STICKY_PROXY_URL or STICKY_PROXY_LIST are.
+Tiers may go through the same host:port (one gateway, a zone or product in
+the username): route ids above tier 1 end in ``#t<n>``
+(:func:`..routing.tiers.tier_route`).
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..routing.providers import ProviderSpec, get_preset
 from ..routing.template import ProxyTemplate
-from ..routing.tiers import MAX_TIERS, TierPolicy
+from ..routing.tiers import MAX_TIERS, TierPolicy, tier_route
 from .proxies import StaticProxy, _check_encoding, _static_list, read_proxies
 from .readers import WEEK, expand_env, read_float, read_int, read_str, shown
 
@@ -33,8 +36,10 @@ MAX_WINDOW = 100_000
 
 @dataclass(frozen=True)
 class ProxyTier:
-    """One tier: a gateway or a list of static proxies, and its provider."""
+    """Tier *number*: a gateway or a list of static proxies (their ids
+    already the tier's), and its provider."""
 
+    number: int
     provider: ProviderSpec
     gateway: ProxyTemplate | None
     static_proxies: tuple[StaticProxy, ...]
@@ -46,9 +51,10 @@ class ProxyTier:
 
     @property
     def routes(self) -> list[str]:
-        """Its routes: the gateway's host:port, or the static proxies' ids."""
-        gateway = [] if self.gateway is None else [self.gateway.hostport]
-        return gateway + [p.id for p in self.static_proxies]
+        """Its route ids: the gateway's, or the static proxies'."""
+        if self.gateway is not None:
+            return [tier_route(self.gateway.hostport, self.number)]
+        return [p.id for p in self.static_proxies]
 
 
 def read_routes(
@@ -78,16 +84,6 @@ def read_routes(
     tiers = tuple(
         _tier(settings, n, entry, default, lifetime) for n, entry in enumerate(value, 1)
     )
-    seen: dict[str, int] = {}
-    for n, tier in enumerate(tiers, 1):
-        for route in tier.routes:
-            if route in seen:
-                raise ConfigError(
-                    NAME,
-                    f"tiers {seen[route]} and {n} both go through {route}: each "
-                    "route must name its tier",
-                )
-            seen[route] = n
     first = tiers[0]
     return first.provider, first.gateway, first.static_proxies, tiers
 
@@ -115,7 +111,8 @@ def _tier(
             if not static:
                 raise ConfigError(NAME, "'list' is empty")
         _check_encoding(settings, gateway, static)
-        return ProxyTier(provider, gateway, static)
+        static = tuple(replace(p, id=tier_route(p.id, n)) for p in static)
+        return ProxyTier(n, provider, gateway, static)
     except ConfigError as exc:  # said as the tier's: "STICKY_PROXY_TIERS: tier 2: ..."
         problem = str(exc).removeprefix(f"{exc.setting}: ")
         raise ConfigError(NAME, f"tier {n} ({exc.setting}): {problem}") from None

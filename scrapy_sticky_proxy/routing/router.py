@@ -9,7 +9,8 @@ longer). Events in: :meth:`answered`, :meth:`succeeded`, :meth:`banned`,
 :meth:`refused`, :meth:`inconclusive`, :meth:`auth_failed`.
 
 It owns the health store (which generation each key is on), the static
-proxy pool and one gate per route (:mod:`.gate`). Static proxies that refuse
+proxy pool and one gate per route (:mod:`.gate`; a route id names its
+tier: :func:`.tiers.tier_route`). Static proxies that refuse
 connections are left while another one answers (a failover, not a ban);
 when none answers, requests wait at the gate of the one their key picks.
 
@@ -41,6 +42,7 @@ from .decisions import (
 from .gate import FAILED, GIVE_UP, GO, Facts, GatePolicy, RouteGate
 from .ids import session_id
 from .pool import ProxyPool
+from .tiers import tier_route
 
 if TYPE_CHECKING:
     from ..config import StickyProxyConfig
@@ -59,8 +61,13 @@ class Router:  # the values it hands out are in .decisions
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         wake: Callable[[str | None], None] = lambda route: None,
+        tier: int | None = None,  # of STICKY_PROXY_TIERS
     ):
         self.config = config
+        gateway = config.gateway  # the id of its route (a static proxy's: its id)
+        self.route = tier_route(gateway.hostport, tier or 1) if gateway else None
+        setting = "STICKY_PROXY_LIST" if gateway is None else "STICKY_PROXY_URL"
+        self.source = f"tier {tier} of STICKY_PROXY_TIERS" if tier else setting
         self.store = store
         self.clock = clock  # gates, sessions, answers: this process only
         self.wall = wall  # static proxy health: shared between processes
@@ -107,9 +114,8 @@ class Router:  # the values it hands out are in .decisions
             raise Held(CLOSING)
         if self._refused_since is not None:
             self._check_reachable()
-        if self.pool is None:
-            assert self.config.gateway is not None
-            route = self.config.gateway.hostport
+        if self.route is not None:
+            route = self.route
         else:
             # Picked again after every wait: another proxy may be back.
             route = self._pick(session.key, session.generation)
@@ -129,11 +135,8 @@ class Router:  # the values it hands out are in .decisions
         # Proxies refusing connections are left while another one works.
         picked = self.pool.pick(key, generation, now, avoid=self._down)
         if picked is None or self.pool.all_dead(now):
-            raise Held(
-                None,
-                "no usable proxy left in STICKY_PROXY_LIST",
-                close=(NO_PROXIES, "every proxy of STICKY_PROXY_LIST is dead"),
-            )
+            dead = (NO_PROXIES, f"every proxy of {self.source} is dead")
+            raise Held(None, f"no usable proxy left in {self.source}", close=dead)
         return picked
 
     def _check_reachable(self) -> None:
@@ -144,13 +147,12 @@ class Router:  # the values it hands out are in .decisions
         waited = self.clock() - self._refused_since
         if waited <= self.config.unreachable_timeout:
             return
-        if self.pool is None:
-            assert self.config.gateway is not None
+        if self.config.gateway is not None:
             hostport = self.config.gateway.hostport
-            what = f"the gateway {hostport} (STICKY_PROXY_URL) has not answered"
+            what = f"the gateway {hostport} ({self.source}) has not answered"
         else:
             tried = ", ".join(self.proxies)
-            what = f"no proxy of STICKY_PROXY_LIST ({tried}) has answered"
+            what = f"no proxy of {self.source} ({tried}) has answered"
         message = (
             f"{what} since the crawl started: connections refused (or the host "
             f"did not resolve) for {waited:.0f} s. Check the host and port "
@@ -250,10 +252,7 @@ class Router:  # the values it hands out are in .decisions
         """Whether *route* (read from meta: untrusted) is one of ours."""
         if not isinstance(route, str):
             return False
-        if self.pool is None:
-            gateway = self.config.gateway
-            return gateway is not None and route == gateway.hostport
-        return route in self.proxies
+        return route == self.route if self.pool is None else route in self.proxies
 
     def proxy_ip(self, route: str) -> Any:
         """The proxy's address if given as one (an ``ipaddress``), else None."""

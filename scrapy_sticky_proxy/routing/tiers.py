@@ -63,6 +63,14 @@ class Move:
         return self.tier > self.before
 
 
+def tier_route(route: str, tier: int) -> str:
+    """The id of *route* (a gateway's host:port, a static proxy's id) on
+    *tier*: as given on tier 1, ``#t<n>`` above. Tiers may share a gateway
+    (one host:port, a zone or product in the username), and each tier's
+    route keeps its own gate, health, cookie jars and download slot."""
+    return route if tier == 1 else f"{route}#t{tier}"
+
+
 def tiered_key(key: str, tier: int) -> str:
     """The session key of *key* on *tier*: its own generations, so that a
     site moving up re-rolls its sessions there. NUL never occurs in a key
@@ -152,6 +160,12 @@ class SiteTiers:
             return False
         entry.reset(tier, since)
         return True
+
+    def export(self) -> list[tuple[str, int, float]]:
+        """``(site, tier, since)`` of every site above tier 1, the least
+        recently used first (for a JOBDIR snapshot; read back by
+        :meth:`learn`)."""
+        return [(s, e.tier, e.since) for s, e in self._sites.items() if e.tier > 1]
 
     def _move(self, site: str, entry: _Site, tier: int, now: float) -> None:
         before = entry.tier

@@ -63,6 +63,12 @@ def parse_tier(value: object, now: float) -> tuple[int, float] | None:
         parsed = json.loads(value, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return None
+    return checked(parsed, now)
+
+
+def checked(parsed: object, now: float) -> tuple[int, float] | None:
+    """``(tier, since)`` from ``[tier, since]`` read from anywhere (Redis,
+    a JOBDIR snapshot), or ``None`` if it is not one."""
     if not isinstance(parsed, list) or len(parsed) != 2:
         return None
     tier, since = parsed

@@ -6,12 +6,15 @@ at the start of the next, as Scrapy does with ``spider.state``::
 
     {"format": "scrapy-sticky-proxy/state", "version": 1,
      "scope": "<digest>", "saved": <Unix seconds>,
-     "keys": {"<key digest>": {"generation": 2, ...}, ...}}
+     "keys": {"<key digest>": {"generation": 2, ...}, ...},
+     "tiers": {"<site>": [<tier>, <Unix time of the move>], ...}}
 
 Keys are known by the digest Redis knows them by (``key_digest``), never
 by the key itself: a key holds whatever the key policy put there (a URL,
 its query, a password if the policy put one), and 10 kB keys would make the
-file unbounded. ``keys`` lists the least recently used first. ``scope`` is a
+file unbounded. ``keys`` lists the least recently used first, and so does
+``tiers`` (STICKY_PROXY_TIERS: the sites above tier 1, at most
+:data:`MAX_SITES`; absent without them). ``scope`` is a
 digest of what makes a generation mean something (the namespace, the
 provider, the routes): a file written for another one is set aside.
 
@@ -30,11 +33,12 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .redis_layout import MAX_GENERATION
+from .redis_tiers import checked, is_site
 from .store import MAX_SCORE
 
 FILENAME = "sticky_proxy.state"
@@ -46,6 +50,8 @@ MAX_AGE = 10 * 365 * 86400.0
 # file was not written for this STICKY_PROXY_MAX_KEYS (or not by us).
 BYTES_PER_KEY = 256
 BYTES_FIXED = 65536
+MAX_SITES = 1000  # sites above tier 1 kept, the most recently used
+BYTES_PER_SITE = 300  # a host name (at most 255) and its [tier, time]
 _DIGEST = re.compile(r"[0-9a-f]{24}")
 
 
@@ -83,6 +89,7 @@ class Loaded:
     first), how long ago the file was written, and what it set aside."""
 
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tiers: list[tuple[str, int, float]] = field(default_factory=list)
     paused: float = 0.0  # seconds between the write and the read, >= 0
     skipped: int = 0  # entries that failed their checks
     problem: str | None = None  # why the whole file was set aside
@@ -92,7 +99,7 @@ def load(path: str, scope: str, max_keys: int, now: float) -> Loaded | None:
     """The snapshot at *path*, checked; ``None`` when there is none."""
     try:
         with open(path, "rb") as file:
-            limit = BYTES_FIXED + BYTES_PER_KEY * max_keys
+            limit = BYTES_FIXED + BYTES_PER_KEY * max_keys + BYTES_PER_SITE * MAX_SITES
             data = file.read(limit + 1)
     except FileNotFoundError:
         return None
@@ -133,6 +140,17 @@ def _read(document: Any, scope: str, max_keys: int, now: float) -> Loaded:
             loaded.keys[digest] = state
         else:
             loaded.skipped += 1
+    tiers = document.get("tiers", {})
+    if not isinstance(tiers, dict):
+        tiers = {None: None}  # one entry that fails its checks
+    sites = list(tiers.items())[-MAX_SITES:]
+    loaded.skipped += len(tiers) - len(sites)
+    for site, value in sites:
+        move = checked(value, now) if is_site(site) else None
+        if move is None:
+            loaded.skipped += 1
+        else:
+            loaded.tiers.append((site, *move))
     return loaded
 
 
@@ -146,20 +164,28 @@ def _valid(digest: Any, state: Any) -> bool:
 
 
 def save(
-    path: str, keys: Iterable[tuple[str, dict[str, Any]]], scope: str, now: float
+    path: str,
+    keys: Iterable[tuple[str, dict[str, Any]]],
+    scope: str,
+    now: float,
+    tiers: Sequence[tuple[str, int, float]] = (),
 ) -> int:
     """Write the snapshot atomically: to a temporary file in the same
     directory, flushed to disk, then renamed over *path*, so that a crash
     at any point leaves the previous snapshot whole. Returns how many keys
-    were written; raises OSError (the previous snapshot is kept)."""
+    were written; raises OSError (the previous snapshot is kept). *tiers*:
+    ``(site, tier, since)``, the least recently used first."""
     entries = dict(keys)
-    document = {
+    document: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "scope": scope,
         "saved": now,
         "keys": entries,
     }
+    kept = [(site, tier, since) for site, tier, since in tiers if is_site(site)]
+    if kept:
+        document["tiers"] = {s: [tier, since] for s, tier, since in kept[-MAX_SITES:]}
     data = json.dumps(document, separators=(",", ":")).encode("ascii")
     temporary = f"{path}.tmp"
     try:
