@@ -3,7 +3,6 @@ numbers in Request.meta (a bad one falls back to the setting's value)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -231,25 +230,6 @@ def read_dotted_paths(settings: BaseSettings, name: str) -> tuple[str, ...]:
         if not isinstance(path, str) or not DOTTED.fullmatch(path):
             raise ConfigError(name, f"expected dotted paths, got {path!r}")
     return tuple(paths)
-
-
-def load_object(path: str, name: str) -> Any:
-    """What dotted *path* names, imported now."""
-    if not isinstance(path, str):
-        raise ConfigError(name, f"expected a dotted path, got {shown(path)}")
-    module_name, _, attr = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(name, f"cannot import {path!r}: {exc}") from None
-
-
-def load_class(path: str, name: str) -> type:
-    """The class at dotted *path*, imported now."""
-    obj = load_object(path, name)
-    if not isinstance(obj, type):
-        raise ConfigError(name, f"{path!r} is not a class")
-    return obj
 
 
 def read_append_file(settings: BaseSettings, name: str) -> str | None:
