@@ -148,16 +148,19 @@ def every_template(
 
 
 def tier_policy(settings: BaseSettings) -> TierPolicy:
-    window = read_int(settings, "STICKY_PROXY_TIER_WINDOW", 20, 1, MAX_WINDOW) or 20
-    quiet = read_float(settings, "STICKY_PROXY_TIER_QUIET", 600.0) or 600.0
-    return TierPolicy(window, _ban_rate(settings), quiet)
+    default = TierPolicy()
+    window = read_int(settings, "STICKY_PROXY_TIER_WINDOW", None, 1, MAX_WINDOW)
+    quiet = read_float(settings, "STICKY_PROXY_TIER_QUIET", None)
+    return TierPolicy(
+        window or default.window, _ban_rate(settings), quiet or default.quiet
+    )
 
 
 def _ban_rate(settings: BaseSettings) -> float:
     name = "STICKY_PROXY_TIER_BAN_RATE"
     value = settings.get(name)
     if value is None or value == "":
-        return 0.5
+        return TierPolicy.ban_rate
     try:
         rate = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
