@@ -259,9 +259,9 @@ class WarmupRuns:
         said = "The warm-up of session %s failed (%s): %d in a row for %s"
         logger.info(said, name, why, failures, site)
         if failures >= limit:
-            see = SETTING_OF.get(why, "the site's bans of the warm-up requests")
+            see = f"{SETTING_OF[why]} and " if why in SETTING_OF else ""
             self.close(
                 WARMUP_FAILED,
                 f"{limit} warm-ups in a row failed for {site} (the last: {why}); "
-                f"see {see} and STICKY_PROXY_WARMUP_MAX_FAILURES",
+                f"see {see}STICKY_PROXY_WARMUP_MAX_FAILURES",
             )
