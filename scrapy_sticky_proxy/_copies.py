@@ -19,6 +19,8 @@ from .ledger import reasons
 from .routing.decisions import CLOSING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scrapy import Request
     from scrapy.crawler import Crawler
 
@@ -41,9 +43,16 @@ class Copies:
         self.ledger = ledger
         self.cache = cache  # HTTPCACHE_ENABLED: copies go to the network
 
-    def reroll(self, request: Request, reason: str, stat: str) -> Request:
+    def reroll(
+        self,
+        request: Request,
+        reason: str,
+        stat: str,
+        renew: Callable[[Request], bool] = lambda request: False,
+    ) -> Request:
         """A copy of *request* for a new session, or IgnoreRequest (recorded)
-        once the request's re-roll budget is spent."""
+        once the request's re-roll budget is spent and *renew* does not
+        start it again."""
         bound(request)  # a follow-up built from response.meta starts afresh
         meta = request.meta
         rerolls = int(number(meta.get(M.REROLLS), 0))
@@ -57,9 +66,12 @@ class Copies:
             stats=self.crawler.stats,
             redact=self.config.redact,
         )
+        spent = rerolls >= limit
+        if spent and renew(request):  # (before the copy: it marks meta)
+            spent, rerolls = False, 0
         # After a redirect, start again from the request the spider made.
         start = restart(request)
-        if rerolls >= limit:
+        if spent:
             self.ledger.give_up(start, why)
         new = self.retry(start, reason, stat)
         new.meta.pop(M.SOFT_RETRIED, None)

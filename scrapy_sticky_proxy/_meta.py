@@ -24,4 +24,5 @@ NOT_BEFORE = "_sticky_proxy_not_before"  # a tolerated retry waits until (Unix t
 TRAIL = "_sticky_proxy_trail"  # whose bookkeeping this is, and the spider's request
 CACHE_BYPASS = "_sticky_proxy_cache_bypass"  # we set dont_cache; the user's value
 LEDGER = "_sticky_proxy_ledger"  # id of the routed request this one continues
+RENEWED = "_sticky_proxy_renewed"  # the last tier its re-rolls started again on
 WARMUP = "_sticky_proxy_warmup"  # a warm-up request of (state key, generation)

@@ -8,7 +8,7 @@ the trail (``meta[M.TRAIL]``) when a redirect answer passes this middleware:
 Scrapy's redirect middlewares run after it, and their copies keep meta.
 
 The re-roll bookkeeping (``M.REROLLS``, ``M.REASONS``, ``M.SOFT_RETRIED``,
-``M.TOLERATED``, ``M.NOT_BEFORE``)
+``M.TOLERATED``, ``M.NOT_BEFORE``, ``M.RENEWED``)
 lives in meta too, so it would also reach a request a spider builds with
 ``response.follow(url, meta=response.meta)``. The trail says which request
 the bookkeeping belongs to: the URL it was last seen on and how many
@@ -37,6 +37,7 @@ BOOKKEEPING = (
     M.SOFT_RETRIED,
     M.TOLERATED,
     M.NOT_BEFORE,
+    M.RENEWED,
     M.TRAIL,
 )
 

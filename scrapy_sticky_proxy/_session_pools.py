@@ -18,8 +18,9 @@ from scrapy import signals
 from . import _meta as M
 from ._stats import PREFIX as STATS
 from ._stats import stats_wanted
+from ._warmup_requests import robots_txt
 from .config.readers import shown
-from .routing.keys import registrable_domain
+from .routing.keys import registrable_domain, url_key
 from .routing.session_pools import PREFIX, SessionPools, host_of
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class Pools:
         self.slots = policy.slots
         self.requests = 0  # given a member: counted here, written by flush()
         self._key_func = config.key_func
+        self._robots_apart = config.warmup is not None  # _warmup_requests.py
         self._span = SPANS[policy.span] if policy.span else None
         self._count = count
         self._redact = config.redact
@@ -105,7 +107,10 @@ class Pools:
 
     def key(self, request: Request) -> str:
         """The key of a request that carries none: a member of its pool, or
-        STICKY_PROXY_KEY's when it joins none."""
+        STICKY_PROXY_KEY's when it joins none (with a warm-up, a robots.txt
+        request's own URL)."""
+        if self._robots_apart and robots_txt(request):
+            return url_key(request.url)
         meta = request.meta
         name = meta.get(M.POOL)
         if name is not None and not (isinstance(name, str) and name):

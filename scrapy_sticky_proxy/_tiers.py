@@ -79,6 +79,18 @@ class Tiers:
             len(routers), config.tier_policy, clock=wall, on_move=self._moved
         )
         store.on_tier_update = self._learned
+        policy = config.tier_policy
+        if policy.threshold > config.max_rerolls + 1:
+            logger.warning(
+                "A site moves up a proxy tier after %d bans (STICKY_PROXY_TIER_"
+                "WINDOW %d x STICKY_PROXY_TIER_BAN_RATE %g), more than one "
+                "request's %d attempts (1 + STICKY_PROXY_MAX_REROLLS): a crawl "
+                "from a few start pages gives them up before their site moves",
+                policy.threshold,
+                policy.window,
+                policy.ban_rate,
+                config.max_rerolls + 1,
+            )
 
     def pick(self, request: Request, key: str) -> tuple[Router, str]:
         """The router *request* goes through, and its session key there."""
@@ -114,6 +126,22 @@ class Tiers:
         same, as one that burns does."""
         if self.sites is not None:
             self._outcome(request, request.meta[M.ROUTE], banned=True)
+
+    def renewed(self, request: Request) -> bool:
+        """*request* ran out of re-rolls on a tier its site has left for a
+        higher one (maybe for this very ban): they start again there (True).
+        Once per tier: the tier it was last renewed on is in its meta."""
+        if self.sites is None:
+            return False
+        meta = request.meta
+        went, last = meta.get(M.TIER), meta.get(M.RENEWED, 1)
+        if not (isinstance(went, int) and isinstance(last, int)):
+            return False  # from meta: untrusted
+        tier = self.sites.tier(host_key(request.url))
+        if tier <= max(went, last):
+            return False
+        meta[M.RENEWED] = tier
+        return True
 
     def source(self, route: str) -> str:
         """Where *route* is configured, as messages name it."""

@@ -107,7 +107,7 @@ class Verdicts:
         self.tiers.banned(request, key, generation)
         if self.cookies is not None:
             self.cookies.burned(meta)
-        new = self.copies.reroll(request, reason, "rerolls")
+        new = self.copies.reroll(request, reason, "rerolls", self.tiers.renewed)
         self.count.inc("rerolls")
         return new
 

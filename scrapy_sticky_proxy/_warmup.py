@@ -24,7 +24,7 @@ from scrapy.exceptions import IgnoreRequest
 
 from . import _meta as M
 from ._location import state_key
-from ._warmup_runs import WarmupRuns
+from ._warmup_runs import REACHED, SENT, WarmupRuns
 from .routing.decisions import CLOSING, Decision, Held, Session
 from .routing.ids import session_id
 from .routing.keys import host_key
@@ -80,6 +80,7 @@ class Warmups:
             # Another tier or session than the one it warms, or a warm-up
             # that ended: sent now, it would warm nothing (or the wrong exit).
             raise IgnoreRequest("a warm-up request that matches no running warm-up")
+        self.runs.mark(marker.token, REACHED)
         return _peek(key, marker.generation, router)
 
     async def ready(
@@ -90,8 +91,9 @@ class Warmups:
         may be on a new generation, which warms up in turn). Raises
         :class:`Held` as the router's admit does."""
         meta = request.meta
-        if M.WARMUP in meta:
-            return step  # a warm-up goes through its cold session
+        if M.WARMUP in meta:  # a warm-up goes through its cold session
+            self.runs.mark(meta[M.WARMUP].token, SENT)
+            return step
         held = False  # the session was acquired: its use is counted
         fresh = True  # *step* was admitted for *session*, and nothing waited
         failed = unjudged = 0

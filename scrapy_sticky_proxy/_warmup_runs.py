@@ -9,9 +9,12 @@ STICKY_PROXY_BAN_TOLERANCE (a tolerated one sends the request again on the
 same session once its wait is over, within the warm-up's deadline), and one
 that burns counts in the site's proxy tier window. A failed warm-up (a ban
 that burns, the check says no, a download error, the deadline) burns its
-session; a cached answer, an outage or the spider closing judge nothing.
-Too many failures in a row for one site (on its current tier) close the
-spider.
+session; a cached answer, an outage, the spider closing, or a deadline
+passed before its request went out (held at the route's gate, or by a
+middleware before ours) judge nothing. Too many failures in a row for one
+site (on its current tier) close the spider. A bug in the warm-up function
+(it raises, or returns no requests) is no session's fault: said once, and
+the spider closes (:mod:`._warmup_faults`).
 """
 
 from __future__ import annotations
@@ -20,13 +23,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest
-from scrapy.utils.asyncio import call_later
-from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.defer import deferred_from_coro
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
 from . import _meta as M
-from ._warmup_requests import prepared, requests_of
+from ._warmup_faults import WarmupFaults
+from ._warmup_requests import Late, download, prepared, requests_of
 from .routing.keys import host_key
 from .routing.tolerance import RETRY_AFTER, TOO_LONG
 from .routing.warmup import (
@@ -50,10 +52,15 @@ logger = logging.getLogger("scrapy_sticky_proxy.middleware")
 
 TOLERATED_WAIT = " warm-up tolerated"  # where they wait: no route's name
 BAN = "ban/"  # the prefix of a failure that is a ban verdict
-
-
-class _Late(Exception):
-    """The warm-up took longer than STICKY_PROXY_WARMUP_TIMEOUT."""
+# How far a running warm-up's current request got (WarmupRuns.seen).
+REACHED = 1  # our middleware (it may wait at the route's gate)
+SENT = 2  # through its session
+# What the close message points at, by the last failure.
+SETTING_OF = {
+    "check": "STICKY_PROXY_WARMUP_CHECK",
+    "check_error": "STICKY_PROXY_WARMUP_CHECK",
+    "timeout": "STICKY_PROXY_WARMUP_TIMEOUT",
+}
 
 
 class WarmupRuns:
@@ -74,6 +81,13 @@ class WarmupRuns:
         self.check = policy.check or answered
         self.states = states
         self._running: set[Deferred[None]] = set()
+        self.seen: dict[int, int] = {}  # token -> REACHED, SENT (while running)
+        self.faults = WarmupFaults(mw)
+
+    def mark(self, token: int, where: int) -> None:
+        """The current request of running warm-up *token* got *where*."""
+        if token in self.seen:
+            self.seen[token] = where
 
     def start(self, request: Request, session: Session, route: str) -> None:
         """The warm-up of *session* (just told START), for *request*."""
@@ -89,23 +103,27 @@ class WarmupRuns:
         meta = request.meta
         tier = meta.get(M.TIER, 1)  # Tiers.pick's, for this request
         marker = WarmupMarker(key, generation, tier, token, host_key(request.url))
-        sent: Request | None = None  # the last warm-up request that went out
         try:
             country = meta.get(M.COUNTRY) or None
             about = WarmupSession(meta[M.KEY], country, generation, session.id)
             requests = requests_of(self.policy.warmup(request, about))
         except Exception as exc:
-            url = self.redact(request.url)
-            logger.exception("STICKY_PROXY_WARMUP failed for %s", url)
-            why: str | None = f"error/{type(exc).__name__}"
-        else:
-            if not requests:
+            self.faults.broken(request, exc)  # the spider closes: nothing judged
+            requests = None
+        if not requests:
+            if requests is None:
+                self.states.interrupted(key, generation, token)
+            else:
                 self.states.needs_none(key, generation)
-                self.waits.wake(waiting_at(key, generation))
-                return
-            self.count.inc("warmup/sessions")
-            probe = meta.pop(M.PROBE, None)  # the warm-up goes first: it probes
+            self.waits.wake(waiting_at(key, generation))
+            return
+        self.count.inc("warmup/sessions")
+        probe = meta.pop(M.PROBE, None)  # the warm-up goes first: it probes
+        self.seen[token] = 0
+        try:
             why, sent = await self._send(requests, meta, marker, probe, route)
+        finally:
+            del self.seen[token]
         self._settle(marker, session.id, why, sent)
         self.waits.wake(waiting_at(key, generation))
 
@@ -119,35 +137,47 @@ class WarmupRuns:
     ) -> tuple[str | None, Request | None]:
         """Why the warm-up failed (None: it passed), and its last request
         that went out."""
-        deadline = self.router.clock() + self.policy.timeout
+        clock = self.router.clock
+        deadline = clock() + self.policy.timeout
         sent = first = None
         why: str | None = None
+        seen, token = self.seen, marker.token
         try:
             for own in requests:
-                self.count.inc("warmup/requests")
+                seen[token] = 0
                 tried = 0  # tolerated ban verdicts of this request
-                while True:
-                    sent = prepared(own, meta, marker, probe)
-                    first, probe = first or sent, None
-                    response = await self._download(sent, deadline)
-                    sent = response.request or sent
-                    why = self._judge(response)
-                    if why is None or not why.startswith(BAN):
-                        break
-                    wait = self._verdict(marker, why, response, tried)
-                    if wait is None:
-                        break  # burned
-                    tried += 1
-                    left = deadline - self.router.clock()
-                    await self.waits.wait(TOLERATED_WAIT, min(wait, max(left, 0.0)))
+                try:
+                    while True:
+                        sent = prepared(own, meta, marker, probe)
+                        first, probe = first or sent, None
+                        engine = self.crawler.engine
+                        assert engine is not None
+                        response = await download(engine, sent, deadline, clock)
+                        sent = response.request or sent
+                        why = self._judge(response)
+                        if why is None or not why.startswith(BAN):
+                            break
+                        wait = self._verdict(marker, why, response, tried)
+                        if wait is None:
+                            break  # burned
+                        tried += 1
+                        left = max(deadline - self.router.clock(), 0.0)
+                        await self.waits.wait(TOLERATED_WAIT, min(wait, left))
+                finally:
+                    if seen[token] == SENT:  # counted once it went out
+                        self.count.inc("warmup/requests")
                 if why is not None:
                     break
         except IgnoreRequest:
             why = UNJUDGED  # given up by us (an outage) or dropped
-        except _Late:
+        except Late:
             went = sent.meta.get(M.ROUTE) if sent is not None else None
             down = self.router.gate(went if isinstance(went, str) else route).down
-            why = UNJUDGED if down else "timeout"
+            # Judged only if its request went through the session (not held
+            # at the route's gate, nor before our middleware).
+            why = "timeout" if seen[token] == SENT and not down else UNJUDGED
+            if not seen[token]:
+                self.faults.held(sent)
         except Exception as exc:
             why = f"exception/{type(exc).__name__}"
         if why is not None and self.router.stopping:
@@ -229,35 +259,9 @@ class WarmupRuns:
         said = "The warm-up of session %s failed (%s): %d in a row for %s"
         logger.info(said, name, why, failures, site)
         if failures >= limit:
+            see = f"{SETTING_OF[why]} and " if why in SETTING_OF else ""
             self.close(
                 WARMUP_FAILED,
                 f"{limit} warm-ups in a row failed for {site} (the last: {why}); "
-                "see STICKY_PROXY_WARMUP_CHECK and STICKY_PROXY_WARMUP_MAX_FAILURES",
+                f"see {see}STICKY_PROXY_WARMUP_MAX_FAILURES",
             )
-
-    async def _download(self, request: Request, deadline: float) -> Response:
-        """*request* through the downloader; :class:`_Late` past *deadline*
-        (the download itself goes on, bounded by its own timeouts)."""
-        seconds = deadline - self.router.clock()
-        if seconds <= 0:
-            raise _Late
-        engine = self.crawler.engine
-        assert engine is not None
-        done = deferred_from_coro(engine.download_async(request))
-        ended: Deferred[list[Any]] = Deferred()
-
-        def settle(result: Any) -> None:
-            if not ended.called:
-                ended.callback([result])
-
-        done.addBoth(settle)  # also consumes a late failure
-        timer = call_later(seconds, settle, _Late)
-        try:
-            (result,) = await maybe_deferred_to_future(ended)
-        finally:
-            timer.cancel()
-        if isinstance(result, Failure):
-            result.raiseException()
-        if result is _Late:
-            raise _Late
-        return result

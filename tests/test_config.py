@@ -469,3 +469,68 @@ def test_the_command_parses_only_the_shared_state_settings() -> None:
     assert (shared.namespace, shared.redis_url) == ("ns1", "redis://127.0.0.1:1")
     with pytest.raises(ConfigError, match="NO_SUCH_VAR_XYZ"):
         StickyProxyConfig.from_settings(settings)
+
+
+TIER = {"url": "http://user-{session}:tier-pw@127.0.0.1:8001"}
+
+
+@pytest.mark.parametrize(
+    ("values", "setting", "says", "not_says"),
+    [
+        # What a new user wrote (issue 15), and what the message said before.
+        ({"STICKY_PROXY_TIERS": TIER}, "TIERS", "got a dict", None),
+        ({"STICKY_PROXY_TIERS": [TIER] * 17}, "TIERS", "got 17", None),
+        ({"STICKY_PROXY_TIERS": [{"urll": TIER["url"]}]}, "TIERS", "'urll'", None),
+        ({"STICKY_PROXY_TIERS": str([TIER])}, "TIERS", "double quotes", None),
+        (
+            {"STICKY_PROXY_SESSION_POOL_SIZES": "{'a': 2}"},
+            "SESSION_POOL_SIZES",
+            "double quotes",
+            None,
+        ),
+        (
+            {"STICKY_PROXY_SESSION_POOL_SIZE": 0},
+            "SESSION_POOL_SIZE",
+            "at least 1, got 0",
+            "0.0",
+        ),
+        ({"STICKY_PROXY_SESSION_POOL_SIZE": "0"}, "SESSION_POOL_SIZE", "got 0", "0.0"),
+        ({"STICKY_PROXY_MAX_REROLLS": "-1"}, "MAX_REROLLS", "got -1", "-1.0"),
+        (
+            {"STICKY_PROXY_SESSION_SLOT_DELAY": -1},
+            "SESSION_SLOT_DELAY",
+            "must be 0 or more, got -1",
+            "-1.0",
+        ),
+        (
+            {"STICKY_PROXY_SESSION_SLOT_DELAY": 5000},
+            "SESSION_SLOT_DELAY",
+            "at most 3600, got 5000",
+            ".0",
+        ),
+        (
+            {"STICKY_PROXY_TIER_QUIET": -1},
+            "TIER_QUIET",
+            "must be positive, got -1",
+            "-1.0",
+        ),
+        (
+            {"STICKY_PROXY_OUTAGE_TIMEOUT": "1e9"},
+            "OUTAGE_TIMEOUT",
+            "at most 604800, got 1000000000",
+            ".0",
+        ),
+    ],
+)
+def test_messages_say_what_was_given_and_what_is_allowed(
+    values: dict[str, Any], setting: str, says: str, not_says: str | None
+) -> None:
+    if "STICKY_PROXY_TIERS" in values:
+        values = {"STICKY_PROXY_URL": None, **values}  # a tier: not both
+    with pytest.raises(ConfigError) as info:
+        config(**values)
+    message = str(info.value)
+    assert info.value.setting == f"STICKY_PROXY_{setting}", message
+    assert says in message, message
+    assert not_says is None or not_says not in message, message
+    assert "pw" not in message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,8 +30,8 @@ from scrapy_sticky_proxy.sandbox._credentials import decode_basic
 from scrapy_sticky_proxy.state import snapshot
 from scrapy_sticky_proxy.state.memory import MemoryStore
 
-from .conftest import crawl
-from .spiders import item_of
+from .conftest import crawl, records
+from .spiders import ItemsSpider, item_of
 
 
 class Clock:
@@ -474,6 +475,80 @@ async def test_three_zones_of_one_gateway_a_banned_site_climbs_with_its_username
     sent = {(r.target.split("/")[2].split(":")[0], zone[r.exit_ip]) for r in log}
     assert sent == {("127.0.0.1", "dc"), ("127.0.0.1", "res"), ("localhost", "dc")}
     assert "moves from proxy tier 1 to 2" in log_text()
+
+
+@pytest.mark.parametrize(
+    ("rerolls", "both_blocked", "attempts"),
+    [(5, False, (5, 1)), (4, False, (5, 1)), (4, True, (5, 4))],
+    ids=["defaults", "its-last-ban-moves-it", "bounded"],
+)
+@deferred_f_from_coro_f
+async def test_one_start_page_on_a_blocked_tier_moves_its_site(
+    sandbox: Sandbox,
+    second_gateway: Sandbox,
+    tmp_path: Path,
+    rerolls: int,
+    both_blocked: bool,
+    attempts: tuple[int, int],
+) -> None:
+    """A crawl from ONE page, every exit of tier 1 banned, the tier settings
+    left alone. Before: the window's threshold (10 bans) was out of reach of
+    one request's 6 attempts: it gave up, 0 items, no word about tiers. Now
+    its own bans move its site (5 of 10), and a request that ran out of
+    re-rolls on a tier its site has just left gets its re-rolls again on the
+    new one (bounded: never more than once per tier)."""
+    first = sandbox.gateway
+    sandbox.site.ban_rule = lambda ip, path: (
+        "403" if both_blocked or ip in first.sessions().values() else None
+    )
+    gave_up = tmp_path / "gave_up.jsonl"
+    settings = {
+        "STICKY_PROXY_PROVIDER": "sandbox",
+        "STICKY_PROXY_TIERS": [
+            {"url": sandbox.gateway_url},
+            {"url": second_gateway.gateway_url},
+        ],
+        "STICKY_PROXY_MAX_REROLLS": rerolls,
+        "STICKY_PROXY_GAVE_UP_FILE": str(gave_up),
+    }
+    result = await crawl(
+        ItemsSpider, settings, base=sandbox.site_url, n=1, follow=False
+    )
+    stats = result.stats
+    assert stats["sticky_proxy/tier/escalations"] == 1
+    sent = (
+        stats["sticky_proxy/tier/1/requests"],
+        stats["sticky_proxy/tier/2/requests"],
+    )
+    assert sent == attempts
+    if both_blocked:
+        assert result.items == []
+        assert [len(r["reasons"]) for r in records(gave_up)] == [sum(attempts)]
+    else:
+        assert len(result.items) == 1 and "sticky_proxy/gave_up" not in stats
+
+
+@pytest.mark.parametrize(
+    ("values", "warned"),
+    [
+        ({}, False),
+        ({"STICKY_PROXY_TIER_WINDOW": 12}, False),  # 6 bans: its last attempt
+        ({"STICKY_PROXY_TIER_WINDOW": 20}, True),
+        ({"STICKY_PROXY_MAX_REROLLS": 2}, True),
+        ({"STICKY_PROXY_TIER_BAN_RATE": 0.9}, True),
+    ],
+)
+def test_a_window_one_request_cannot_fill_is_said_at_start(
+    caplog: pytest.LogCaptureFixture, values: dict[str, Any], warned: bool
+) -> None:
+    config = parse(STICKY_PROXY_TIERS=[{"url": GW1}, {"url": GW2}], **values)
+    with caplog.at_level(logging.WARNING):
+        Tiers(config, MemoryStore(), lambda route: None, Counter(get_crawler().stats))
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(said) == warned, said
+    if warned:
+        for name in ("_TIER_WINDOW", "_TIER_BAN_RATE", "_MAX_REROLLS"):
+            assert f"STICKY_PROXY{name}" in said[0]
 
 
 # -- JOBDIR ----------------------------------------------------------------------

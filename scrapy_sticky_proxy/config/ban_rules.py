@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .readers import load_class, read_list, shown, whole_number
+from .callables import load_class
+from .readers import read_list, shown, whole_number
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

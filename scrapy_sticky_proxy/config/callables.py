@@ -3,16 +3,18 @@ function (STICKY_PROXY_KEY), the ban policy class (STICKY_PROXY_BAN_POLICY)
 and the warm-up functions (STICKY_PROXY_WARMUP, STICKY_PROXY_WARMUP_CHECK).
 Accepted as they were, ``builtins.id`` or ``os.getcwd`` as a key or
 ``builtins.int`` as a policy made every request fail, one by one, while the
-crawl "finished"."""
+crawl "finished". Also what imports a dotted path for the other settings
+(:func:`load_object`, :func:`load_class`)."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..routing.keys import KEY_POLICIES, KeyFunc, load_key_policy
-from .readers import load_class, load_object, read_str, shown
+from .readers import read_str, shown
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -102,3 +104,22 @@ def user_callable(
 
 def _dotted(cls: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def load_object(path: str, name: str) -> Any:
+    """What dotted *path* names, imported now."""
+    if not isinstance(path, str):
+        raise ConfigError(name, f"expected a dotted path, got {shown(path)}")
+    module_name, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(name, f"cannot import {path!r}: {exc}") from None
+
+
+def load_class(path: str, name: str) -> type:
+    """The class at dotted *path*, imported now."""
+    obj = load_object(path, name)
+    if not isinstance(obj, type):
+        raise ConfigError(name, f"{path!r} is not a class")
+    return obj

@@ -3,7 +3,6 @@ numbers in Request.meta (a bad one falls back to the setting's value)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -116,7 +115,7 @@ def read_int(
     number = _number(name, value, kind)
     if number != int(number) or (isinstance(value, str) and not _is_int(value)):
         raise ConfigError(name, f"expected {kind}, got {shown(value)}")
-    return int(_in_range(name, number, minimum, maximum))
+    return int(_in_range(name, int(number), minimum, maximum))
 
 
 def read_float(
@@ -137,10 +136,13 @@ def read_float(
         raise ConfigError(name, f"expected a number, got {shown(value)}")
     number = float(_number(name, value, "a number of seconds"))
     if number < 0 or (number == 0 and not allow_zero):
-        raise ConfigError(name, f"must be positive, got {number}")
+        allowed = "0 or more" if allow_zero else "positive"
+        raise ConfigError(name, f"must be {allowed}, got {figure(number)}")
     if 0 < number < minimum:
         zero = "0 or " if allow_zero else ""
-        raise ConfigError(name, f"must be {zero}at least {minimum:g} s, got {number}")
+        raise ConfigError(
+            name, f"must be {zero}at least {minimum:g} s, got {figure(number)}"
+        )
     return _in_range(name, number, 0, maximum)
 
 
@@ -154,10 +156,24 @@ def _is_int(text: str) -> bool:
 
 def _in_range(name: str, number: float, minimum: float, maximum: float) -> float:
     if number < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {shown(number)}")
+        raise ConfigError(
+            name, f"must be at least {figure(minimum)}, got {figure(number)}"
+        )
     if number > maximum:
-        raise ConfigError(name, f"must be at most {maximum}, got {shown(number)}")
+        raise ConfigError(
+            name, f"must be at most {figure(maximum)}, got {figure(number)}"
+        )
     return number
+
+
+def figure(number: float) -> str:
+    """A number for a message: whole ones without ``.0`` (``-s NAME=0`` is
+    no ``0.0``), others as ``%g``; a huge int by its size."""
+    if isinstance(number, int) and abs(number) > 10**15:
+        return shown(number)
+    if isinstance(number, int) or (number.is_integer() and abs(number) <= 10**15):
+        return str(int(number))
+    return f"{number:g}"
 
 
 def shown(value: object, limit: int = 40) -> str:
@@ -179,7 +195,8 @@ def read_list(settings: BaseSettings, name: str) -> list[Any]:
         try:
             value = json.loads(value)
         except ValueError as exc:
-            raise ConfigError(name, f"text that is not a JSON list: {exc}") from None
+            problem = f"text that is not a JSON list: {exc}{quotes_hint(value)}"
+            raise ConfigError(name, problem) from None
         if not isinstance(value, list):
             raise ConfigError(name, "text that is not a JSON list")
         return value
@@ -188,6 +205,12 @@ def read_list(settings: BaseSettings, name: str) -> list[Any]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return list(value)
     raise ConfigError(name, f"expected a list, got {type(value).__name__}")
+
+
+def quotes_hint(text: str) -> str:
+    """For text that is not JSON: a hint when it quotes with ``'``, as
+    Python prints a list or a dict (``-s NAME="[{'url': ...}]"``)."""
+    return " (JSON needs double quotes, not ')" if "'" in text else ""
 
 
 DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
@@ -207,25 +230,6 @@ def read_dotted_paths(settings: BaseSettings, name: str) -> tuple[str, ...]:
         if not isinstance(path, str) or not DOTTED.fullmatch(path):
             raise ConfigError(name, f"expected dotted paths, got {path!r}")
     return tuple(paths)
-
-
-def load_object(path: str, name: str) -> Any:
-    """What dotted *path* names, imported now."""
-    if not isinstance(path, str):
-        raise ConfigError(name, f"expected a dotted path, got {shown(path)}")
-    module_name, _, attr = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(name, f"cannot import {path!r}: {exc}") from None
-
-
-def load_class(path: str, name: str) -> type:
-    """The class at dotted *path*, imported now."""
-    obj = load_object(path, name)
-    if not isinstance(obj, type):
-        raise ConfigError(name, f"{path!r} is not a class")
-    return obj
 
 
 def read_append_file(settings: BaseSettings, name: str) -> str | None:

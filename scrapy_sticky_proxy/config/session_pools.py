@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..routing.session_pools import DEFAULT_SIZE, MAX_SIZE, SPANS, SessionPoolPolicy
-from .readers import read_bool, read_float, read_int, read_str, shown, whole_number
+from .readers import (
+    quotes_hint,
+    read_bool,
+    read_float,
+    read_int,
+    read_str,
+    shown,
+    whole_number,
+)
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -93,7 +101,9 @@ def _sizes(settings: BaseSettings, name: str) -> Mapping[str, int]:
             value = json.loads(value)
         except (ValueError, RecursionError):
             raise ConfigError(
-                name, 'is not valid JSON: write an object, {"example.com": 4}'
+                name,
+                'is not valid JSON: write an object, {"example.com": 4}'
+                + quotes_hint(value),
             ) from None
     if not isinstance(value, Mapping):
         raise ConfigError(

@@ -25,13 +25,22 @@ from ..routing.providers import ProviderSpec, get_preset
 from ..routing.template import ProxyTemplate
 from ..routing.tiers import MAX_TIERS, TierPolicy, tier_route
 from .proxies import StaticProxy, _check_encoding, _static_list, read_proxies
-from .readers import WEEK, expand_env, read_float, read_int, read_str, shown
+from .readers import (
+    WEEK,
+    expand_env,
+    quotes_hint,
+    read_float,
+    read_int,
+    read_str,
+    shown,
+)
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 NAME = "STICKY_PROXY_TIERS"
 MAX_WINDOW = 100_000
+TIER_KEYS = frozenset(("url", "list", "provider"))
 
 
 @dataclass(frozen=True)
@@ -76,9 +85,15 @@ def read_routes(
         try:
             value = json.loads(value)
         except (ValueError, RecursionError):
-            raise ConfigError(NAME, "text that is not a JSON list of tiers") from None
+            problem = "text that is not a JSON list of tiers" + quotes_hint(value)
+            raise ConfigError(NAME, problem) from None
     if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_TIERS:
-        raise ConfigError(NAME, f"expected a list of 1 to {MAX_TIERS} tiers")
+        got = (
+            f"{len(value)} tiers"
+            if isinstance(value, (list, tuple))
+            else f'a {type(value).__name__}: write a list, [{{"url": ...}}, ...]'
+        )
+        raise ConfigError(NAME, f"expected a list of 1 to {MAX_TIERS} tiers, got {got}")
     default = read_str(settings, "STICKY_PROXY_PROVIDER") or "generic"
     lifetime = read_int(settings, "STICKY_PROXY_SESSION_LIFETIME", None, 0, WEEK)
     tiers = tuple(
@@ -91,11 +106,14 @@ def read_routes(
 def _tier(
     settings: BaseSettings, n: int, entry: object, default: str, lifetime: int | None
 ) -> ProxyTier:
+    if isinstance(entry, Mapping) and (unknown := set(entry) - TIER_KEYS):
+        raise ConfigError(
+            NAME,
+            f"tier {n}: unknown key(s) {shown(sorted(map(str, unknown)))}; "
+            "a tier has 'url' or 'list', and may have 'provider'",
+        )
     if not isinstance(entry, Mapping) or (("url" in entry) == ("list" in entry)):
         raise ConfigError(NAME, f"tier {n}: a dict with either 'url' or 'list'")
-    unknown = set(entry) - {"url", "list", "provider"}
-    if unknown:
-        raise ConfigError(NAME, f"tier {n}: unknown keys {shown(sorted(unknown))}")
     name = entry.get("provider") or default
     try:
         provider = get_preset(name)
@@ -130,16 +148,19 @@ def every_template(
 
 
 def tier_policy(settings: BaseSettings) -> TierPolicy:
-    window = read_int(settings, "STICKY_PROXY_TIER_WINDOW", 20, 1, MAX_WINDOW) or 20
-    quiet = read_float(settings, "STICKY_PROXY_TIER_QUIET", 600.0) or 600.0
-    return TierPolicy(window, _ban_rate(settings), quiet)
+    default = TierPolicy()
+    window = read_int(settings, "STICKY_PROXY_TIER_WINDOW", None, 1, MAX_WINDOW)
+    quiet = read_float(settings, "STICKY_PROXY_TIER_QUIET", None)
+    return TierPolicy(
+        window or default.window, _ban_rate(settings), quiet or default.quiet
+    )
 
 
 def _ban_rate(settings: BaseSettings) -> float:
     name = "STICKY_PROXY_TIER_BAN_RATE"
     value = settings.get(name)
     if value is None or value == "":
-        return 0.5
+        return TierPolicy.ban_rate
     try:
         rate = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):

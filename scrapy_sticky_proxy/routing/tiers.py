@@ -33,9 +33,13 @@ DEFAULT_MAX_SITES = 100_000
 
 @dataclass(frozen=True)
 class TierPolicy:
-    """When a site moves: see STICKY_PROXY_TIER_WINDOW, _BAN_RATE, _QUIET."""
+    """When a site moves: see STICKY_PROXY_TIER_WINDOW, _BAN_RATE, _QUIET.
 
-    window: int = 20
+    The default threshold (5 bans of the last 10) is within the reach of one
+    request's re-rolls (STICKY_PROXY_MAX_REROLLS, 5): a crawl from one start
+    page moves its site by itself."""
+
+    window: int = 10
     ban_rate: float = 0.5
     quiet: float = 600.0
 

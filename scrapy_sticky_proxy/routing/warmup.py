@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-WARMUP_FAILED = "sticky_proxy_warmup_failed"  # the spider's close reason
+WARMUP_FAILED = "sticky_proxy_warmup_failed"  # the spider's close reasons
+WARMUP_ERROR = "sticky_proxy_warmup_error"  # a bug in the warm-up function
 GAVE_UP = "warmup/failed"  # give-up reason of a request whose warm-ups failed
 # ... and of one whose warm-ups kept ending unjudged (dropped by another
 # middleware, a cache that ignores dont_cache): nobody's fault, but bounded.
