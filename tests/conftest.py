@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +15,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler, CrawlerRunner
 from scrapy.utils.defer import maybe_deferred_to_future
 
-from scrapy_sticky_proxy.sandbox import Sandbox
+from scrapy_sticky_proxy.sandbox import Sandbox, gateway
 
 BASE_SETTINGS: dict[str, Any] = {
     "ADDONS": {"scrapy_sticky_proxy.Addon": 100},
@@ -102,6 +105,17 @@ async def crawl(
     return result
 
 
+@pytest.fixture(autouse=True)
+def _exits_of_this_test(request: pytest.FixtureRequest, monkeypatch: Any) -> None:
+    """Gateways number their exits on from a start of this test's own, taken
+    from its id: which exits a test gets, and so which ones a ban_fraction
+    rule bans, does not depend on which tests ran before it in the process
+    (another order, another pytest-xdist worker). The numbering still goes
+    on across the test's sandboxes, so no two of them share an exit."""
+    start = zlib.crc32(request.node.nodeid.encode()) % 10_000 * 1_000
+    monkeypatch.setattr(gateway, "_EXIT_INDEX", itertools.count(start))
+
+
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
     with Sandbox() as sb:
@@ -156,6 +170,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     url = external_url()
     if url:
+        # Tests empty it, and some pause the whole server: workers running
+        # at once on one server would break each other's tests.
+        if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+            pytest.fail("REDIS_URL is one server for all pytest-xdist workers: -n 0")
         yield url
         return
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
