@@ -4,8 +4,9 @@ import itertools
 import json
 import logging
 import os
+import socket
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,25 @@ def _exits_of_this_test(request: pytest.FixtureRequest, monkeypatch: Any) -> Non
     on across the test's sandboxes, so no two of them share an exit."""
     start = zlib.crc32(request.node.nodeid.encode()) % 10_000 * 1_000
     monkeypatch.setattr(gateway, "_EXIT_INDEX", itertools.count(start))
+
+
+@pytest.fixture
+def refused_port() -> Iterator[Callable[[], int]]:
+    """Gives ports of 127.0.0.1 that refuse connections until the test ends:
+    bound here, never listening. A port that free_port() found free is any
+    process's to take: a server of another pytest-xdist worker listened on
+    one while a test crawled through it as a dead proxy."""
+    held: list[socket.socket] = []
+
+    def port() -> int:
+        sock = socket.socket()
+        held.append(sock)
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+    yield port
+    for sock in held:
+        sock.close()
 
 
 @pytest.fixture

@@ -170,11 +170,9 @@ async def test_healthy_requests_cost_no_redis_commands(
 
 @deferred_f_from_coro_f
 async def test_unreachable_redis_stops_the_crawl_with_a_clear_error(
-    sandbox: Sandbox, log_text: Any
+    sandbox: Sandbox, log_text: Any, refused_port: Callable[[], int]
 ) -> None:
-    from .redis_server import free_port
-
-    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    url = f"redis://:hunter2@127.0.0.1:{refused_port()}/0"
     result = await crawl(
         ItemsSpider, redis_settings(sandbox, url), base=sandbox.site_url, n=10
     )
