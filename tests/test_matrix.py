@@ -42,8 +42,11 @@ from .test_gates import crawl_within
 
 N = 40  # items, each with three follow-ups
 OUTAGE_AT = 30  # items scraped when the gateway goes away
-OUTAGE = 2.5  # seconds the gateway refuses connections
-STATIC_OUTAGE = 3.0  # seconds all three static proxies refuse
+# Seconds the gateway refuses connections: the crawl holds its requests,
+# sends a probe 0.5 s after the first refusal (refused) and one more a
+# second later, which finds it back. (2.5 s cost another probe, 2 s more.)
+OUTAGE = 1.2
+STATIC_OUTAGE = 1.5  # seconds all three static proxies refuse
 DEADLINE = 60  # seconds any one crawl may take before the test fails
 RECORD_OUTCOMES = {"gave_up", "failed"}
 
@@ -79,7 +82,9 @@ CASES = {
             "AUTOTHROTTLE_MAX_DELAY": 1.0,
         }
     ),
-    "download_delay": Case({"DOWNLOAD_DELAY": 0.05}),
+    # Any delay puts the site's slot in charge of the pace (one request at a
+    # time, each after the delay); 0.05 s took the crawl to 13 s.
+    "download_delay": Case({"DOWNLOAD_DELAY": 0.02}),
     # The outage comes before any item: started by the count's own item, it
     # raced the close (a new connection to the refusing gateway, or none,
     # before the engine stopped sending: 0 to 21 refusals from run to run),
