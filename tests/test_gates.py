@@ -225,7 +225,8 @@ async def test_a_gateway_that_resets_at_accept_is_waited_out(
     # request after its tries, unrecorded.
     def outage() -> None:
         sandbox.gateway_reset()
-        call_later(2, sandbox.gateway_normal)
+        # Past the first backoff step (0.5 s): one probe is reset too.
+        call_later(1.2, sandbox.gateway_normal)
 
     Outage = hooked(signals.item_scraped, at_counts({5: outage}))
     base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
@@ -325,7 +326,7 @@ async def test_every_static_proxy_down_for_seconds_loses_nothing(
         for box in proxies:
             box.gateway_refuse()
         for box in proxies:
-            call_later(3, box.gateway_normal)
+            call_later(1.5, box.gateway_normal)
 
     Outage = hooked(signals.item_scraped, at_counts({10: outage}))
     result = await crawl_within(
