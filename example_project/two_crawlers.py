@@ -8,8 +8,9 @@ What it does, as you would by hand:
    site, a fifth of the exits banned);
 2. pushes the demo site's index to ``demo_redis:start_urls``;
 3. runs ``scrapy crawl demo_redis -s REDIS_URL=... -O <tmp>/a.jsonl`` and the
-   same with ``b.jsonl``, at once, with ``STICKY_PROXY_URL`` pointing at the
-   sandbox's gateway; each stops after 5 idle seconds;
+   same with ``b.jsonl``, at once, in its temporary folder, with
+   ``STICKY_PROXY_URL`` pointing at the sandbox's gateway; each stops after
+   5 idle seconds;
 4. prints what each crawler got, checks that no page was served twice,
    then stops everything and removes its temporary folder.
 
@@ -91,7 +92,18 @@ def main() -> int:
                         client.delete(key)
                 start = {"url": f"{sandbox.site_url}/?n={args.items}"}
                 client.rpush("demo_redis:start_urls", json.dumps(start))
-                env = {**os.environ, "STICKY_PROXY_URL": sandbox.gateway_url}
+                # The crawls run in the temporary folder, so that what the
+                # project writes where it runs (its FEEDS, to which -O only
+                # adds, and its give-up file) goes away with it.
+                path = os.pathsep.join(
+                    filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])
+                )
+                env = {
+                    **os.environ,
+                    "STICKY_PROXY_URL": sandbox.gateway_url,
+                    "SCRAPY_SETTINGS_MODULE": "demo.settings",
+                    "PYTHONPATH": path,
+                }
                 for name in "ab":
                     command = ["scrapy", "crawl", "demo_redis", "-s"]
                     command += [f"REDIS_URL={url}", "-O", f"{work}/{name}.jsonl"]
@@ -100,7 +112,7 @@ def main() -> int:
                         crawlers.append(
                             subprocess.Popen(
                                 [sys.executable, "-m", *command],
-                                cwd=PROJECT,
+                                cwd=work,
                                 env=env,
                                 stdout=log,
                                 stderr=subprocess.STDOUT,

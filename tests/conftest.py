@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from collections.abc import Iterator
+import os
+import socket
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler, CrawlerRunner
 from scrapy.utils.defer import maybe_deferred_to_future
 
-from scrapy_sticky_proxy.sandbox import Sandbox
+from scrapy_sticky_proxy.sandbox import Sandbox, gateway
 
 BASE_SETTINGS: dict[str, Any] = {
     "ADDONS": {"scrapy_sticky_proxy.Addon": 100},
@@ -102,6 +106,36 @@ async def crawl(
     return result
 
 
+@pytest.fixture(autouse=True)
+def _exits_of_this_test(request: pytest.FixtureRequest, monkeypatch: Any) -> None:
+    """Gateways number their exits on from a start of this test's own, taken
+    from its id: which exits a test gets, and so which ones a ban_fraction
+    rule bans, does not depend on which tests ran before it in the process
+    (another order, another pytest-xdist worker). The numbering still goes
+    on across the test's sandboxes, so no two of them share an exit."""
+    start = zlib.crc32(request.node.nodeid.encode()) % 10_000 * 1_000
+    monkeypatch.setattr(gateway, "_EXIT_INDEX", itertools.count(start))
+
+
+@pytest.fixture
+def refused_port() -> Iterator[Callable[[], int]]:
+    """Gives ports of 127.0.0.1 that refuse connections until the test ends:
+    bound here, never listening. A port that free_port() found free is any
+    process's to take: a server of another pytest-xdist worker listened on
+    one while a test crawled through it as a dead proxy."""
+    held: list[socket.socket] = []
+
+    def port() -> int:
+        sock = socket.socket()
+        held.append(sock)
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+    yield port
+    for sock in held:
+        sock.close()
+
+
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
     with Sandbox() as sb:
@@ -156,6 +190,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     url = external_url()
     if url:
+        # Tests empty it, and some pause the whole server: workers running
+        # at once on one server would break each other's tests.
+        if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+            pytest.fail("REDIS_URL is one server for all pytest-xdist workers: -n 0")
         yield url
         return
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from scrapy.settings import Settings
 from scrapy_sticky_proxy.command import start_url_message
 
 from .conftest import assert_absent
-from .redis_server import free_port
 
 redis = pytest.importorskip("redis")
 
@@ -242,8 +241,10 @@ def test_requeue_keeps_record_when_push_fails(
     assert client.lrange(f"{NS}:gave_up", 0, -1) == [record]
 
 
-def test_unreachable_redis_hides_password(tmp_path: Path) -> None:
-    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+def test_unreachable_redis_hides_password(
+    tmp_path: Path, refused_port: Callable[[], int]
+) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{refused_port()}/0"
     result = scrapy(tmp_path, "sticky_proxy", "status", "--redis-url", url)
     assert result.returncode == 1
     output = result.stdout + result.stderr

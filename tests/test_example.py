@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from .conftest import assert_absent
 
 PROJECT = Path(__file__).resolve().parent.parent / "example_project"
+
+
+def copy_of_project(where: Path) -> Path:
+    """A copy of example_project (its files as in a clone) under *where*.
+    A crawl in the project writes there (its FEEDS, which ``-O`` adds to,
+    and its give-up file): in the checkout, a test running at the same time
+    in another pytest-xdist worker would see those files appear."""
+    project = where / "example_project"
+    ignore = shutil.ignore_patterns("__pycache__", "*.jsonl", ".scrapy")
+    shutil.copytree(PROJECT, project, ignore=ignore)
+    return project
 
 
 def crawl_example(
@@ -20,7 +33,8 @@ def crawl_example(
     spider: str = "demo",
     **settings: object,
 ) -> subprocess.CompletedProcess[str]:
-    """``scrapy crawl demo`` in example_project, as a user runs it."""
+    """``scrapy crawl <spider>`` in (a copy of) example_project, as a user runs
+    it."""
     command = [sys.executable, "-m", "scrapy", "crawl", spider, *args]
     for name, value in settings.items():
         command += ["-s", f"{name}={value}"]
@@ -28,15 +42,16 @@ def crawl_example(
     path = [str(PROJECT.parent)] if path_first is None else [str(path_first)]
     if path_first is not None:
         path.append(str(PROJECT.parent))
-    return subprocess.run(
-        command,
-        cwd=PROJECT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="example-") as where:
+        return subprocess.run(
+            command,
+            cwd=copy_of_project(Path(where)),
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
 
 def test_example_crawl(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from scrapy_sticky_proxy.routing.gate import GIVE_UP, GO, WAIT, GatePolicy, Rout
 from scrapy_sticky_proxy.sandbox import Sandbox
 
 from .conftest import CrawlResult, crawl, records
-from .servers import ServerProcess, free_port
+from .servers import ServerProcess
 from .spiders import ItemsSpider, at_counts, hooked
 from .test_crawl import settings_for
 
@@ -147,11 +147,11 @@ class Many(scrapy.Spider):
 
 
 def test_one_sigterm_ends_a_crawl_held_by_an_outage(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, tmp_path: Path, refused_port: Callable[[], int]
 ) -> None:
     spider = tmp_path / "many.py"
     spider.write_text(SPIDER.replace("{PORT}", str(sandbox.site_port)))
-    closed = free_port()  # nothing listens: every connection is refused
+    closed = refused_port()  # nothing listens: every connection is refused
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -225,7 +225,8 @@ async def test_a_gateway_that_resets_at_accept_is_waited_out(
     # request after its tries, unrecorded.
     def outage() -> None:
         sandbox.gateway_reset()
-        call_later(2, sandbox.gateway_normal)
+        # Past the first backoff step (0.5 s): one probe is reset too.
+        call_later(1.2, sandbox.gateway_normal)
 
     Outage = hooked(signals.item_scraped, at_counts({5: outage}))
     base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
@@ -325,7 +326,7 @@ async def test_every_static_proxy_down_for_seconds_loses_nothing(
         for box in proxies:
             box.gateway_refuse()
         for box in proxies:
-            call_later(3, box.gateway_normal)
+            call_later(1.5, box.gateway_normal)
 
     Outage = hooked(signals.item_scraped, at_counts({10: outage}))
     result = await crawl_within(
@@ -345,8 +346,10 @@ async def test_every_static_proxy_down_for_seconds_loses_nothing(
 
 
 @deferred_f_from_coro_f
-async def test_static_proxies_that_never_come_back_close_the_spider() -> None:
-    closed = [free_port(), free_port()]
+async def test_static_proxies_that_never_come_back_close_the_spider(
+    refused_port: Callable[[], int],
+) -> None:
+    closed = [refused_port(), refused_port()]
     with Sandbox() as site:
         result = await crawl_within(
             60,
@@ -366,12 +369,12 @@ async def test_static_proxies_that_never_come_back_close_the_spider() -> None:
 
 @deferred_f_from_coro_f
 async def test_a_gateway_that_never_answered_closes_the_crawl_soon(
-    tmp_path: Path, log_text: Any
+    tmp_path: Path, log_text: Any, refused_port: Callable[[], int]
 ) -> None:
     """A wrong port is a configuration problem, not an outage: the crawl
     closes after STICKY_PROXY_UNREACHABLE_TIMEOUT, not OUTAGE_TIMEOUT (600 s),
     names the host:port it tried, and records what it held."""
-    closed = free_port()  # nothing listens: every connection is refused
+    closed = refused_port()  # nothing listens: every connection is refused
     gave_up = tmp_path / "gave_up.jsonl"
     with Sandbox() as site:
         result = await crawl_within(
@@ -402,7 +405,7 @@ async def test_a_gateway_that_never_answered_closes_the_crawl_soon(
 
 @deferred_f_from_coro_f
 async def test_cached_answers_do_not_hide_a_gateway_that_never_answered(
-    tmp_path: Path,
+    tmp_path: Path, refused_port: Callable[[], int]
 ) -> None:
     """A second run on a warm HTTP cache: the cache answers some pages
     without the gateway, and must not count as the gateway's first answer."""
@@ -417,7 +420,7 @@ async def test_cached_answers_do_not_hide_a_gateway_that_never_answered(
             follow=False,
         )
         assert len(warm.items) == 5
-        closed = free_port()  # the next run's gateway: nothing listens
+        closed = refused_port()  # the next run's gateway: nothing listens
         result = await crawl_within(
             60,
             ItemsSpider,

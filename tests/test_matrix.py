@@ -42,8 +42,11 @@ from .test_gates import crawl_within
 
 N = 40  # items, each with three follow-ups
 OUTAGE_AT = 30  # items scraped when the gateway goes away
-OUTAGE = 2.5  # seconds the gateway refuses connections
-STATIC_OUTAGE = 3.0  # seconds all three static proxies refuse
+# Seconds the gateway refuses connections: the crawl holds its requests,
+# sends a probe 0.5 s after the first refusal (refused) and one more a
+# second later, which finds it back. (2.5 s cost another probe, 2 s more.)
+OUTAGE = 1.2
+STATIC_OUTAGE = 1.5  # seconds all three static proxies refuse
 DEADLINE = 60  # seconds any one crawl may take before the test fails
 RECORD_OUTCOMES = {"gave_up", "failed"}
 
@@ -53,7 +56,11 @@ class Case:
     settings: dict[str, Any] = field(default_factory=dict)
     redirects: bool = False  # the spider asks for /r/{i}, which redirects
     static: bool = False  # three static proxies instead of one gateway
+    # Items scraped when the gateway goes away; 0: when the index page is
+    # answered (its 40 item pages not sent yet).
     outage_at: int = OUTAGE_AT
+    # Items scraped when the gateway drops every connection, back at once.
+    cut_at: int | None = None
     # Which of the spider's URLs must end as an item or a record.
     counted: str = "scheduled"  # or "reached" (the downloader)
     # Each item's page and follow-ups leave through one exit.
@@ -75,11 +82,20 @@ CASES = {
             "AUTOTHROTTLE_MAX_DELAY": 1.0,
         }
     ),
-    "download_delay": Case({"DOWNLOAD_DELAY": 0.05}),
-    # The OUTAGE_AT-th item starts the outage (the spider's handler runs
-    # before the CloseSpider extension's) and reaches the item count.
+    # Any delay puts the site's slot in charge of the pace (one request at a
+    # time, each after the delay); 0.05 s took the crawl to 13 s.
+    "download_delay": Case({"DOWNLOAD_DELAY": 0.02}),
+    # The outage comes before any item: started by the count's own item, it
+    # raced the close (a new connection to the refusing gateway, or none,
+    # before the engine stopped sending: 0 to 21 refusals from run to run),
+    # and ten items earlier, items from responses already in hand could
+    # reach the count first. The count's own item (the spider's handler runs
+    # before the CloseSpider extension's) cuts the requests in flight, whose
+    # copies reach the scheduler after the close began.
     "closespider_itemcount": Case(
         {"CLOSESPIDER_ITEMCOUNT": OUTAGE_AT},
+        outage_at=0,
+        cut_at=OUTAGE_AT,
         counted="reached",
         finish_reason="closespider_itemcount",
     ),
@@ -102,15 +118,17 @@ CASES = {
 }
 
 
-def with_hook(signal: object, handler: Callable[..., object]) -> type[IndexSpider]:
-    """An IndexSpider whose crawl calls *handler* on every *signal* (before
-    any extension's handler of it: the spider is built first)."""
+def with_hooks(*hooks: tuple[object, Callable[..., object]]) -> type[IndexSpider]:
+    """An IndexSpider whose crawl calls each (signal, handler)'s handler on
+    every signal (before any extension's handler of it: the spider is built
+    first)."""
 
     class Hooked(IndexSpider):
         @classmethod
         def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
             spider = super().from_crawler(crawler, *args, **kwargs)
-            crawler.signals.connect(handler, signal=signal, weak=False)
+            for signal, handler in hooks:
+                crawler.signals.connect(handler, signal=signal, weak=False)
             return spider
 
     return Hooked
@@ -143,6 +161,11 @@ async def run_case(
         for box in boxes:
             call_later(seconds, box.gateway_normal)
 
+    def cut() -> None:
+        for box in boxes:
+            box.gateway_refuse()  # drops every connection
+            box.gateway_normal()
+
     if case.static:
         # With a {session} placeholder each key has its own exit on each
         # proxy, so that 20 % of exits banning means what it does with the
@@ -159,7 +182,20 @@ async def run_case(
     else:
         settings = settings_for(site)
     settings.update(case.settings, STICKY_PROXY_GAVE_UP_FILE=str(gave_up), **extra)
-    spidercls = with_hook(signals.item_scraped, at_counts({case.outage_at: outage}))
+    index = f"{site.site_url}/?n={N}"
+    actions = {} if case.outage_at == 0 else {case.outage_at: outage}
+    if case.cut_at is not None:
+        actions[case.cut_at] = cut
+    hooks = [(signals.item_scraped, at_counts(actions))]
+    if case.outage_at == 0:
+        index_answered = at_counts({1: outage})
+        hooks.append(
+            (
+                signals.response_received,
+                lambda request, **_: request.url == index and index_answered(),
+            )
+        )
+    spidercls = with_hooks(*hooks)
     result = await crawl_within(
         DEADLINE,
         spidercls,
@@ -176,7 +212,6 @@ async def run_case(
     run = Run(result, spider, records(gave_up), text)
 
     assert run.stats["finish_reason"] == case.finish_reason
-    index = f"{site.site_url}/?n={N}"
     assert index in spider.answered
     # Every URL answered to the spider is one it asked for, and every page
     # or follow-up answered made one item.

@@ -20,8 +20,7 @@ from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 from .conftest import assert_absent, assert_no_leak, crawl
 from .spiders import ItemsSpider, at_counts, hooked, item_of
 from .test_crawl import settings_for
-
-PROJECT = Path(__file__).resolve().parent.parent / "example_project"
+from .test_example import PROJECT, copy_of_project
 
 
 def redis_settings(sandbox: Sandbox, url: str, **extra: Any) -> dict[str, Any]:
@@ -48,6 +47,7 @@ def test_two_processes_share_one_queue_and_dupefilter(
         # This checkout's code, whatever an editable install points to.
         "PYTHONPATH": str(PROJECT.parent),
     }
+    project = copy_of_project(tmp_path)
     procs = [
         subprocess.Popen(
             [
@@ -65,7 +65,7 @@ def test_two_processes_share_one_queue_and_dupefilter(
                 "-s",
                 "LOG_LEVEL=INFO",
             ],
-            cwd=PROJECT,
+            cwd=project,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -170,11 +170,9 @@ async def test_healthy_requests_cost_no_redis_commands(
 
 @deferred_f_from_coro_f
 async def test_unreachable_redis_stops_the_crawl_with_a_clear_error(
-    sandbox: Sandbox, log_text: Any
+    sandbox: Sandbox, log_text: Any, refused_port: Callable[[], int]
 ) -> None:
-    from .redis_server import free_port
-
-    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    url = f"redis://:hunter2@127.0.0.1:{refused_port()}/0"
     result = await crawl(
         ItemsSpider, redis_settings(sandbox, url), base=sandbox.site_url, n=10
     )

@@ -18,7 +18,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy_sticky_proxy.state.redis_layout import key_digest
 from scrapy_sticky_proxy.state.redis_store import RedisStore
 
-from .redis_server import RedisServer, free_port
+from .redis_server import RedisServer
 from .test_redis_store import NS, opened, sync_client, within
 
 
@@ -83,7 +83,10 @@ async def test_a_wrong_typed_key_drops_that_change_alone_and_once(
 @pytest.mark.parametrize("fault", ["oom", "readonly"])
 @deferred_f_from_coro_f
 async def test_a_server_refusing_writes_is_retried_with_backoff(
-    fault: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fault: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    refused_port: Callable[[], int],
 ) -> None:
     """OOM (maxmemory reached) or READONLY (a failover made it a replica):
     the changes are kept and retried with a backoff, not at once in a loop;
@@ -95,7 +98,9 @@ async def test_a_server_refusing_writes_is_retried_with_backoff(
             if fault == "oom":
                 client.config_set("maxmemory", 1)
             else:
-                client.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+                # A master that is not there: the replica never syncs.
+                master = str(refused_port())
+                client.execute_command("REPLICAOF", "127.0.0.1", master)
             start = calls(client)
             store.ban("k", 0, 0.0)
             store.record_give_up({"url": "http://x/1", "reasons": ["status/403"]})

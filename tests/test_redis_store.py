@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -122,10 +122,10 @@ async def test_gave_up_records_and_heartbeat(redis_db: str) -> None:
 
 
 @deferred_f_from_coro_f
-async def test_unreachable_at_start_names_url_without_password() -> None:
-    from .redis_server import free_port
-
-    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+async def test_unreachable_at_start_names_url_without_password(
+    refused_port: Callable[[], int],
+) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{refused_port()}/0"
     store = RedisStore(url, NS)
     with pytest.raises(ConnectionError) as info:
         await store.open()
