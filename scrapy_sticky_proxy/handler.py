@@ -8,10 +8,13 @@ once per TCP connection sends B out through A's exit. HTTPS targets are not
 affected (CONNECT tunnels are keyed by the Proxy-Authorization value), but one
 tunnel per session can pile up idle sockets.
 
-This handler changes four things and nothing else:
+This handler changes five things and nothing else:
 
 * the pool key of a proxied request gets a digest of its Proxy-Authorization
   header, so a connection is only reused by the session that opened it;
+* a session sends at most ``STICKY_PROXY_CONNECTIONS_PER_SESSION`` requests
+  at once through one connection key (:mod:`._connections`): the others
+  wait for a turn and reuse its connection instead of opening their own;
 * the number of idle connections kept in the pool is capped
   (``STICKY_PROXY_POOL_MAX_IDLE``), oldest first out, and empty per-key lists
   are dropped, so one session per URL cannot grow the pool without bound;
@@ -38,6 +41,7 @@ much CPU as the rest of the request (``python -m bench.e2e``).
 from __future__ import annotations
 
 import hashlib
+import math
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
@@ -52,8 +56,9 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
+from ._connections import SessionTurns
 from .config import for_crawler
-from .config.model import DEFAULT_POOL_MAX_IDLE
+from .config.connections import DEFAULT_POOL_MAX_IDLE
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -198,9 +203,14 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         from twisted.internet import reactor
 
         # It routes nothing: a missing proxy URL is the middleware's to report.
-        max_idle = for_crawler(crawler, require_proxy=False).pool_max_idle
+        config = for_crawler(crawler, require_proxy=False)
+        limit = config.connections_per_session
+        self.turns = SessionTurns(limit) if limit else None
+        self._download_timeout = (
+            _seconds(crawler.settings.getfloat("DOWNLOAD_TIMEOUT")) or 180.0
+        )
         old = self._pool
-        pool = SessionKeyedPool(reactor, persistent=True, max_idle=max_idle)
+        pool = SessionKeyedPool(reactor, persistent=True, max_idle=config.pool_max_idle)
         pool.maxPersistentPerHost = old.maxPersistentPerHost
         pool._factory = old._factory
         self._pool = pool
@@ -212,11 +222,36 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         auth = request.headers.get(b"Proxy-Authorization")
         if not auth or not proxy:
             return await super().download_request(request)
-        token = _SESSION_DIGEST.set(hashlib.blake2b(auth, digest_size=8).digest())
+        digest = hashlib.blake2b(auth, digest_size=8).digest()
+        turns, key = self.turns, None
+        if turns is not None:
+            key = _connection_key(request, str(proxy), digest)
+            timeout = _seconds(request.meta.get("download_timeout"))
+            if not await turns.take(key, timeout or self._download_timeout):
+                key = None
+        token = _SESSION_DIGEST.set(digest)
         try:
             return await super().download_request(request)
         finally:
             _SESSION_DIGEST.reset(token)
+            if key is not None:
+                turns.give_back(key)  # type: ignore[union-attr]
+
+
+def _seconds(value: object) -> float | None:
+    """A timeout from meta or settings (untrusted): finite and > 0, or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if 0 < value < math.inf else None
+    return None
+
+
+def _connection_key(request: Request, proxy: str, digest: bytes) -> Hashable:
+    """What one connection of a session can carry: every plain-http
+    request through *proxy*, or the https requests to one host (a tunnel)."""
+    url = urlparse_cached(request)
+    if url.scheme == "https":
+        return (digest, proxy, url.netloc)
+    return (digest, proxy)
 
 
 def _refuse_tls_in_tls(request: Request, proxy: object) -> None:
