@@ -9,7 +9,9 @@ set-up on a real network. :class:`SessionTurns` lets at most
 once; the others wait, first come first served, for a turn, which a request
 hands to the next one when its download ends. Twisted puts a keep-alive
 connection back into the pool before the response is delivered, so the
-next request finds it idle and reuses it (a tunnel for https).
+next request finds it idle and reuses it (a tunnel for https). When no
+connection came back (the server closed it, the download failed), there is
+nothing to wait for: every waiter of the session goes at once.
 
 Turns are per session *and* per connection: the key holds the proxy and,
 for https, the target host (a tunnel leads to one host), so a session's
@@ -55,6 +57,8 @@ class SessionTurns:
         self._queues: dict[Hashable, deque[_Waiter]] = {}
         self.waited = 0  # requests that had to wait for a turn
         self.timed_out = 0  # of which, went without one after the timeout
+        self.handed = 0  # turns handed on with an idle connection to reuse
+        self.let_go = 0  # waiters let go at once: no connection came back
 
     async def take(self, key: Hashable, timeout: float) -> bool:
         """Wait for a turn of *key* (*timeout* seconds at most). True: the
@@ -79,23 +83,33 @@ class SessionTurns:
             self._leave(key, waiter)
         return waiter.granted
 
-    def give_back(self, key: Hashable) -> None:
-        """End a turn of *key*: the next waiter gets it, or it is free."""
+    def give_back(self, key: Hashable, reused: bool = True) -> None:
+        """End a turn of *key*. *reused*: its connection is back in the
+        pool, idle, and the next waiter gets the turn to reuse it; else
+        there is nothing to wait for (the server closed the connection, the
+        download failed) and every waiter goes at once, as without turns."""
         queue = self._queues.get(key)
-        while queue:
+        go: list[_Waiter] = []
+        while queue and (reused is False or not go):
             waiter = queue.popleft()
             if not waiter.deferred.called:
-                if not queue:
-                    del self._queues[key]
                 waiter.granted = True
-                waiter.deferred.callback(None)
-                return
-        self._queues.pop(key, None)
-        busy = self._busy.get(key, 0) - 1
+                go.append(waiter)
+        if queue is not None and not queue:
+            del self._queues[key]
+        busy = self._busy.get(key, 0) - 1 + len(go)
         if busy > 0:
             self._busy[key] = busy
         else:
             self._busy.pop(key, None)
+        if reused:
+            self.handed += len(go)
+        else:
+            self.let_go += len(go)
+        # Last: without the asyncio reactor a callback runs the waiter's
+        # download at once, which may come back here.
+        for waiter in go:
+            waiter.deferred.callback(None)
 
     @property
     def keys(self) -> int:
@@ -118,4 +132,4 @@ class SessionTurns:
                 del self._queues[key]
         if waiter.granted:
             waiter.granted = False
-            self.give_back(key)
+            self.give_back(key)  # its connection is still idle

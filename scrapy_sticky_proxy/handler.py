@@ -26,9 +26,10 @@ This handler changes five things and nothing else:
   http:// requests through an https:// proxy work as in Scrapy.
 
 The digest reaches the pool through a context variable set for the duration
-of ``download_request``: the Agent asks the pool for a connection
-synchronously, inside that call, and the pool remembers the key it handed out
-when the connection is returned. No private Scrapy class is subclassed.
+of ``download_request`` (the pool writes back the key it used): the Agent
+asks the pool for a connection synchronously, inside that call, and the pool
+remembers the key it handed out when the connection is returned. No
+private Scrapy class is subclassed.
 
 Sessions cost connections (a new session is a new connection), so the
 connection path matters: for a proxy given as an IPv4 address (the sandbox,
@@ -68,9 +69,19 @@ if TYPE_CHECKING:
     from scrapy.http import Response
     from twisted.internet.interfaces import IStreamClientEndpoint
 
-_SESSION_DIGEST: ContextVar[bytes | None] = ContextVar(
-    "sticky_proxy_session_digest", default=None
-)
+
+class _Use:
+    """The session of the request being sent, and the pool key its
+    connection was taken under (written by the pool)."""
+
+    __slots__ = ("digest", "pool_key")
+
+    def __init__(self, digest: bytes):
+        self.digest = digest
+        self.pool_key: Hashable | None = None
+
+
+_SESSION: ContextVar[_Use | None] = ContextVar("sticky_proxy_session", default=None)
 _KEY_ATTR = "_sticky_proxy_pool_key"
 
 
@@ -88,9 +99,9 @@ class SessionKeyedPool(HTTPConnectionPool):
         self.max_idle = max_idle
 
     def getConnection(self, key: Hashable, endpoint: IStreamClientEndpoint) -> Any:
-        digest = _SESSION_DIGEST.get()
-        if digest is not None:
-            key = (*key, digest)  # type: ignore[misc]
+        use = _SESSION.get()
+        if use is not None:
+            key = use.pool_key = (*key, use.digest)  # type: ignore[misc]
             endpoint = _address_endpoint(endpoint)
         if hasattr(endpoint, "requestTunnel"):  # a CONNECT tunnel to a proxy
             endpoint = cast("IStreamClientEndpoint", _FailFastTunnel(endpoint))
@@ -115,6 +126,9 @@ class SessionKeyedPool(HTTPConnectionPool):
         super()._removeConnection(key, connection)
         if not self._connections.get(key):
             self._connections.pop(key, None)
+
+    def has_idle(self, key: Hashable | None) -> bool:
+        return key is not None and bool(self._connections.get(key))
 
     @property
     def idle_connections(self) -> int:
@@ -229,13 +243,15 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
             timeout = _seconds(request.meta.get("download_timeout"))
             if not await turns.take(key, timeout or self._download_timeout):
                 key = None
-        token = _SESSION_DIGEST.set(digest)
+        use = _Use(digest)
+        token = _SESSION.set(use)
         try:
             return await super().download_request(request)
         finally:
-            _SESSION_DIGEST.reset(token)
+            _SESSION.reset(token)
             if key is not None:
-                turns.give_back(key)  # type: ignore[union-attr]
+                reused = self._pool.has_idle(use.pool_key)  # type: ignore[attr-defined]
+                turns.give_back(key, reused)  # type: ignore[union-attr]
 
 
 def _seconds(value: object) -> float | None:

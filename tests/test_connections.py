@@ -4,15 +4,17 @@ on its keep-alive connection (or tunnel) instead of opening one each."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from scrapy import signals
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy._connections import SessionTurns
 from scrapy_sticky_proxy.sandbox import Sandbox
 
 from .conftest import BASE_SETTINGS, crawl
-from .spiders import ItemsSpider
+from .spiders import ItemsSpider, hooked
 from .test_crawl import exits_by_item, settings_for
 
 ITEMS = 100
@@ -30,8 +32,12 @@ async def test_one_connection_per_session(
     per connection."""
     sandbox = pinning_sandbox
     base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
-    result = await crawl(ItemsSpider, settings_for(sandbox), base=base, n=ITEMS)
+    handlers: list[Any] = []
+    spider = hooked(signals.response_received, _handler_of(scheme, handlers))
+    result = await crawl(spider, settings_for(sandbox), base=base, n=ITEMS)
     assert len(result.items) == 4 * ITEMS
+    turns = handlers[0].turns
+    assert turns.handed > 0 and turns.keys == 0  # none held after the crawl
     accepted = sandbox.gateway.connections_accepted
     assert accepted <= ITEMS * 1.1 + BASE_SETTINGS["CONCURRENT_REQUESTS"], accepted
     seen = exits_by_item(sandbox)
@@ -48,6 +54,31 @@ async def test_turns_can_be_switched_off(sandbox: Sandbox) -> None:
     result = await crawl(ItemsSpider, settings, base=sandbox.site_url, n=30)
     assert len(result.items) == 120
     assert sandbox.gateway.connections_accepted > 2 * 30
+
+
+@deferred_f_from_coro_f
+async def test_no_waiting_for_a_connection_that_does_not_come_back(
+    sandbox: Sandbox,
+) -> None:
+    """Requests that close their connection (Connection: close; a site that
+    closes a tunnel): a session's waiting requests are let go at once when
+    the turn ends without a connection to reuse, not one by one."""
+    handlers: list[Any] = []
+    spider = hooked(signals.response_received, _handler_of("http", handlers))
+    settings = settings_for(sandbox, DEFAULT_REQUEST_HEADERS={"Connection": "close"})
+    result = await crawl(spider, settings, base=sandbox.site_url, n=20)
+    assert len(result.items) == 80
+    assert sandbox.gateway.connections_accepted == 80
+    turns = handlers[0].turns
+    assert turns.handed == 0 and turns.let_go > 0 and turns.keys == 0
+
+
+def _handler_of(scheme: str, into: list[Any]) -> Any:
+    def keep(response: Any, request: Any, spider: Any) -> None:
+        if not into:
+            into.append(spider.crawler.engine.downloader.handlers._get_handler(scheme))
+
+    return keep
 
 
 def test_gateway_counts_accepted_connections_until_reset(sandbox: Sandbox) -> None:
@@ -79,7 +110,7 @@ async def test_turns_are_per_key_and_first_come_first_served() -> None:
         order.append(name)
 
     waiting = [asyncio.ensure_future(second(n)) for n in ("x", "y")]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a yield: both queue up
     assert order == [] and turns.waited == 2
     turns.give_back("a")
     await waiting[0]
@@ -103,6 +134,20 @@ async def test_a_limit_of_two_lets_two_through() -> None:
     turns.give_back("a")
     assert await third
     for _ in range(2):
+        turns.give_back("a")
+    assert turns.keys == 0
+
+
+@deferred_f_from_coro_f
+async def test_without_a_connection_to_reuse_every_waiter_goes() -> None:
+    turns = SessionTurns(1)
+    assert await turns.take("a", 10)
+    waiting = [asyncio.ensure_future(turns.take("a", 10)) for _ in range(3)]
+    await asyncio.sleep(0)  # a yield: the three queue up
+    turns.give_back("a", reused=False)
+    assert all([await w for w in waiting])
+    assert turns.let_go == 3 and turns.handed == 0
+    for _ in range(3):
         turns.give_back("a")
     assert turns.keys == 0
 
