@@ -20,11 +20,12 @@ A wait is bounded: after *timeout* seconds (the request's download
 timeout) the request goes without a turn, on a connection of its own.
 
 Why here and not in a download slot per session: a slot per session would
-stop CONCURRENT_REQUESTS_PER_DOMAIN and DOWNLOAD_DELAY applying to the site
-(every session its own slot), and a slot without a delay lets its whole
-queue out at once under the asyncio reactor (see config/session_pools.py);
-measured, it was also slower (``bench`` note in the README). The price
-here: a request waiting for its turn counts as downloading in its slot.
+take sessions out of their site's CONCURRENT_REQUESTS_PER_DOMAIN and
+DOWNLOAD_DELAY (every session its own slot), and it needs a delay of at
+least 1 ms, since a slot without one lets its whole queue out at once under
+the asyncio reactor (see config/session_pools.py); measured (issue 16), it
+was no faster at loopback and slower with a far gateway. The price here: a
+request waiting for its turn counts as downloading in its slot.
 """
 
 from __future__ import annotations
