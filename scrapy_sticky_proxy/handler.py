@@ -8,10 +8,13 @@ once per TCP connection sends B out through A's exit. HTTPS targets are not
 affected (CONNECT tunnels are keyed by the Proxy-Authorization value), but one
 tunnel per session can pile up idle sockets.
 
-This handler changes four things and nothing else:
+This handler changes five things and nothing else:
 
 * the pool key of a proxied request gets a digest of its Proxy-Authorization
   header, so a connection is only reused by the session that opened it;
+* a session sends at most ``STICKY_PROXY_CONNECTIONS_PER_SESSION`` requests
+  at once through one connection key (:mod:`._connections`): the others
+  wait for a turn and reuse its connection instead of opening their own;
 * the number of idle connections kept in the pool is capped
   (``STICKY_PROXY_POOL_MAX_IDLE``), oldest first out, and empty per-key lists
   are dropped, so one session per URL cannot grow the pool without bound;
@@ -23,9 +26,10 @@ This handler changes four things and nothing else:
   http:// requests through an https:// proxy work as in Scrapy.
 
 The digest reaches the pool through a context variable set for the duration
-of ``download_request``: the Agent asks the pool for a connection
-synchronously, inside that call, and the pool remembers the key it handed out
-when the connection is returned. No private Scrapy class is subclassed.
+of ``download_request`` (the pool writes back the key it used): the Agent
+asks the pool for a connection synchronously, inside that call, and the pool
+remembers the key it handed out when the connection is returned. No
+private Scrapy class is subclassed.
 
 Sessions cost connections (a new session is a new connection), so the
 connection path matters: for a proxy given as an IPv4 address (the sandbox,
@@ -38,6 +42,7 @@ much CPU as the rest of the request (``python -m bench.e2e``).
 from __future__ import annotations
 
 import hashlib
+import math
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
@@ -52,8 +57,9 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
+from ._connections import SessionTurns
 from .config import for_crawler
-from .config.model import DEFAULT_POOL_MAX_IDLE
+from .config.connections import DEFAULT_POOL_MAX_IDLE
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -63,9 +69,19 @@ if TYPE_CHECKING:
     from scrapy.http import Response
     from twisted.internet.interfaces import IStreamClientEndpoint
 
-_SESSION_DIGEST: ContextVar[bytes | None] = ContextVar(
-    "sticky_proxy_session_digest", default=None
-)
+
+class _Use:
+    """The session of the request being sent, and the pool key its
+    connection was taken under (written by the pool)."""
+
+    __slots__ = ("digest", "pool_key")
+
+    def __init__(self, digest: bytes):
+        self.digest = digest
+        self.pool_key: Hashable | None = None
+
+
+_SESSION: ContextVar[_Use | None] = ContextVar("sticky_proxy_session", default=None)
 _KEY_ATTR = "_sticky_proxy_pool_key"
 
 
@@ -83,9 +99,9 @@ class SessionKeyedPool(HTTPConnectionPool):
         self.max_idle = max_idle
 
     def getConnection(self, key: Hashable, endpoint: IStreamClientEndpoint) -> Any:
-        digest = _SESSION_DIGEST.get()
-        if digest is not None:
-            key = (*key, digest)  # type: ignore[misc]
+        use = _SESSION.get()
+        if use is not None:
+            key = use.pool_key = (*key, use.digest)  # type: ignore[misc]
             endpoint = _address_endpoint(endpoint)
         if hasattr(endpoint, "requestTunnel"):  # a CONNECT tunnel to a proxy
             endpoint = cast("IStreamClientEndpoint", _FailFastTunnel(endpoint))
@@ -110,6 +126,9 @@ class SessionKeyedPool(HTTPConnectionPool):
         super()._removeConnection(key, connection)
         if not self._connections.get(key):
             self._connections.pop(key, None)
+
+    def has_idle(self, key: Hashable | None) -> bool:
+        return key is not None and bool(self._connections.get(key))
 
     @property
     def idle_connections(self) -> int:
@@ -198,9 +217,14 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         from twisted.internet import reactor
 
         # It routes nothing: a missing proxy URL is the middleware's to report.
-        max_idle = for_crawler(crawler, require_proxy=False).pool_max_idle
+        config = for_crawler(crawler, require_proxy=False)
+        limit = config.connections_per_session
+        self.turns = SessionTurns(limit) if limit else None
+        self._download_timeout = (
+            _seconds(crawler.settings.getfloat("DOWNLOAD_TIMEOUT")) or 180.0
+        )
         old = self._pool
-        pool = SessionKeyedPool(reactor, persistent=True, max_idle=max_idle)
+        pool = SessionKeyedPool(reactor, persistent=True, max_idle=config.pool_max_idle)
         pool.maxPersistentPerHost = old.maxPersistentPerHost
         pool._factory = old._factory
         self._pool = pool
@@ -212,11 +236,38 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         auth = request.headers.get(b"Proxy-Authorization")
         if not auth or not proxy:
             return await super().download_request(request)
-        token = _SESSION_DIGEST.set(hashlib.blake2b(auth, digest_size=8).digest())
+        digest = hashlib.blake2b(auth, digest_size=8).digest()
+        turns, key = self.turns, None
+        if turns is not None:
+            key = _connection_key(request, str(proxy), digest)
+            timeout = _seconds(request.meta.get("download_timeout"))
+            if not await turns.take(key, timeout or self._download_timeout):
+                key = None
+        use = _Use(digest)
+        token = _SESSION.set(use)
         try:
             return await super().download_request(request)
         finally:
-            _SESSION_DIGEST.reset(token)
+            _SESSION.reset(token)
+            if key is not None:
+                reused = self._pool.has_idle(use.pool_key)  # type: ignore[attr-defined]
+                turns.give_back(key, reused)  # type: ignore[union-attr]
+
+
+def _seconds(value: object) -> float | None:
+    """A timeout from meta or settings (untrusted): finite and > 0, or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if 0 < value < math.inf else None
+    return None
+
+
+def _connection_key(request: Request, proxy: str, digest: bytes) -> Hashable:
+    """What one connection of a session can carry: every plain-http
+    request through *proxy*, or the https requests to one host (a tunnel)."""
+    url = urlparse_cached(request)
+    if url.scheme == "https":
+        return (digest, proxy, url.netloc)
+    return (digest, proxy)
 
 
 def _refuse_tls_in_tls(request: Request, proxy: object) -> None:

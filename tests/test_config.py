@@ -263,6 +263,7 @@ NUMBERS = [
     ("STICKY_PROXY_LOG_INTERVAL", 60.0, 604_800),
     ("STICKY_PROXY_OUTAGE_BACKOFF_MAX", 10.0, 604_800),
     ("STICKY_PROXY_OUTAGE_TIMEOUT", 600.0, 604_800),
+    ("STICKY_PROXY_CONNECTIONS_PER_SESSION", 2, 1000),
 ]
 # (value, what the error says): non-finite numbers, as Python floats and as
 # the strings `scrapy crawl -s NAME=nan` passes, bools, absurd magnitudes.

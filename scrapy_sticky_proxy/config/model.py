@@ -27,6 +27,12 @@ from ..routing.warmup import WarmupPolicy
 from ..state.store import DEFAULT_MAX_KEYS, Rotation
 from .ban_rules import DEFAULT_BAN_STATUSES, ban_exceptions, ban_patterns, ban_statuses
 from .callables import ban_policy, key_function
+from .connections import (
+    DEFAULT_CONNECTIONS_PER_SESSION,
+    DEFAULT_POOL_MAX_IDLE,
+    connections_per_session,
+    pool_max_idle,
+)
 from .names import check_names
 from .proxies import StaticProxy, check_given, read_country, secrets_of
 from .readers import (
@@ -65,9 +71,7 @@ BACKENDS = ("memory", "redis")
 # unbounded one can keep a request (or the crawl) going forever.
 MAX_REDIS_TTL = 30 * 86400
 MAX_KEYS = 100_000_000
-DEFAULT_POOL_MAX_IDLE = 256
 DEFAULT_COOKIE_JARS = 10_000  # about 15 MB of jars holding a cookie each
-MAX_POOL_IDLE = 100_000  # each one an open socket
 DEFAULT_PLAYWRIGHT_CONTEXTS = 32
 MAX_PLAYWRIGHT_CONTEXTS = 10_000
 DEFAULT_PLAYWRIGHT_IDLE = 120.0
@@ -117,6 +121,7 @@ class StickyProxyConfig:
     secrets: tuple[str, ...] = ()
     # Read by the download handlers, the wiring check and the serializer.
     pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
+    connections_per_session: int = DEFAULT_CONNECTIONS_PER_SESSION
     playwright_max_contexts: int = DEFAULT_PLAYWRIGHT_CONTEXTS
     playwright_idle_timeout: float = DEFAULT_PLAYWRIGHT_IDLE
     allow_handlers: frozenset[str] = frozenset()
@@ -216,14 +221,8 @@ class StickyProxyConfig:
             )
             or 30.0,
             secrets=secrets_of(templates),
-            pool_max_idle=read_int(
-                settings,
-                "STICKY_PROXY_POOL_MAX_IDLE",
-                DEFAULT_POOL_MAX_IDLE,
-                0,
-                MAX_POOL_IDLE,
-            )
-            or 0,
+            pool_max_idle=pool_max_idle(settings),
+            connections_per_session=connections_per_session(settings),
             playwright_max_contexts=read_int(
                 settings,
                 "STICKY_PROXY_PLAYWRIGHT_MAX_CONTEXTS",

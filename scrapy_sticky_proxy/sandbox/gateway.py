@@ -123,6 +123,12 @@ class Gateway(Listener):
             self._conns.peak = 0
             self._sessions.clear()
 
+    @property
+    def connections_accepted(self) -> int:
+        """Client connections accepted since start or the last reset()
+        (the same count as ``connections``)."""
+        return self.connections
+
     def sessions(self) -> dict[str, str]:
         """Snapshot of session id -> current exit address."""
         with self._lock:

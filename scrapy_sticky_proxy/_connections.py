@@ -1,0 +1,136 @@
+"""One connection per session: the download handler's turns.
+
+With one session per item, an item page's follow-ups leave together, and
+each one found its session's connection busy (a connection carries one
+request at a time) and opened its own: three connections to the gateway
+per item instead of one, each a round trip to the provider and a session
+set-up on a real network. :class:`SessionTurns` lets at most
+``STICKY_PROXY_CONNECTIONS_PER_SESSION`` requests of a session be sent at
+once; the others wait, first come first served, for a turn, which a request
+hands to the next one when its download ends. Twisted puts a keep-alive
+connection back into the pool before the response is delivered, so the
+next request finds it idle and reuses it (a tunnel for https). When no
+connection came back (the server closed it, the download failed), there is
+nothing to wait for: every waiter of the session goes at once.
+
+Turns are per session *and* per connection: the key holds the proxy and,
+for https, the target host (a tunnel leads to one host), so a session's
+requests to two https hosts never wait for each other, nor do two sessions.
+A wait is bounded: after *timeout* seconds (the request's download
+timeout) the request goes without a turn, on a connection of its own.
+
+Why here and not in a download slot per session: a slot per session would
+take sessions out of their site's CONCURRENT_REQUESTS_PER_DOMAIN and
+DOWNLOAD_DELAY (every session its own slot), and it needs a delay of at
+least 1 ms, since a slot without one lets its whole queue out at once under
+the asyncio reactor (see config/session_pools.py); measured (issue 16), it
+was no faster at loopback and slower with a far gateway. The price here: a
+request waiting for its turn counts as downloading in its slot.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from scrapy.utils.asyncio import call_later
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet.defer import Deferred
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+
+class _Waiter:
+    __slots__ = ("deferred", "granted")
+
+    def __init__(self) -> None:
+        self.deferred: Deferred[None] = Deferred()
+        self.granted = False
+
+
+class SessionTurns:
+    """At most *limit* requests at once per key; the others queue, FIFO."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._busy: dict[Hashable, int] = {}
+        self._queues: dict[Hashable, deque[_Waiter]] = {}
+        self.waited = 0  # requests that had to wait for a turn
+        self.timed_out = 0  # of which, went without one after the timeout
+        self.handed = 0  # turns handed on with an idle connection to reuse
+        self.let_go = 0  # waiters let go at once: no connection came back
+
+    async def take(self, key: Hashable, timeout: float) -> bool:
+        """Wait for a turn of *key* (*timeout* seconds at most). True: the
+        caller holds a turn and must :meth:`give_back` it; False: it timed
+        out and goes without."""
+        busy = self._busy.get(key, 0)
+        if busy < self.limit:
+            self._busy[key] = busy + 1
+            return True
+        waiter = _Waiter()
+        self._queues.setdefault(key, deque()).append(waiter)
+        self.waited += 1
+        timer = call_later(timeout, self._expire, key, waiter)
+        try:
+            await maybe_deferred_to_future(waiter.deferred)
+        except BaseException:  # the download was cancelled while it waited
+            self._leave(key, waiter)
+            raise
+        finally:
+            timer.cancel()
+        if not waiter.granted:
+            self._leave(key, waiter)
+        return waiter.granted
+
+    def give_back(self, key: Hashable, reused: bool = True) -> None:
+        """End a turn of *key*. *reused*: its connection is back in the
+        pool, idle, and the next waiter gets the turn to reuse it; else
+        there is nothing to wait for (the server closed the connection, the
+        download failed) and every waiter goes at once, as without turns."""
+        queue = self._queues.get(key)
+        go: list[_Waiter] = []
+        while queue and (reused is False or not go):
+            waiter = queue.popleft()
+            if not waiter.deferred.called:
+                waiter.granted = True
+                go.append(waiter)
+        if queue is not None and not queue:
+            del self._queues[key]
+        busy = self._busy.get(key, 0) - 1 + len(go)
+        if busy > 0:
+            self._busy[key] = busy
+        else:
+            self._busy.pop(key, None)
+        if reused:
+            self.handed += len(go)
+        else:
+            self.let_go += len(go)
+        # Last: without the asyncio reactor a callback runs the waiter's
+        # download at once, which may come back here.
+        for waiter in go:
+            waiter.deferred.callback(None)
+
+    @property
+    def keys(self) -> int:
+        """Keys with a turn taken or a request waiting (0 when idle)."""
+        return len(self._busy.keys() | self._queues.keys())
+
+    def _expire(self, key: Hashable, waiter: _Waiter) -> None:
+        if not waiter.deferred.called:
+            self.timed_out += 1
+            waiter.deferred.callback(None)
+            self._leave(key, waiter)
+
+    def _leave(self, key: Hashable, waiter: _Waiter) -> None:
+        """Take *waiter* out of the queue; a turn it was handed but cannot
+        use any more (cancelled meanwhile) goes to the next one."""
+        queue = self._queues.get(key)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._queues[key]
+        if waiter.granted:
+            waiter.granted = False
+            self.give_back(key)  # its connection is still idle

@@ -1,0 +1,196 @@
+"""One connection per session (issue 16): a session's requests take turns
+on its keep-alive connection (or tunnel) instead of opening one each."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from scrapy import signals
+from scrapy.utils.defer import deferred_f_from_coro_f
+
+from scrapy_sticky_proxy._connections import SessionTurns
+from scrapy_sticky_proxy.sandbox import Sandbox
+
+from .conftest import BASE_SETTINGS, crawl
+from .spiders import ItemsSpider, hooked
+from .test_crawl import exits_by_item, settings_for
+
+ITEMS = 100
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@deferred_f_from_coro_f
+async def test_one_connection_per_session(
+    pinning_sandbox: Sandbox, scheme: str
+) -> None:
+    """N items with 3 follow-ups each open at most N x 1.1 + concurrency
+    connections to the gateway (about 3N before: each follow-up found its
+    session's connection busy and opened its own), and every follow-up
+    still leaves through its page's exit on a gateway that pins the exit
+    per connection."""
+    sandbox = pinning_sandbox
+    base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
+    handlers: list[Any] = []
+    spider = hooked(signals.response_received, _handler_of(scheme, handlers))
+    result = await crawl(spider, settings_for(sandbox), base=base, n=ITEMS)
+    assert len(result.items) == 4 * ITEMS
+    turns = handlers[0].turns
+    assert turns.handed > 0 and turns.keys == 0  # none held after the crawl
+    accepted = sandbox.gateway.connections_accepted
+    assert accepted <= ITEMS * 1.1 + BASE_SETTINGS["CONCURRENT_REQUESTS"], accepted
+    seen = exits_by_item(sandbox)
+    assert len(seen) == ITEMS
+    assert all(len(exits) == 1 for exits in seen.values())
+    assert len({next(iter(exits)) for exits in seen.values()}) == ITEMS
+
+
+@deferred_f_from_coro_f
+async def test_turns_can_be_switched_off(sandbox: Sandbox) -> None:
+    """STICKY_PROXY_CONNECTIONS_PER_SESSION = 0: Scrapy's way, a follow-up
+    that finds its session's connection busy opens another."""
+    settings = settings_for(sandbox, STICKY_PROXY_CONNECTIONS_PER_SESSION=0)
+    result = await crawl(ItemsSpider, settings, base=sandbox.site_url, n=30)
+    assert len(result.items) == 120
+    assert sandbox.gateway.connections_accepted > 2 * 30
+
+
+@deferred_f_from_coro_f
+async def test_no_waiting_for_a_connection_that_does_not_come_back(
+    sandbox: Sandbox,
+) -> None:
+    """Requests that close their connection (Connection: close; a site that
+    closes a tunnel): a session's waiting requests are let go at once when
+    the turn ends without a connection to reuse, not one by one."""
+    handlers: list[Any] = []
+    spider = hooked(signals.response_received, _handler_of("http", handlers))
+    settings = settings_for(sandbox, DEFAULT_REQUEST_HEADERS={"Connection": "close"})
+    result = await crawl(spider, settings, base=sandbox.site_url, n=20)
+    assert len(result.items) == 80
+    assert sandbox.gateway.connections_accepted == 80
+    turns = handlers[0].turns
+    assert turns.handed == 0 and turns.let_go > 0 and turns.keys == 0
+
+
+def _handler_of(scheme: str, into: list[Any]) -> Any:
+    def keep(response: Any, request: Any, spider: Any) -> None:
+        if not into:
+            into.append(spider.crawler.engine.downloader.handlers._get_handler(scheme))
+
+    return keep
+
+
+def test_gateway_counts_accepted_connections_until_reset(sandbox: Sandbox) -> None:
+    import urllib.request
+
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"http": sandbox.gateway_url})
+    )
+    for _ in range(2):
+        with opener.open(sandbox.site_url + "/item/1", timeout=10) as response:
+            response.read()
+    assert sandbox.gateway.connections_accepted == 2
+    sandbox.reset()
+    assert sandbox.gateway.connections_accepted == 0
+
+
+# SessionTurns on its own, on the reactor's loop.
+
+
+@deferred_f_from_coro_f
+async def test_turns_are_per_key_and_first_come_first_served() -> None:
+    turns = SessionTurns(1)
+    assert await turns.take("a", 10)
+    assert await turns.take("b", 10)  # another session does not wait
+    order: list[str] = []
+
+    async def second(name: str) -> None:
+        assert await turns.take("a", 10)
+        order.append(name)
+
+    waiting = [asyncio.ensure_future(second(n)) for n in ("x", "y")]
+    await asyncio.sleep(0)  # a yield: both queue up
+    assert order == [] and turns.waited == 2
+    turns.give_back("a")
+    await waiting[0]
+    assert order == ["x"]
+    turns.give_back("a")
+    await waiting[1]
+    assert order == ["x", "y"]
+    turns.give_back("a")
+    turns.give_back("b")
+    assert turns.keys == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_limit_of_two_lets_two_through() -> None:
+    turns = SessionTurns(2)
+    assert await turns.take("a", 10)
+    assert await turns.take("a", 10)
+    third = asyncio.ensure_future(turns.take("a", 10))
+    await asyncio.sleep(0)
+    assert not third.done()
+    turns.give_back("a")
+    assert await third
+    for _ in range(2):
+        turns.give_back("a")
+    assert turns.keys == 0
+
+
+@deferred_f_from_coro_f
+async def test_without_a_connection_to_reuse_every_waiter_goes() -> None:
+    turns = SessionTurns(1)
+    assert await turns.take("a", 10)
+    waiting = [asyncio.ensure_future(turns.take("a", 10)) for _ in range(3)]
+    await asyncio.sleep(0)  # a yield: the three queue up
+    turns.give_back("a", reused=False)
+    assert all([await w for w in waiting])
+    assert turns.let_go == 3 and turns.handed == 0
+    for _ in range(3):
+        turns.give_back("a")
+    assert turns.keys == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_wait_is_bounded() -> None:
+    """A turn that is never given back: the waiter goes without one after
+    its timeout, and giving the turn back later leaves nothing behind."""
+    turns = SessionTurns(1)
+    assert await turns.take("a", 10)
+    assert not await turns.take("a", 0.01)
+    assert turns.timed_out == 1
+    turns.give_back("a")
+    assert turns.keys == 0
+
+
+@pytest.mark.parametrize("handed", [False, True], ids=["waiting", "handed a turn"])
+@deferred_f_from_coro_f
+async def test_a_cancelled_waiter_passes_its_turn_on(handed: bool) -> None:
+    """A download cancelled while it waits (or once its turn was handed to
+    it, before it could use it) leaves the queue; the turn goes on."""
+    turns = SessionTurns(1)
+    assert await turns.take("a", 10)
+    cancelled = asyncio.ensure_future(turns.take("a", 10))
+    after = asyncio.ensure_future(turns.take("a", 10))
+    await asyncio.sleep(0)
+    if handed:
+        turns.give_back("a")  # to *cancelled*, which has not run since
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    if not handed:
+        turns.give_back("a")
+    assert await after
+    turns.give_back("a")
+    assert turns.keys == 0
+
+
+def test_bad_connections_per_session() -> None:
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_sticky_proxy import ConfigError, StickyProxyDownloadHandler
+
+    crawler = get_crawler(settings_dict={"STICKY_PROXY_CONNECTIONS_PER_SESSION": -1})
+    with pytest.raises(ConfigError, match="STICKY_PROXY_CONNECTIONS_PER_SESSION"):
+        StickyProxyDownloadHandler(crawler)
