@@ -242,7 +242,7 @@ class Router:  # the values it hands out are in .decisions
             )
         return gate
 
-    def _template(self, route: str) -> ProxyTemplate:
+    def template(self, route: str) -> ProxyTemplate:
         if self.pool is None:
             assert self.config.gateway is not None
             return self.config.gateway
@@ -258,7 +258,7 @@ class Router:  # the values it hands out are in .decisions
         """The proxy's address if given as one (an ``ipaddress``), else None."""
         ip = self._ips.get(route, False)
         if ip is False:
-            host = self._template(route).hostport.rpartition(":")[0].strip("[]")
+            host = self.template(route).hostport.rpartition(":")[0].strip("[]")
             try:
                 ip = ipaddress.ip_address(host)
             except ValueError:
@@ -268,13 +268,13 @@ class Router:  # the values it hands out are in .decisions
 
     def endpoint(self, route: str) -> str:
         """``scheme://host:port`` of *route*: what ``meta["proxy"]`` holds."""
-        return self._template(route).endpoint
+        return self.template(route).endpoint
 
     def authorization(
         self, route: str, session: str, encoding: str, country: str | None = None
     ) -> bytes | None:
         """The Proxy-Authorization value for *session* through *route*."""
-        return self._template(route).authorization(session, encoding, country)
+        return self.template(route).authorization(session, encoding, country)
 
     # -- static proxy health -----------------------------------------------------
 
