@@ -110,6 +110,8 @@ class Tiers:
 
     def succeeded(self, request: Request, route: str) -> None:
         """The response through *route* was no ban."""
+        if self.sites is None and self.router.pool is None:
+            return  # nothing learns from it: no static proxy, no tiers
         self.router.succeeded(route)
         if self.sites is not None:
             self._outcome(request, route, banned=False)
