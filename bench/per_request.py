@@ -19,12 +19,24 @@ Rows:
 - ``sticky, key in meta``: requests that carry ``sticky_proxy_key`` (as
   follow-ups do): the cost without deriving the key from the URL;
 - ``sticky + HttpProxyMiddleware``: the pair a request really goes through;
+- ``sticky + auth + ledger``: the three middlewares the addon installs
+  (StickyProxyMiddleware, StickyProxyAuth adding and removing the
+  Proxy-Authorization header, StickyProxyLedger closing the request's
+  entry): our whole path, to hold against HttpProxyMiddleware's row, which
+  builds that header too;
 - ``sticky + CookiesMiddleware, jar per session`` / ``one jar``: ours with
   Scrapy's CookiesMiddleware around it, cookies per session on / off (the
   page sets no cookie: each session's jar is made, then dropped empty);
   the rows above run with cookies per session on, without CookiesMiddleware;
 - ``rotating-proxies``: scrapy-rotating-proxies' RotatingProxyMiddleware and
-  BanDetectionMiddleware (both are needed for it to track health), one proxy.
+  BanDetectionMiddleware (both are needed for it to track health), one proxy;
+  ``rotating-proxies + HttpProxyMiddleware``: with the header that its
+  ``meta["proxy"]`` (credentials in the URL) then costs.
+
+The targets (``python -m bench``) are on ``sticky (memory)``, which does what
+``rotating-proxies`` does (a proxy per request in meta, health from the
+response); the header is built after both, by StickyProxyAuth or
+HttpProxyMiddleware.
 
     python -m bench.per_request [--requests 5000] [--repeat 7]
 """
@@ -140,6 +152,26 @@ def keyed_step(mw: Any) -> Step:
     return step
 
 
+def full_step(mw: Any) -> Step:
+    """Our three middlewares in their order: ours (690) and the auth (999)
+    on the way out, the auth, ours and the ledger (10) on the way back."""
+    from scrapy_sticky_proxy.auth import StickyProxyAuth
+    from scrapy_sticky_proxy.ledger import StickyProxyLedger
+
+    auth = StickyProxyAuth.from_crawler(mw.crawler)
+    ledger = StickyProxyLedger.from_crawler(mw.crawler)
+    auth._owner = ledger._owner = mw  # no engine: they cannot look it up
+
+    def step(request: Any, response: Any) -> None:
+        drive(mw.process_request(request))
+        auth.process_request(request)
+        auth.process_response(request, response)
+        mw.process_response(request, response)
+        ledger.process_response(request, response)
+
+    return step
+
+
 def cookies_step(mw: Any) -> Step:
     """Our middleware and Scrapy's CookiesMiddleware around it, as in a crawl
     (ours at 690, CookiesMiddleware at 700)."""
@@ -179,25 +211,30 @@ def pair_step(sticky: Any) -> Step:
     return step
 
 
-def rotating_step() -> Step:
-    """scrapy-rotating-proxies as its README wires it; raises ImportError if
-    it is not installed, or whatever it raises on this Scrapy."""
+def rotating_step(with_header: bool = False) -> Step:
+    """scrapy-rotating-proxies as its README wires it (and HttpProxyMiddleware
+    after it, *with_header*); raises ImportError if it is not installed, or
+    whatever it raises on this Scrapy."""
     from rotating_proxies.middlewares import (
         BanDetectionMiddleware,
         RotatingProxyMiddleware,
     )
+    from scrapy.downloadermiddlewares.httpproxy import HttpProxyMiddleware
 
     crawler = crawler_for({"ROTATING_PROXY_LIST": [GATEWAY]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rotating = RotatingProxyMiddleware.from_crawler(crawler)
         bans = BanDetectionMiddleware.from_crawler(crawler)
+    proxy = HttpProxyMiddleware.from_crawler(crawler) if with_header else None
     spider = crawler.spider
     # Its methods require the spider argument (Scrapy passes it, with a
     # deprecation warning, to methods that require it).
 
     def step(request: Any, response: Any) -> None:
         rotating.process_request(request, spider)
+        if proxy is not None:
+            proxy.process_request(request)
         response = bans.process_response(request, response, spider)
         rotating.process_response(request, response, spider)
 
@@ -269,6 +306,7 @@ def run(count: int = 5000, repeat: int = 7, smoke: bool = True) -> dict[str, Any
         ),
         "sticky, key in meta": lambda: keyed_step(make_sticky("memory")),
         "sticky + HttpProxyMiddleware": lambda: pair_step(make_sticky("memory")),
+        "sticky + auth + ledger": lambda: full_step(make_sticky("memory")),
         "sticky + CookiesMiddleware, jar per session": lambda: cookies_step(
             make_sticky("memory")
         ),
@@ -283,6 +321,7 @@ def run(count: int = 5000, repeat: int = 7, smoke: bool = True) -> dict[str, Any
         rotating_error = f"{type(exc).__name__}: {exc}"
     else:
         steps["rotating-proxies"] = rotating_step
+        steps["rotating-proxies + HttpProxyMiddleware"] = lambda: rotating_step(True)
     medians = measure(steps, count, repeat)
     return {
         "seconds": medians,
@@ -300,7 +339,7 @@ def main() -> None:
     result = run(args.requests, args.repeat)
     base = result["seconds"]["HttpProxyMiddleware"]
     for name, seconds in result["seconds"].items():
-        print(f"{name:32} {seconds * 1e6:7.2f} us/request  x{seconds / base:.2f}")
+        print(f"{name:44} {seconds * 1e6:7.2f} us/request  x{seconds / base:.2f}")
     if result["rotating_error"]:
         print("rotating-proxies failed:", result["rotating_error"])
     print("rotating-proxies in a real crawl:", result["rotating_crawl"])

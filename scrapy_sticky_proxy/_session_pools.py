@@ -105,6 +105,15 @@ class Pools:
                 ", ".join(policy.idle),
             )
 
+    @property
+    def direct(self) -> Callable[[Request], str] | None:
+        """STICKY_PROXY_KEY's function when :meth:`key` would call it for any
+        request whose meta names no pool (no pool by site, no warm-up), for
+        the middleware to call it without this one in between."""
+        if self._robots_apart or self._span is not None:
+            return None
+        return self._key_func
+
     def key(self, request: Request) -> str:
         """The key of a request that carries none: a member of its pool, or
         STICKY_PROXY_KEY's when it joins none (with a warm-up, a robots.txt

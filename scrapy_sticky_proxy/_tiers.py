@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ._stats import Counter
     from .config import StickyProxyConfig
     from .routing.gate import Facts
+    from .routing.template import ProxyTemplate
     from .state.store import HealthStore
 
 logger = logging.getLogger("scrapy_sticky_proxy.middleware")
@@ -109,6 +110,8 @@ class Tiers:
 
     def succeeded(self, request: Request, route: str) -> None:
         """The response through *route* was no ban."""
+        if self.sites is None and self.router.pool is None:
+            return  # nothing learns from it: no static proxy, no tiers
         self.router.succeeded(route)
         if self.sites is not None:
             self._outcome(request, route, banned=False)
@@ -265,6 +268,9 @@ class TieredRouter:
 
     def endpoint(self, route: str) -> str:
         return self.of(route).endpoint(route)
+
+    def template(self, route: str) -> ProxyTemplate:
+        return self.of(route).template(route)
 
     def authorization(
         self, route: str, session: str, encoding: str, country: str | None = None

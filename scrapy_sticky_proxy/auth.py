@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
+    from .routing.template import ProxyTemplate
+
 logger = logging.getLogger(__name__)
 
 AUTH_MIDDLEWARE = "scrapy_sticky_proxy.auth.StickyProxyAuth"
@@ -50,6 +52,7 @@ class StickyProxyAuth:
         self._owner: Any = None
         self._warned = False
         self._warned_direct = False
+        self._templates: dict[str, ProxyTemplate] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyAuth:
@@ -60,16 +63,27 @@ class StickyProxyAuth:
             self._owner = sticky_middleware(self.crawler)
         return None if self._owner is None else self._owner.router
 
+    def _template(self, route: str) -> ProxyTemplate | None:
+        """The template of *route*, if it is one of ours: looked up once per
+        route (a fixed set), so a request costs one dict read here."""
+        routes = self._routes()
+        if routes is None or not routes.knows(route):
+            return None  # not kept: a crafted route would grow the dict
+        template = self._templates[route] = routes.template(route)
+        return template
+
     def process_request(self, request: Request) -> None:
         meta = request.meta
         route = meta.get(M.ROUTE)
         if route is None or meta.get(M.DONT):
             return
-        routes = self._routes()
         session = meta.get(M.SESSION)
-        if routes is None or not isinstance(session, str) or not routes.knows(route):
+        if not isinstance(session, str) or not isinstance(route, str):
             return
-        if meta.get("proxy") != routes.endpoint(route):
+        template = self._templates.get(route) or self._template(route)
+        if template is None:
+            return
+        if meta.get("proxy") != template.endpoint:
             if not self._warned:
                 self._warned = True
                 logger.warning(
@@ -81,7 +95,7 @@ class StickyProxyAuth:
             return
         country = meta.get(M.COUNTRY) or None  # checked by the middleware
         try:
-            header = routes.authorization(route, session, self.encoding, country)
+            header = template.authorization(session, self.encoding, country)
         except LocationError as exc:  # meta changed since: never a wrong place
             raise IgnoreRequest(str(exc)) from None
         if header is not None:
@@ -91,7 +105,8 @@ class StickyProxyAuth:
         meta = request.meta
         if M.ROUTE in meta:
             request.headers.pop(_HEADER, None)
-            self._check_proxied(meta[M.ROUTE], response)
+            if getattr(response, "ip_address", None) is not None:
+                self._check_proxied(meta[M.ROUTE], response)
         return response
 
     def _check_proxied(self, route: Any, response: Response) -> None:

@@ -66,8 +66,8 @@ class Ledger:
         inc: Callable[[str], None],
     ) -> None:
         self._open: dict[str, Request] = {}
-        self._prefix = os.urandom(4).hex()
-        self._ids = itertools.count(1)
+        # "<this process>:<n>", made by map()'s C loop: no f-string per request.
+        self._ids = map(f"{os.urandom(4).hex()}:{{}}".format, itertools.count(1))
         self._crawler = crawler
         self._store = store
         self._redact = redact
@@ -76,11 +76,11 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._open)
 
-    def routed(self, request: Request) -> None:
-        meta = request.meta
+    def routed(self, request: Request, meta: dict[str, Any]) -> None:
+        """*request* (whose meta is *meta*) is open, or goes on (a copy)."""
         lid = meta.get(M.LEDGER)
-        if not isinstance(lid, str) or lid not in self._open:
-            lid = meta[M.LEDGER] = f"{self._prefix}:{next(self._ids)}"
+        if lid is None or not isinstance(lid, str) or lid not in self._open:
+            lid = meta[M.LEDGER] = next(self._ids)
         self._open[lid] = request  # the latest copy names the request
 
     def close(self, meta: dict[str, Any]) -> Request | None:

@@ -72,7 +72,7 @@ class StickyProxyMiddleware:
         self.count = count = Counter(crawler.stats)
         handlers = check_handlers(settings, config.allow_handlers)
         check_shared_connections(settings, config.allow_shared_connections)
-        self._bypass = Bypass(handlers, count.inc)
+        self._bypass = Bypass(handlers, count.inc) if handlers else None
         if store is None:
             store = make_store(config, getattr(crawler.spider, "name", "") or "")
         self.policy: BanPolicy = (
@@ -111,6 +111,9 @@ class StickyProxyMiddleware:
             crawler, self.router, self.ledger, count, self._close, sites=sites
         )
         self.warmups = Warmups(self) if config.warmup is not None else None
+        # What most requests skip (bench/per_request.py): pools, countries
+        self._key_func = self.pools.direct
+        self._located = config.country is not None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StickyProxyMiddleware:
@@ -127,15 +130,18 @@ class StickyProxyMiddleware:
             self._user_proxy(request)
             self._unrouted(meta)
             return None
-        if self._bypass and self._bypass.goes_direct(request):
+        if self._bypass is not None and self._bypass.goes_direct(request):
             self._unrouted(meta)
             return None
         key = meta.get(M.KEY)
         if key is None:  # only None means "no key": 0 and "" are keys
-            key = meta[M.KEY] = self.pools.key(request)  # a pool's member, or not
+            direct = self._key_func  # None: maybe a pool's member
+            keyer = self.pools.key if direct is None or M.POOL in meta else direct
+            key = meta[M.KEY] = keyer(request)
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
-        key = self.countries.key(request, key)  # the key in its country
+        if self._located or M.COUNTRY in meta:
+            key = self.countries.key(request, key)  # the key in its country
         if self.pools.slots:  # each pool member its own download slot
             self.pools.slot(meta, key)
         deadline = None
@@ -157,13 +163,7 @@ class StickyProxyMiddleware:
             if warm is not None:  # the session's warm-up first
                 step = await warm.ready(request, session, step, router)
         except Held as held:
-            if held.close is not None:
-                self._close(*held.close)
-            if held.reason is None or M.WARMUP in meta:  # a warm-up: unjudged
-                raise IgnoreRequest(str(held)) from None
-            if held.reason == CLOSING and self._persistent:
-                return self.copies.requeue(request, deadline)
-            self.ledger.give_up(request, [*reasons(request), held.reason])
+            return self._held(request, held, deadline)
         slot = router.pool is not None and self.config.slot_per_proxy
         if slot and ("download_slot" not in meta or meta.get(M.SLOT)):
             meta["download_slot"] = meta[M.SLOT] = step.route
@@ -175,8 +175,18 @@ class StickyProxyMiddleware:
         if self.cookies is not None:
             self.cookies.assign(meta, step.route, step.session)
         self.count.requests += 1
-        self.ledger.routed(request)
+        self.ledger.routed(request, meta)
         return None
+
+    def _held(self, request: Request, held: Held, deadline: Any) -> Request:
+        """*request* must not wait any longer: requeued, or given up."""
+        if held.close is not None:
+            self._close(*held.close)
+        if held.reason is None or M.WARMUP in request.meta:  # a warm-up: unjudged
+            raise IgnoreRequest(str(held)) from None
+        if held.reason == CLOSING and self._persistent:
+            return self.copies.requeue(request, deadline)
+        self.ledger.give_up(request, [*reasons(request), held.reason])
 
     # -- responses -------------------------------------------------------------
 
@@ -263,8 +273,7 @@ class StickyProxyMiddleware:
     # -- helpers ---------------------------------------------------------------
 
     def _user_proxy(self, request: Request) -> None:
-        """A request whose meta["proxy"] the user set is theirs: counted, and
-        said once (then in the close summary), never silently unrouted."""
+        """meta["proxy"] set by the user: counted, said once, left alone."""
         self.count.user_proxy += 1
         if self.count.user_proxy == 1:
             # Not the proxy itself: the user's URL may hold a password.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_NETLOC = re.compile(r"[^/?#]*")
 
 
 def target_of(url: str) -> str:
@@ -10,13 +13,9 @@ def target_of(url: str) -> str:
     (urlparse's netloc), found with three ``str.find``: it is asked for on
     every response, and parsing the URL cost more than the rest of the
     answer's bookkeeping (python -m bench --only per-request)."""
-    rest = url.partition("//")[2]
-    end = len(rest)
-    for mark in "/?#":
-        at = rest.find(mark, 0, end)
-        if at != -1:
-            end = at
-    return rest[:end]
+    match = _NETLOC.match(url.partition("//")[2])
+    assert match is not None  # it matches the empty string
+    return match.group()
 
 
 class AnswerLog:
@@ -31,13 +30,20 @@ class AnswerLog:
     def __init__(self, max_hosts: int = 4096):
         self.max_hosts = max_hosts
         self._last: dict[str, float] = {}
+        self._newest: str | None = None  # the last one in _last's order
 
     def answered(self, host: str, now: float) -> None:
         last = self._last
+        if host == self._newest:  # most answers: the target of the last one
+            last[host] = now
+            return
         last.pop(host, None)
         last[host] = now
+        self._newest = host
         if len(last) > self.max_hosts:
             del last[next(iter(last))]
+            if host not in last:  # max_hosts 0
+                self._newest = None
 
     def answered_since(self, host: str, since: float) -> bool:
         when = self._last.get(host)

@@ -43,6 +43,7 @@ GO = "go"
 WAIT = "wait"
 GIVE_UP = "give_up"
 FAILED = "failed"
+OPEN = "open"  # the state of a gate whose route works: requests go
 
 _tokens = itertools.count(1)
 

@@ -40,6 +40,7 @@ class IdRules:
     _stem_len: int = field(init=False, repr=False, compare=False)
     _can_suffix: bool = field(init=False, repr=False, compare=False)
     _pairs: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _square: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         charset = frozenset(self.alphabet)
@@ -56,6 +57,7 @@ class IdRules:
         # Two digits per division, least significant first: half the loop.
         pairs = tuple(low + high for high in digits for low in digits)
         object.__setattr__(self, "_pairs", pairs)
+        object.__setattr__(self, "_square", len(digits) ** 2)
         stem_len = max(self.min_len, min(_STEM_LEN, self.max_len))
         object.__setattr__(self, "_stem_len", stem_len)
         object.__setattr__(self, "_can_suffix", charset >= _RETRY_CHARS)
@@ -71,22 +73,21 @@ _HASHERS = {
     person: hashlib.blake2b(digest_size=16, person=person)
     for person in (_PERSON, _PERSON_GEN)
 }
+_HASH, _HASH_GEN = _HASHERS[_PERSON], _HASHERS[_PERSON_GEN]
 
 
 def _encode(data: str, person: bytes, rules: IdRules) -> str:
-    hasher = _HASHERS[person].copy()  # cheaper than a new keyed blake2b
-    hasher.update(data.encode("utf-8", errors="surrogatepass"))
-    digest = hasher.digest()
-    value = int.from_bytes(digest, "big")
+    hasher = (_HASH if person is _PERSON else _HASHERS[person]).copy()
+    hasher.update(data.encode("utf-8", "surrogatepass"))  # copy: cheaper than new
+    value = int.from_bytes(hasher.digest(), "big")
     digits = rules._digits
-    base = len(digits)
-    pairs, square = rules._pairs, base * base
+    pairs, square = rules._pairs, rules._square
     out = []
     for _ in range(rules._stem_len // 2):  # least significant digit first
         value, rem = divmod(value, square)
         out.append(pairs[rem])
     if rules._stem_len % 2:
-        out.append(digits[value % base])
+        out.append(digits[value % len(digits)])
     return "".join(out)
 
 
@@ -115,7 +116,9 @@ def session_id(key: str, generation: int, rules: IdRules) -> str:
     if generation < 0:
         raise ValueError(f"generation must be >= 0, got {generation}")
     if generation == 0:
-        if rules.accepts(key):
+        # accepts(), without the call; ":" (in every URL) is in no alphabet
+        fits = rules.min_len <= len(key) <= rules.max_len and ":" not in key
+        if fits and rules._charset.issuperset(key):
             return key
         return _encode(key, _PERSON, rules)
     if rules._can_suffix:

@@ -39,7 +39,7 @@ from .decisions import (
     Session,
     Wait,
 )
-from .gate import FAILED, GIVE_UP, GO, Facts, GatePolicy, RouteGate
+from .gate import FAILED, GIVE_UP, GO, OPEN, Facts, GatePolicy, RouteGate
 from .ids import session_id
 from .pool import ProxyPool
 from .tiers import tier_route
@@ -97,8 +97,7 @@ class Router:  # the values it hands out are in .decisions
     # -- decisions -------------------------------------------------------------
 
     def pending(self, key: str) -> Awaitable[None] | None:
-        """Something to await before :meth:`session` (a shared store fetching
-        a burned key it forgot), or None."""
+        """None, or what to await before :meth:`session` (a forgotten key)."""
         return self.store.lookup(key)
 
     def session(self, key: str) -> Session:
@@ -119,10 +118,12 @@ class Router:  # the values it hands out are in .decisions
         else:
             # Picked again after every wait: another proxy may be back.
             route = self._pick(session.key, session.generation)
-        verdict, seconds = self.gate(route).decide(facts, self.clock())
+        gate = self.gates.get(route) or self.gate(route)
+        if gate.state == OPEN and gate.down_since is None:  # decide()'s GO, early
+            return Decision(session.id, session.generation, route, self.endpoint(route))
+        verdict, seconds = gate.decide(facts, self.clock())
         if verdict == GO:
-            proxy = self.endpoint(route)
-            return Decision(session.id, session.generation, route, proxy)
+            return Decision(session.id, session.generation, route, self.endpoint(route))
         if verdict == FAILED:
             raise Held(None, f"proxy {route} rejected the credentials (407)")
         if verdict == GIVE_UP:
@@ -242,7 +243,7 @@ class Router:  # the values it hands out are in .decisions
             )
         return gate
 
-    def _template(self, route: str) -> ProxyTemplate:
+    def template(self, route: str) -> ProxyTemplate:
         if self.pool is None:
             assert self.config.gateway is not None
             return self.config.gateway
@@ -258,7 +259,7 @@ class Router:  # the values it hands out are in .decisions
         """The proxy's address if given as one (an ``ipaddress``), else None."""
         ip = self._ips.get(route, False)
         if ip is False:
-            host = self._template(route).hostport.rpartition(":")[0].strip("[]")
+            host = self.template(route).hostport.rpartition(":")[0].strip("[]")
             try:
                 ip = ipaddress.ip_address(host)
             except ValueError:
@@ -268,13 +269,13 @@ class Router:  # the values it hands out are in .decisions
 
     def endpoint(self, route: str) -> str:
         """``scheme://host:port`` of *route*: what ``meta["proxy"]`` holds."""
-        return self._template(route).endpoint
+        return self.template(route).endpoint
 
     def authorization(
         self, route: str, session: str, encoding: str, country: str | None = None
     ) -> bytes | None:
         """The Proxy-Authorization value for *session* through *route*."""
-        return self._template(route).authorization(session, encoding, country)
+        return self.template(route).authorization(session, encoding, country)
 
     # -- static proxy health -----------------------------------------------------
 

@@ -13,12 +13,12 @@ Pure logic: no Scrapy import, no I/O.
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigError
+from .basic_auth import LONG_WAY, basic, credential_pieces
 from .ids import IdRules
 from .location import (
     LOCATION,
@@ -69,10 +69,18 @@ class ProxyTemplate:
     no_location: str = ""
     userinfo: str = ""  # unquoted, with the {session} and {location} markers
     _by_country: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    # Per country (None: none): credential_pieces() of its segments.
+    _auth: dict[str | None, tuple[str, ...] | None] = field(
+        default_factory=dict, compare=False
+    )
+    #: ``scheme://host:port``: the proxy without credentials, all that a
+    #: request carries (see :mod:`scrapy_sticky_proxy.auth`).
+    endpoint: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.segments:
             object.__setattr__(self, "segments", (f"{self.scheme}://{self.hostport}",))
+        object.__setattr__(self, "endpoint", f"{self.scheme}://{self.hostport}")
 
     @property
     def has_session(self) -> bool:
@@ -105,12 +113,6 @@ class ProxyTemplate:
             self._by_country[country] = segments
         return segments
 
-    @property
-    def endpoint(self) -> str:
-        """``scheme://host:port``: the proxy without credentials, all that a
-        request carries (see :mod:`scrapy_sticky_proxy.auth`)."""
-        return f"{self.scheme}://{self.hostport}"
-
     def credentials(
         self, session_id: str, country: str | None = None
     ) -> tuple[str, str] | None:
@@ -128,12 +130,20 @@ class ProxyTemplate:
     ) -> bytes | None:
         """The ``Proxy-Authorization`` value for *session_id* (in *country*;
         Basic, as HttpProxyMiddleware builds it from a URL), or None without
-        credentials."""
-        credentials = self.credentials(session_id, country)
-        if credentials is None:
+        credentials. Asked for on every request: see :mod:`.basic_auth`."""
+        pieces = self._auth.get(country, LONG_WAY)
+        if pieces is LONG_WAY:
+            segments = self.segments if country is None else self.located(country)
+            pieces = credential_pieces(segments)
+            if country is None or country in self._by_country:  # valid codes only
+                self._auth[country] = pieces
+        if pieces is None:
             return None
-        raw = ":".join(credentials).encode(encoding)
-        return b"Basic " + base64.b64encode(raw)
+        if pieces is LONG_WAY or "%" in session_id or ":" in session_id:
+            credentials = self.credentials(session_id, country)
+            assert credentials is not None
+            return basic(":".join(credentials), encoding)
+        return basic(session_id.join(pieces), encoding)
 
     def unencodable(self, encoding: str) -> str | None:
         """``"username"`` or ``"password"`` if that part of the credentials
