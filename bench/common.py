@@ -1,5 +1,6 @@
 """What the benchmarks share: the sandbox and Redis processes, crawl
-subprocesses, statistics and the machine description."""
+subprocesses, statistics (a bootstrap confidence interval) and the machine
+description."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import contextlib
 import json
 import os
 import platform
+import random
+import select
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,31 @@ def percentile(values: Sequence[float], q: float) -> float:
     """The value below which a fraction *q* of *values* lie (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 16
+
+
+def bootstrap_interval(
+    units: Sequence[Any],
+    statistic: Callable[[Sequence[Any]], float],
+    level: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap: the central *level* interval of *statistic*
+    over *resamples* resamplings (with replacement) of *units*, drawn by
+    ``random.Random(seed)`` so that a run's figures can be recomputed."""
+    if not units:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    n = len(units)
+    values = sorted(
+        statistic([units[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples)
+    )
+    tail = (1 - level) / 2
+    return values[int(tail * resamples)], values[int((1 - tail) * resamples) - 1]
 
 
 def spread(values: Sequence[float]) -> float:
@@ -58,6 +86,18 @@ class SandboxProcess:
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.proc.pid)
 
+    def ask(self, command: str, timeout: float = 30) -> dict[str, Any]:
+        """Send a command on its stdin ("stats", "reset"); its JSON answer."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"the sandbox did not answer {command!r}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
 
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a running process, from /proc (Linux)."""
@@ -70,12 +110,21 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def sandbox_process(items: int = 50, ban_fraction: float = 0.0) -> Iterator[Any]:
-    """Start a sandbox process; stop it on exit. Its stdin stays a pipe from
-    us: if this process dies, the sandbox sees stdin close and stops too."""
+def sandbox_process(
+    items: int = 50,
+    ban_fraction: float = 0.0,
+    latency: tuple[float, float] = (0.0, 0.0),
+) -> Iterator[Any]:
+    """Start a sandbox process (*latency*: the gateway's waits per new
+    connection and per request, seconds); stop it on exit. Its stdin stays
+    a pipe from us: if this process dies, the sandbox sees stdin close and
+    stops too."""
     args = [sys.executable, "-m", "scrapy_sticky_proxy.sandbox", "--items", str(items)]
     if ban_fraction:
         args += ["--ban-fraction", str(ban_fraction)]
+    if any(latency):
+        args += ["--connect-latency", str(latency[0])]
+        args += ["--request-latency", str(latency[1])]
     proc = subprocess.Popen(
         args,
         stdin=subprocess.PIPE,
@@ -170,7 +219,12 @@ def parse_result(code: int, out: str, err: str, command: list[str]) -> dict[str,
 
 def start_crawl(command: list[str]) -> subprocess.Popen[str]:
     """A crawl subprocess started with --wait-go: returns once it is ready."""
-    proc = subprocess.Popen(
+    return wait_ready(launch_crawl(command))
+
+
+def launch_crawl(command: list[str]) -> subprocess.Popen[str]:
+    """Start a crawl subprocess (with --wait-go, it then waits for "go")."""
+    return subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -179,12 +233,48 @@ def start_crawl(command: list[str]) -> subprocess.Popen[str]:
         env=env(),
         cwd=ROOT,
     )
+
+
+def wait_ready(
+    proc: subprocess.Popen[str], timeout: float = 120
+) -> subprocess.Popen[str]:
+    """Wait for a --wait-go crawl's "ready" line (bounded)."""
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
     if line.strip() != "ready":
+        if not ready:
+            proc.kill()
         out, err = proc.communicate()
         raise RuntimeError(f"crawl did not start: {line}{out}\n{err[-3000:]}")
     return proc
+
+
+def go_chunk(proc: subprocess.Popen[str], timeout: float = 300) -> dict[str, Any]:
+    """Start the next chunk of a --chunks crawl; its JSON line once it ends."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line.startswith("{"):
+        proc.kill()
+        out, err = proc.communicate()
+        raise RuntimeError(f"a chunk did not end: {line}{out}\n{err[-3000:]}")
+    span: dict[str, Any] = json.loads(line)
+    return span
+
+
+def finish_crawl(
+    proc: subprocess.Popen[str], command: list[str], timeout: float = 60
+) -> dict[str, Any]:
+    """The result of a --chunks crawl whose chunks have all run."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return parse_result(proc.returncode, out, err, command)
 
 
 def versions() -> dict[str, str]:
@@ -220,3 +310,26 @@ def machine() -> dict[str, Any]:
         "load": load,
         **versions(),
     }
+
+
+class Report:
+    """Markdown tables on stdout, and the targets, met or not. A target
+    measured with an interval also says whether the whole interval meets
+    it ("yes", "no", or "straddles": the run cannot tell)."""
+
+    def __init__(self) -> None:
+        self.targets: list[tuple[str, str, bool, str]] = []
+
+    def out(self, text: str = "") -> None:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.out("| " + " | ".join(header) + " |")
+        self.out("|" + "|".join("---" for _ in header) + "|")
+        for row in rows:
+            self.out("| " + " | ".join(row) + " |")
+        self.out()
+
+    def target(self, name: str, measured: str, met: bool, interval: str = "-") -> None:
+        self.targets.append((name, measured, met, interval))
