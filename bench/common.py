@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,12 +220,7 @@ def parse_result(code: int, out: str, err: str, command: list[str]) -> dict[str,
 
 def start_crawl(command: list[str]) -> subprocess.Popen[str]:
     """A crawl subprocess started with --wait-go: returns once it is ready."""
-    return wait_ready(launch_crawl(command))
-
-
-def launch_crawl(command: list[str]) -> subprocess.Popen[str]:
-    """Start a crawl subprocess (with --wait-go, it then waits for "go")."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -233,48 +229,95 @@ def launch_crawl(command: list[str]) -> subprocess.Popen[str]:
         env=env(),
         cwd=ROOT,
     )
-
-
-def wait_ready(
-    proc: subprocess.Popen[str], timeout: float = 120
-) -> subprocess.Popen[str]:
-    """Wait for a --wait-go crawl's "ready" line (bounded)."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline() if ready else ""
+    line = proc.stdout.readline()
     if line.strip() != "ready":
-        if not ready:
-            proc.kill()
         out, err = proc.communicate()
         raise RuntimeError(f"crawl did not start: {line}{out}\n{err[-3000:]}")
     return proc
 
 
-def go_chunk(proc: subprocess.Popen[str], timeout: float = 300) -> dict[str, Any]:
-    """Start the next chunk of a --chunks crawl; its JSON line once it ends."""
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write("go\n")
-    proc.stdin.flush()
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("{"):
-        proc.kill()
-        out, err = proc.communicate()
-        raise RuntimeError(f"a chunk did not end: {line}{out}\n{err[-3000:]}")
-    span: dict[str, Any] = json.loads(line)
-    return span
+class ChunkedCrawl:
+    """A ``crawl_once --chunks K`` process: started, waited for ("ready"),
+    driven chunk by chunk ("go"), then its result. Its stdout is read raw
+    with a buffer of our own and every wait is bounded (a buffered text
+    reader could hold the final line where ``communicate`` never looks);
+    stderr goes to a file, which cannot fill up and stall the crawl."""
 
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        # closed by close(), which the caller's finally runs
+        self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            env=env(),
+            cwd=ROOT,
+        )
+        self._buffer = b""
 
-def finish_crawl(
-    proc: subprocess.Popen[str], command: list[str], timeout: float = 60
-) -> dict[str, Any]:
-    """The result of a --chunks crawl whose chunks have all run."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return parse_result(proc.returncode, out, err, command)
+    def _line(self, timeout: float) -> str:
+        """The next line of stdout ("" at its end or after *timeout*)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return ""
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    def _fail(self, what: str, line: str) -> RuntimeError:
+        self.close()
+        self._err.seek(0)
+        return RuntimeError(f"{what}: {line[:300]}\n{self._err.read()[-3000:]}")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        line = self._line(timeout)
+        if line.strip() != "ready":
+            raise self._fail("crawl did not start", line)
+
+    def go(self, timeout: float = 300) -> dict[str, Any]:
+        """Run the next chunk; its JSON line."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+        line = self._line(timeout)
+        if not line.startswith("{"):
+            raise self._fail("a chunk did not end", line)
+        span: dict[str, Any] = json.loads(line)
+        return span
+
+    def result(self, timeout: float = 60) -> dict[str, Any]:
+        """The crawl's result, once its chunks have all run."""
+        lines = []
+        deadline = time.monotonic() + timeout
+        while line := self._line(max(0.0, deadline - time.monotonic())):
+            lines.append(line)
+        try:
+            code = self.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise self._fail("the crawl did not end", "") from None
+        self._err.seek(0)
+        return parse_result(code, "\n".join(lines), self._err.read(), self.command)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    def __del__(self) -> None:
+        self._err.close()
 
 
 def versions() -> dict[str, str]:

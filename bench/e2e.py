@@ -7,9 +7,12 @@ Every crawl is a fresh ``python -m bench.crawl_once`` process. Design:
 - **pairs**: each variant is measured in pairs, its crawl and a baseline
   crawl back to back, in alternating order (baseline first in one round,
   the variant first in the next, and the other way round for the next
-  variant), so that a slow moment of this shared machine hits both halves
-  of a pair alike; the ratio of a pair is pages/s(variant) / pages/s(its
-  baseline);
+  variant). Both processes are started and wait (Python and Scrapy loaded,
+  spider open) before either is timed, and their crawls run in chunks of
+  ``chunk_items`` items, alternating A B B A A B ..., one process idle
+  while the other crawls: a slow moment of this shared machine then hits
+  both halves of a pair alike. The ratio of a pair is pages/s(variant) /
+  pages/s(its baseline), each over the sum of its chunks' spans;
 - **rounds**: a round is one pair of every variant under every gateway
   condition; rounds are the units of the bootstrap;
 - **figures**: a variant's ratio is the median of its per-pair ratios, with
@@ -31,7 +34,8 @@ middleware of ours: the spider writes one session per item into
 connections`` (the addon on Scrapy's stock handler, which shares
 connections between sessions: unsafe on a pinning gateway, a diagnostic).
 
-    python -m bench.e2e [--items 500] [--min-pairs 8] [--max-pairs 30]
+    python -m bench.e2e [--items 500] [--chunk-items 100] [--min-pairs 8] \
+        [--max-pairs 20] [--variants memory,redis,...] [--conditions loopback]
 """
 
 from __future__ import annotations
@@ -45,15 +49,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from .common import (
+    ChunkedCrawl,
     bootstrap_interval,
     crawl_command,
-    finish_crawl,
-    go_chunk,
-    launch_crawl,
     median,
     redis_server,
     sandbox_process,
-    wait_ready,
 )
 
 STOCK = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
@@ -127,35 +128,27 @@ def run(
             """Crawls in alternating chunks (A B B A A B ...): every process is
             started and waiting first, so that no start-up comes between them."""
             sandbox = sandboxes[condition]
-            commands = [command(condition, name, size) for name in names]
-            procs = [launch_crawl(c) for c in commands]
-            connections = [0] * len(procs)
+            crawls = [ChunkedCrawl(command(condition, name, size)) for name in names]
+            connections = [0] * len(crawls)
             try:
-                for proc in procs:
-                    wait_ready(proc)
+                for one in crawls:
+                    one.wait_ready()
                 for chunk in range(max(1, size // chunk_items)):
-                    order = (
-                        range(len(procs))
-                        if chunk % 2 == 0
-                        else reversed(range(len(procs)))
-                    )
-                    for index in order:
+                    order = list(range(len(crawls)))
+                    for index in order if chunk % 2 == 0 else order[::-1]:
                         sandbox.ask("reset")
-                        go_chunk(procs[index])
-                        connections[index] += sandbox.ask("stats")[
-                            "connections_accepted"
-                        ]
+                        crawls[index].go()
+                        stats = sandbox.ask("stats")
+                        connections[index] += stats["connections_accepted"]
                 results = []
-                for proc, cmd, count in zip(procs, commands, connections, strict=True):
-                    result = finish_crawl(proc, cmd)
+                for one, count in zip(crawls, connections, strict=True):
+                    result = one.result()
                     result["connections"] = count
                     result["connections_per_page"] = count / result["pages"]
                     results.append(result)
             finally:
-                for proc in procs:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.communicate()
+                for one in crawls:
+                    one.close()
             return results
 
         # One untimed crawl each: the first one after a sandbox started is slow.

@@ -45,7 +45,8 @@ def describe(result: dict[str, Any]) -> list[str]:
         "per variant and gateway",
         "",
         "Each pair is the variant's crawl and a baseline crawl (a fixed proxy "
-        'in `meta["proxy"]`, no plugin) back to back, in alternating order. '
+        'in `meta["proxy"]`, no plugin) back to back, in alternating order '
+        f"and in chunks of {result['chunk_items']} items (A B B A ...). "
         "ratio: the median of the per-pair ratios of pages/s; crawler CPU: "
         "process CPU time over the crawl, per page; new connections: client "
         "connections the sandbox gateway accepted during the crawl, per page. "
