@@ -30,6 +30,11 @@ Also: ``--profile FILE`` profiles the crawl with pyinstrument (a text tree,
 or a session to open with ``pyinstrument --load FILE`` when FILE ends in
 ``.pyisession``); ``--commandstats`` snapshots Redis INFO commandstats;
 ``--wait-go`` prints ``ready`` and waits for a line on stdin to start.
+``--chunks K`` crawls the items in K chunks, each started by a line on stdin
+once the crawl is running (``ready`` is printed when the spider waits for
+the first), each printing a JSON line of its own (its clocks and pages);
+the final result sums the chunks' spans. Two such processes, chunks
+alternating, are a pair measured at the same moments of a noisy machine.
 
     python -m bench.crawl_once --variant memory --gateway URL --site URL \
         --items 1000 --profile crawl.pyisession
@@ -38,6 +43,7 @@ or a session to open with ``pyinstrument --load FILE`` when FILE ends in
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -57,12 +63,14 @@ PARTS_PER_ITEM = 4  # the item page and its three follow-ups
 class Probe:
     """Counts responses and takes the clocks at both ends of the crawl."""
 
-    def __init__(self, expected: int):
+    def __init__(self, expected: int, chunks: int = 0):
         self.expected = expected
         self.responses = 0
         self.ok = 0
         self.t0 = self.t1 = 0.0
         self.cpu0 = self.cpu1 = 0.0
+        self.chunks = chunks
+        self.spans: list[dict[str, float]] = []  # one per chunk, with --chunks
         self.hook: Any = None  # called with the response count, e.g. for Redis
         self.profiler: Any = None  # a pyinstrument Profiler, with --profile
 
@@ -80,6 +88,31 @@ class Probe:
         self.cpu1 = time.process_time()
         if self.hook is not None:
             self.hook(self.responses)
+        if self.chunks and self.responses == (
+            self.expected // self.chunks * (len(self.spans) + 1)
+        ):
+            span = {
+                "chunk": len(self.spans),
+                "t0": self.t0,
+                "t1": self.t1,
+                "cpu_s": self.cpu1 - self.cpu0,
+                "ok": self.ok - sum(s["ok"] for s in self.spans),
+            }
+            self.spans.append(span)
+            sys.stdout.write(json.dumps(span) + "\n")
+            sys.stdout.flush()
+
+    def seconds(self) -> tuple[float, float]:
+        """Wall and CPU seconds measured: the crawl, or the sum of its chunks."""
+        if not self.spans:
+            return self.t1 - self.t0, self.cpu1 - self.cpu0
+        wall = sum(s["t1"] - s["t0"] for s in self.spans)
+        return wall, sum(s["cpu_s"] for s in self.spans)
+
+
+async def next_line() -> bool:
+    """Wait (in a thread) for a line on stdin; False once it is closed."""
+    return bool(await asyncio.to_thread(sys.stdin.readline))
 
 
 def make_spider_class() -> type:
@@ -116,13 +149,23 @@ def make_spider_class() -> type:
             }
 
         async def start(self) -> AsyncIterator[Any]:
-            self.probe.start()
-            for i in range(self.first, self.first + self.items):
-                yield Request(
-                    f"{self.base}/item/{i}",
-                    callback=self.parse_item,
-                    meta=self._meta(f"i{i}") if self.proxy else {},
-                )
+            chunks = max(1, self.probe.chunks)
+            size = self.items // chunks
+            for chunk in range(chunks):
+                if self.probe.chunks:  # each chunk waits for its "go"
+                    if chunk == 0:
+                        sys.stdout.write("ready\n")
+                        sys.stdout.flush()
+                    if not await next_line():
+                        return  # the parent is gone
+                self.probe.start()
+                first = self.first + chunk * size
+                for i in range(first, first + size):
+                    yield Request(
+                        f"{self.base}/item/{i}",
+                        callback=self.parse_item,
+                        meta=self._meta(f"i{i}") if self.proxy else {},
+                    )
 
         def parse_item(self, response: Any) -> Iterator[Any]:
             meta = self._meta(
@@ -199,8 +242,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from scrapy import signals
     from scrapy.crawler import CrawlerProcess
 
-    expected = args.items * PARTS_PER_ITEM
-    probe = Probe(expected)
+    chunks = max(1, args.chunks)
+    expected = args.items // chunks * chunks * PARTS_PER_ITEM
+    probe = Probe(expected, args.chunks)
     redis_counts: dict[str, dict[str, int]] = {}
     client = None
     if args.commandstats:
@@ -237,7 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             probe=probe,
             proxy=proxy_for(args),
         )
-        if args.wait_go:
+        if args.wait_go and not args.chunks:
             # Everything is imported and built: tell the parent, and start
             # when it says so (two processes then start their crawls together).
             sys.stdout.write("ready\n")
@@ -261,8 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         client.close()
     assert crawler.stats is not None
     stats = crawler.stats.get_stats()
-    seconds = probe.t1 - probe.t0
-    cpu = probe.cpu1 - probe.cpu0
+    seconds, cpu = probe.seconds()
     return {
         "variant": args.variant,
         "pages": probe.ok,
@@ -274,6 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_ms_per_page": 1000 * cpu / probe.ok if probe.ok else 0.0,
         "t0": probe.t0,
         "t1": probe.t1,
+        "chunks": probe.spans,
         "finish_reason": stats.get("finish_reason"),
         "sticky_requests": stats.get("sticky_proxy/requests", 0),
         "bans": stats.get("sticky_proxy/bans", 0),
@@ -298,6 +342,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--commandstats", action="store_true")
     parser.add_argument("--mark", type=int, default=100)
     parser.add_argument("--wait-go", action="store_true")
+    parser.add_argument("--chunks", type=int, default=0, help="0: not chunked")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument(
         "-s",

@@ -1,122 +1,309 @@
-"""End to end: pages/s of real crawls of the sandbox demo site, three ways.
+"""End to end: pages/s of real crawls of the sandbox demo site, as paired
+ratios to a fixed-proxy baseline with 95 % confidence intervals, at loopback
+and through a gateway far away.
 
-Every crawl is a fresh ``python -m bench.crawl_once`` process against one
-sandbox process, repetitions interleaved (A B C D A B C D ...) so that a
-slow moment of the machine hits every variant alike. Reported: the median
-pages/s of each variant and its ratio to the baseline's median, and the
-crawler's CPU time per page (the crawl is bound by the crawler's core: the
-sandbox runs on the other one).
+Every crawl is a fresh ``python -m bench.crawl_once`` process. Design:
 
-Variants: ``baseline`` (fixed proxy, HttpProxyMiddleware only), ``memory``
-and ``redis`` (the addon), and two diagnostic ones that separate what the
-middleware costs from what sticky sessions cost whoever makes them:
+- **pairs**: each variant is measured in pairs, its crawl and a baseline
+  crawl back to back, in alternating order (baseline first in one round,
+  the variant first in the next, and the other way round for the next
+  variant). Both processes are started and wait (Python and Scrapy loaded,
+  spider open) before either is timed, and their crawls run in chunks of
+  ``chunk_items`` items, alternating A B B A A B ..., one process idle
+  while the other crawls: a slow moment of this shared machine then hits
+  both halves of a pair alike. The ratio of a pair is pages/s(variant) /
+  pages/s(its baseline), each over the sum of its chunks' spans;
+- **rounds**: a round is one pair of every variant under every gateway
+  condition; rounds are the units of the bootstrap;
+- **figures**: a variant's ratio is the median of its per-pair ratios, with
+  a 95 % percentile bootstrap interval over the rounds (2000 resamples,
+  ``random.Random(16)``); so are the crawler's CPU per page (process CPU
+  time over the crawl, not wall time), the CPU ratio per pair, and the new
+  client connections per page that the sandbox gateway accepted (counted
+  in the sandbox process, reset before each crawl);
+- **how many**: rounds are added, from ``min_pairs``, until every ratio's
+  interval has a half-width <= ``halfwidth`` of its value (or
+  ``max_pairs``): the run says how many that took and how long it ran;
+- **conditions**: ``loopback`` (the sandbox as it is) and ``latency``
+  (the gateway waits 20 ms per new client connection and 5 ms per request:
+  what a connection costs on a real network), each its own sandbox process.
 
-- ``memory, shared connections``: the addon with Scrapy's stock download
-  handler instead of ours, so keep-alive connections are shared between
-  sessions as in the baseline (not a supported setup: a gateway that pins
-  the exit per connection would mix exits);
-- ``sessions by hand``: no middleware of ours, the spider writes one session
-  per item into ``meta["proxy"]`` itself, with our download handler (one
-  connection per session, as stickiness needs).
+Variants: ``memory`` and ``redis`` (the addon), ``sessions by hand`` (no
+middleware of ours: the spider writes one session per item into
+``meta["proxy"]``, with our download handler); optional ``memory, shared
+connections`` (the addon on Scrapy's stock handler, which shares
+connections between sessions: unsafe on a pinning gateway, a diagnostic).
 
-    python -m bench.e2e [--items 500] [--repeat 5]
+    python -m bench.e2e [--items 500] [--chunk-items 100] [--min-pairs 8] \
+        [--max-pairs 20] [--variants memory,redis,...] [--conditions loopback]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from .common import (
+    ChunkedCrawl,
+    bootstrap_interval,
     crawl_command,
     median,
     redis_server,
-    run_crawl,
     sandbox_process,
-    spread,
 )
 
 STOCK = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
 OURS = "scrapy_sticky_proxy.StickyProxyDownloadHandler"
 SHARED = "memory, shared connections"
 BY_HAND = "sessions by hand"
+BASELINE = "baseline"
 # name -> (crawl_once variant, extra arguments)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "baseline": ("baseline", []),
+    BASELINE: ("baseline", []),
     "memory": ("memory", []),
     "redis": ("redis", []),
-    SHARED: (
-        "memory",
-        ["-s", "DOWNLOAD_HANDLERS=" + json.dumps({"http": STOCK, "https": STOCK})],
-    ),
     BY_HAND: (
         "sessions",
         ["-s", "DOWNLOAD_HANDLERS=" + json.dumps({"http": OURS, "https": OURS})],
     ),
+    SHARED: (
+        "memory",
+        ["-s", "DOWNLOAD_HANDLERS=" + json.dumps({"http": STOCK, "https": STOCK})],
+    ),
 }
+DEFAULT_VARIANTS = ("memory", "redis", BY_HAND)
+# condition -> the gateway's (per new connection, per request) waits, seconds
+CONDITIONS: dict[str, tuple[float, float]] = {
+    "loopback": (0.0, 0.0),
+    "latency": (0.020, 0.005),
+}
+Figure = tuple[float, float, float]  # estimate, low, high
 
 
 def run(
     items: int = 500,
-    repeat: int = 5,
+    chunk_items: int = 100,
+    min_pairs: int = 8,
+    max_pairs: int = 20,
+    halfwidth: float = 0.03,
     redis_url: str | None = None,
-    variants: list[str] | None = None,
+    variants: Sequence[str] = DEFAULT_VARIANTS,
+    conditions: Sequence[str] = tuple(CONDITIONS),
     progress: Any = None,
 ) -> dict[str, Any]:
-    names = variants or list(VARIANTS)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    with redis_server(redis_url) as url, sandbox_process(items=items) as sandbox:
-        # One untimed crawl: the first one after the sandbox started is slow.
-        run_crawl(crawl_command("baseline", sandbox, min(items, 100)))
-        for rep in range(repeat):
-            for name in names:
-                variant, extra = VARIANTS[name]
-                if variant == "redis":
-                    extra = [*extra, "--redis-url", url]
-                    extra += ["--namespace", f"bench:e2e:{rep}"]
-                result = run_crawl(crawl_command(variant, sandbox, items, *extra))
-                runs[name].append(result)
-                if progress:
-                    progress(
-                        f"e2e {rep + 1}/{repeat} {name}: "
-                        f"{result['pages_per_s']:.0f} pages/s"
-                    )
-    return summarize(runs, items)
-
-
-def summarize(runs: dict[str, list[dict[str, Any]]], items: int) -> dict[str, Any]:
-    rows = {}
-    base = median([r["pages_per_s"] for r in runs["baseline"]])
-    base_cpu = median([r["cpu_ms_per_page"] for r in runs["baseline"]])
-    for name, results in runs.items():
-        rates = [r["pages_per_s"] for r in results]
-        cpu = [r["cpu_ms_per_page"] for r in results]
-        rows[name] = {
-            "pages_per_s": median(rates),
-            "ratio": median(rates) / base,
-            "spread": spread(rates),
-            "cpu_ms_per_page": median(cpu),
-            "cpu_ratio": median(cpu) / base_cpu,
-            "runs": rates,
+    unknown = {*variants} - {*VARIANTS} - {BASELINE} | {*conditions} - {*CONDITIONS}
+    if unknown:
+        raise ValueError(f"not a variant or condition here: {sorted(unknown)}")
+    variants = [name for name in variants if name != BASELINE]  # always run
+    started = time.monotonic()
+    rounds: list[dict[str, dict[str, dict[str, Any]]]] = []
+    summary: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(redis_server(redis_url))
+        sandboxes = {
+            name: stack.enter_context(
+                sandbox_process(items=items, latency=CONDITIONS[name])
+            )
+            for name in conditions
         }
-    pages = runs["baseline"][0]["pages"] if runs["baseline"] else 0
-    return {"items": items, "pages": pages, "rows": rows}
+        serial = itertools.count()
+
+        def command(condition: str, name: str, size: int) -> list[str]:
+            variant, extra = VARIANTS[name]
+            if variant == "redis":
+                extra = [*extra, "--redis-url", url]
+                extra += ["--namespace", f"bench:e2e:{next(serial)}"]
+            sandbox = sandboxes[condition]
+            chunks = ["--chunks", str(max(1, size // chunk_items))]
+            return crawl_command(variant, sandbox, size, *extra, *chunks)
+
+        def crawl(
+            condition: str, names: Sequence[str], size: int = items
+        ) -> list[dict[str, Any]]:
+            """Crawls in alternating chunks (A B B A A B ...): every process is
+            started and waiting first, so that no start-up comes between them."""
+            sandbox = sandboxes[condition]
+            crawls = [ChunkedCrawl(command(condition, name, size)) for name in names]
+            connections = [0] * len(crawls)
+            try:
+                for one in crawls:
+                    one.wait_ready()
+                for chunk in range(max(1, size // chunk_items)):
+                    order = list(range(len(crawls)))
+                    for index in order if chunk % 2 == 0 else order[::-1]:
+                        sandbox.ask("reset")
+                        crawls[index].go()
+                        stats = sandbox.ask("stats")
+                        connections[index] += stats["connections_accepted"]
+                results = []
+                for one, count in zip(crawls, connections, strict=True):
+                    result = one.result()
+                    result["connections"] = count
+                    result["connections_per_page"] = count / result["pages"]
+                    results.append(result)
+            finally:
+                for one in crawls:
+                    one.close()
+            return results
+
+        # One untimed crawl each: the first one after a sandbox started is slow.
+        for condition in conditions:
+            crawl(condition, [BASELINE], min(items, 100))
+        for number in range(max_pairs):
+            rounds.append(
+                {c: run_round(crawl, c, variants, number, progress) for c in conditions}
+            )
+            if len(rounds) < min_pairs:
+                continue
+            summary = summarize(rounds, variants, conditions)
+            widest = summary["widest_halfwidth"]
+            if progress:
+                progress(f"e2e after {len(rounds)} rounds: widest {widest:.1%}")
+            if widest <= halfwidth:
+                break
+    summary = summarize(rounds, variants, conditions)
+    pages = rounds[0][conditions[0]][variants[0]]["baseline"]["pages"]
+    return {
+        **summary,
+        "items": items,
+        "chunk_items": chunk_items,
+        "pages": pages,
+        "pairs": len(rounds),
+        "min_pairs": min_pairs,
+        "max_pairs": max_pairs,
+        "halfwidth_target": halfwidth,
+        "crawls": 2 * len(rounds) * len(variants) * len(conditions),
+        "seconds": time.monotonic() - started,
+        "latency": {c: CONDITIONS[c] for c in conditions},
+        "rounds": rounds,
+    }
+
+
+def run_round(
+    crawl: Any, condition: str, variants: Sequence[str], number: int, progress: Any
+) -> dict[str, dict[str, Any]]:
+    """One pair per variant; the order alternates between rounds and variants."""
+    pairs = {}
+    for index, name in enumerate(variants):
+        variant_first = (number + index) % 2 == 1
+        if variant_first:
+            ours, base = crawl(condition, [name, BASELINE])
+        else:
+            base, ours = crawl(condition, [BASELINE, name])
+        pairs[name] = {"baseline": base, "variant": ours, "first": variant_first}
+        if progress:
+            progress(
+                f"e2e round {number + 1} {condition} {name}: "
+                f"x{ours['pages_per_s'] / base['pages_per_s']:.3f} "
+                f"({ours['pages_per_s']:.0f} / {base['pages_per_s']:.0f} pages/s, "
+                f"{ours['connections_per_page']:.2f} connections/page)"
+            )
+    return pairs
+
+
+def figure(units: Sequence[Any], statistic: Any) -> Figure:
+    low, high = bootstrap_interval(units, statistic)
+    return statistic(units), low, high
+
+
+def summarize(
+    rounds: list[dict[str, dict[str, dict[str, Any]]]],
+    variants: Sequence[str],
+    conditions: Sequence[str],
+) -> dict[str, Any]:
+    """Every figure, with its bootstrap interval over the rounds."""
+    tables: dict[str, dict[str, dict[str, Figure]]] = {}
+    widest = 0.0
+    for condition in conditions:
+        units = [r[condition] for r in rounds]
+
+        def of(name: str, part: str, field: str) -> Any:
+            return lambda us: median([u[name][part][field] for u in us])
+
+        def of_baselines(field: str) -> Any:
+            return lambda us: median(
+                [u[name]["baseline"][field] for u in us for name in variants]
+            )
+
+        def ratio(name: str, field: str) -> Any:
+            return lambda us: median(
+                [u[name]["variant"][field] / u[name]["baseline"][field] for u in us]
+            )
+
+        rows: dict[str, dict[str, Figure]] = {
+            BASELINE: {
+                "pages_per_s": figure(units, of_baselines("pages_per_s")),
+                "cpu_ms_per_page": figure(units, of_baselines("cpu_ms_per_page")),
+                "connections_per_page": figure(
+                    units, of_baselines("connections_per_page")
+                ),
+            }
+        }
+        for name in variants:
+            rows[name] = {
+                "pages_per_s": figure(units, of(name, "variant", "pages_per_s")),
+                "ratio": figure(units, ratio(name, "pages_per_s")),
+                "cpu_ms_per_page": figure(
+                    units, of(name, "variant", "cpu_ms_per_page")
+                ),
+                "cpu_ratio": figure(units, ratio(name, "cpu_ms_per_page")),
+                "connections_per_page": figure(
+                    units, of(name, "variant", "connections_per_page")
+                ),
+            }
+            value, low, high = rows[name]["ratio"]
+            widest = max(widest, (high - low) / 2 / value)
+        if "memory" in variants and "redis" in variants:
+            rows["redis - memory"] = {
+                "ratio": figure(
+                    units,
+                    difference(
+                        ratio("redis", "pages_per_s"), ratio("memory", "pages_per_s")
+                    ),
+                )
+            }
+        tables[condition] = rows
+    return {"tables": tables, "widest_halfwidth": widest}
+
+
+def difference(first: Any, second: Any) -> Any:
+    return lambda units: first(units) - second(units)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--chunk-items", type=int, default=100)
+    parser.add_argument("--min-pairs", type=int, default=8)
+    parser.add_argument("--max-pairs", type=int, default=20)
+    parser.add_argument("--halfwidth", type=float, default=0.03)
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    result = run(args.items, args.repeat, args.redis_url, progress=print)
-    for name, row in result["rows"].items():
-        print(
-            f"{name:28} {row['pages_per_s']:7.1f} pages/s x{row['ratio']:.3f}"
-            f"  {row['cpu_ms_per_page']:.3f} ms CPU/page"
-            f"  (spread {row['spread']:.0%})"
-        )
+    from .e2e_report import print_result
+
+    result = run(
+        args.items,
+        args.chunk_items,
+        args.min_pairs,
+        args.max_pairs,
+        args.halfwidth,
+        args.redis_url,
+        variants=[v.strip() for v in args.variants.split(",") if v.strip()],
+        conditions=[c.strip() for c in args.conditions.split(",") if c.strip()],
+        progress=print,
+    )
+    print_result(result)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(result, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import atexit
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -62,7 +62,12 @@ _START_TIMEOUT = 30.0
 
 class Sandbox:
     """Gateway + demo site (http and https) on free ports of 127.0.0.1;
-    with ``gateway_tls`` the gateway speaks TLS (an ``https://`` proxy)."""
+    with ``gateway_tls`` the gateway speaks TLS (an ``https://`` proxy).
+
+    ``gateway_latency=(connect, request)``, in seconds, puts the gateway far
+    away: a wait per new client connection and one per request sent
+    upstream, awaited with ``sleep`` (asyncio.sleep; a test can inject its
+    own, with ``clock``)."""
 
     def __init__(
         self,
@@ -77,6 +82,8 @@ class Sandbox:
         clock: Callable[[], float] = time.monotonic,
         gateway_host: str = "127.0.0.1",
         gateway_tls: bool = False,
+        gateway_latency: tuple[float, float] = (0.0, 0.0),
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if not gateway_host.startswith("127."):
             raise ValueError("the sandbox listens on loopback (127.0.0.0/8) only")
@@ -91,6 +98,9 @@ class Sandbox:
             accept_any_credentials=accept_any_credentials,
             clock=clock,
             tls=gateway_tls,
+            connect_latency=gateway_latency[0],
+            request_latency=gateway_latency[1],
+            sleep=sleep,
         )
         self.site = DemoSite(items=items, ban_rule=ban_rule, clock=clock)
         self._loop: asyncio.AbstractEventLoop | None = None

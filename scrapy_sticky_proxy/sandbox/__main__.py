@@ -3,6 +3,13 @@
 Prints one JSON line with the gateway and site URLs, then serves until
 SIGINT/SIGTERM or until stdin closes (``--ignore-stdin`` to serve on when
 stdin is /dev/null, as for a background job).
+
+A line on stdin is a command, answered with one JSON line on stdout (the
+benchmarks count connections this way): ``stats`` gives
+``{"connections_accepted": ..., "requests": ...}`` (client connections the
+gateway accepted and requests it answered since the start or the last
+``reset``); ``reset`` clears them, the sessions, the logs and the ban rule,
+and answers ``{"reset": true}``; another command gets ``{"error": ...}``.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import threading
 from types import FrameType
 
 from . import Sandbox, ban_fraction
+
+_NONNEGATIVE = "must be a number of seconds >= 0"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,9 +48,31 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--session-ttl", type=float, default=None, help="session lifetime, seconds"
     )
     parser.add_argument(
+        "--connect-latency",
+        type=_seconds,
+        default=0.0,
+        help="seconds the gateway waits on each new client connection",
+    )
+    parser.add_argument(
+        "--request-latency",
+        type=_seconds,
+        default=0.0,
+        help="seconds the gateway waits before each request goes upstream",
+    )
+    parser.add_argument(
         "--ignore-stdin", action="store_true", help="do not stop when stdin closes"
     )
     return parser.parse_args(argv)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(_NONNEGATIVE) from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(_NONNEGATIVE)
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         ban_rule=rule,
         pin_per_connection=args.pin_per_connection,
         session_ttl=args.session_ttl,
+        gateway_latency=(args.connect_latency, args.request_latency),
     ).start()
     try:
         line = {
@@ -69,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
         if not args.ignore_stdin:
-            threading.Thread(target=_wait_stdin, args=(done,), daemon=True).start()
+            threading.Thread(
+                target=_serve_stdin, args=(sandbox, done), daemon=True
+            ).start()
         while not done.wait(0.5):
             pass
     finally:
@@ -77,14 +111,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _wait_stdin(done: threading.Event) -> None:
+def _serve_stdin(sandbox: Sandbox, done: threading.Event) -> None:
+    """Answer commands on stdin until it closes (then set *done*)."""
+    pending = b""
     try:
         fd = sys.stdin.fileno()
-        while os.read(fd, 65536):
-            pass
+        while chunk := os.read(fd, 65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                _command(sandbox, line.strip().decode("ascii", "replace"))
     except (AttributeError, OSError, ValueError):
         pass  # no usable stdin counts as closed
     done.set()
+
+
+def _command(sandbox: Sandbox, command: str) -> None:
+    if command == "stats":
+        gateway = sandbox.gateway
+        answer: dict[str, object] = {
+            "connections_accepted": gateway.connections_accepted,
+            "requests": len(gateway.log),
+        }
+    elif command == "reset":
+        sandbox.reset()
+        answer = {"reset": True}
+    elif command:
+        answer = {"error": f"unknown command {command[:40]!r}: stats or reset"}
+    else:
+        return  # a blank line
+    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

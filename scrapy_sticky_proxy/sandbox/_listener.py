@@ -115,6 +115,7 @@ class Listener:
             self.connections += 1
             self._next_conn += 1
             conn = Conn(self._next_conn)
+        await self._accepted(conn)
         if self.mode == "reset":
             _reset(writer)
             return
@@ -133,6 +134,10 @@ class Listener:
                 conn, reader, writer, head
             ):
                 return
+
+    async def _accepted(self, conn: Conn) -> None:
+        """A client connection was accepted (and counted); before its first
+        request is read."""
 
     async def _request(
         self,

@@ -4,6 +4,13 @@ The gateway authenticates each request, gives its session an exit address
 (in the country its credentials ask for, in any preset's format: :mod:`._geo`),
 forwards it upstream from that address (:mod:`._upstream`) and records it;
 listening and the fault modes are :mod:`._listener`'s.
+
+A latency model makes it a gateway far away: ``connect_latency`` seconds
+before a new client connection's first request is read (the round trip to
+the provider and its session set-up), ``request_latency`` before each
+request goes upstream (a CONNECT once: the requests inside a tunnel are not
+seen). Both are awaited on the sandbox's loop (``sleep``, asyncio.sleep
+unless a test injects one), never blocking other connections.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ._credentials import credential_country, decode_basic, match_credentials
@@ -99,8 +106,17 @@ class Gateway(Listener):
         accept_any_credentials: bool = False,
         clock: Callable[[], float] = time.monotonic,
         tls: bool = False,
+        connect_latency: float = 0.0,
+        request_latency: float = 0.0,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         super().__init__("gateway", tls=tls)
+        if not (connect_latency >= 0 and request_latency >= 0):
+            raise ValueError("the gateway's latencies are seconds, >= 0")
+        self.connect_latency = connect_latency
+        self.request_latency = request_latency
+        self._sleep = sleep
+        self.connections_accepted = 0  # client connections, reset by reset()
         self.username = username
         self._password = password
         self.pin_per_connection = pin_per_connection
@@ -120,14 +136,9 @@ class Gateway(Listener):
             self.log = []
             self.auth_failures = 0
             self.connections = 0
+            self.connections_accepted = 0
             self._conns.peak = 0
             self._sessions.clear()
-
-    @property
-    def connections_accepted(self) -> int:
-        """Client connections accepted since start or the last reset()
-        (the same count as ``connections``)."""
-        return self.connections
 
     def sessions(self) -> dict[str, str]:
         """Snapshot of session id -> current exit address."""
@@ -150,6 +161,12 @@ class Gateway(Listener):
             place_exit(ip, country)
         logger.debug("gateway session %r gets exit %s", session, ip)
         return ip
+
+    async def _accepted(self, conn: Conn) -> None:
+        with self._lock:
+            self.connections_accepted += 1
+        if self.connect_latency and self.mode == "normal":
+            await self._sleep(self.connect_latency)
 
     def authenticate(self, header: str | None) -> tuple[str, str] | None:
         """(session id, country), "" for none, for a Proxy-Authorization
@@ -234,6 +251,8 @@ class Gateway(Listener):
             exit_ip = conn.pinned = self.exit_for(session, country)
         else:
             exit_ip = conn.pinned
+        if self.request_latency:
+            await self._sleep(self.request_latency)
         try:
             stream = await self._open_upstream(address, port, exit_ip)
             if method == "CONNECT":
