@@ -102,6 +102,11 @@ NOT_CALLABLE = 42
             "STICKY_PROXY_BAN_PATTERNS",
             "not a JSON list",
         ),
+        (  # deeper than the JSON parser goes: a RecursionError before
+            {"STICKY_PROXY_BAN_PATTERNS": "[" * 100_000},
+            "STICKY_PROXY_BAN_PATTERNS",
+            "not a JSON list",
+        ),
         (
             {"STICKY_PROXY_BAN_PATTERNS": ["captcha(("]},
             "STICKY_PROXY_BAN_PATTERNS",

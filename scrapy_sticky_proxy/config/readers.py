@@ -192,11 +192,7 @@ def read_list(settings: BaseSettings, name: str) -> list[Any]:
     if value is None or value == "":
         return []
     if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            problem = f"text that is not a JSON list: {exc}{quotes_hint(value)}"
-            raise ConfigError(name, problem) from None
+        value = json_text(name, value, "text that is not a JSON list")
         if not isinstance(value, list):
             raise ConfigError(name, "text that is not a JSON list")
         return value
@@ -205,6 +201,15 @@ def read_list(settings: BaseSettings, name: str) -> list[Any]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return list(value)
     raise ConfigError(name, f"expected a list, got {type(value).__name__}")
+
+
+def json_text(name: str, text: str, problem: str) -> Any:
+    """Setting *name*'s *text* as JSON, or a ConfigError saying *problem*."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        where = f": {exc}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ConfigError(name, f"{problem}{where}{quotes_hint(text)}") from None
 
 
 def quotes_hint(text: str) -> str:

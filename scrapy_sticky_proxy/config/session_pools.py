@@ -5,7 +5,6 @@ _SLOT_CONCURRENCY, _SLOT_DELAY), parsed into a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 from ..routing.session_pools import DEFAULT_SIZE, MAX_SIZE, SPANS, SessionPoolPolicy
 from .readers import (
-    quotes_hint,
+    json_text,
     read_bool,
     read_float,
     read_int,
@@ -97,14 +96,9 @@ def _sizes(settings: BaseSettings, name: str) -> Mapping[str, int]:
     if value is None or value == "":
         return MappingProxyType({})
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            raise ConfigError(
-                name,
-                'is not valid JSON: write an object, {"example.com": 4}'
-                + quotes_hint(value),
-            ) from None
+        value = json_text(
+            name, value, 'is not valid JSON: write an object, {"example.com": 4}'
+        )
     if not isinstance(value, Mapping):
         raise ConfigError(
             name, f"expected a dict of pool name -> size, got {type(value).__name__}"

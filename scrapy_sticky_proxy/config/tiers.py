@@ -14,7 +14,6 @@ the username): route ids above tier 1 end in ``#t<n>``
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ from .proxies import StaticProxy, _check_encoding, _static_list, read_proxies
 from .readers import (
     WEEK,
     expand_env,
-    quotes_hint,
+    json_text,
     read_float,
     read_int,
     read_str,
@@ -82,11 +81,7 @@ def read_routes(
                 NAME, f"set either {NAME} or {other}, not both ({other} is a tier)"
             )
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            problem = "text that is not a JSON list of tiers" + quotes_hint(value)
-            raise ConfigError(NAME, problem) from None
+        value = json_text(NAME, value, "text that is not a JSON list of tiers")
     if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_TIERS:
         got = (
             f"{len(value)} tiers"
