@@ -98,6 +98,16 @@ def test_every_setting_the_code_reads_is_in_the_reference_and_back() -> None:
     assert not foreign, f"docs/reference/settings.md: config/ reads no {foreign}"
 
 
+def test_every_provider_preset_is_in_the_reference() -> None:
+    from scrapy_sticky_proxy.routing.providers import PRESETS
+
+    text = (REFERENCE / "settings.md").read_text(encoding="utf-8")
+    entry = text.split("```{confval} STICKY_PROXY_PROVIDER\n", 1)[1].split("```", 1)[0]
+    documented = set(re.findall(r"`([a-z]+)`", entry))
+    problem = differences(set(PRESETS), documented, "provider presets", "settings.md")
+    assert not problem, problem
+
+
 def warm_up(request: Any, session: Any) -> None:
     return None
 
@@ -540,3 +550,36 @@ def test_the_dynamic_stat_names_are_still_the_code() -> None:
     }
     for values in DYNAMIC.values():
         assert set(values) - {"counters()"} <= constants
+
+
+def test_what_the_addon_installs_is_the_reference_table() -> None:
+    """Each component at the setting and priority api.md's table says."""
+    from scrapy_sticky_proxy.addon import Addon
+
+    settings = Settings({"STICKY_PROXY_URL": URL})
+    Addon().update_settings(settings)
+    installed = {
+        (path, setting, str(priority))
+        for setting in ("DOWNLOADER_MIDDLEWARES", "SPIDER_MIDDLEWARES", "EXTENSIONS")
+        for path, priority in settings[setting].items()
+        if path.startswith("scrapy_sticky_proxy")
+    }
+    handlers = settings["DOWNLOAD_HANDLERS"]
+    installed |= (
+        {(handlers["http"], "DOWNLOAD_HANDLERS", "`http` and `https`")}
+        if handlers["http"] == handlers["https"]
+        else set()
+    )
+    text = (REFERENCE / "api.md").read_text(encoding="utf-8")
+    documented = set(
+        re.findall(
+            r"^\| `(scrapy_sticky_proxy\.[\w.]+)` \| `(\w+)`, ([^|]+?) \|", text, re.M
+        )
+    )
+    problem = differences(
+        {" ".join(row) for row in installed},
+        {" ".join(row) for row in documented},
+        "components the addon installs",
+        "api.md",
+    )
+    assert not problem, problem
