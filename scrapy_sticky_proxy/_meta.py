@@ -1,5 +1,6 @@
-"""Request.meta keys. Public ones are documented in README.md; the ones that
-start with an underscore are private and may change."""
+"""Request.meta keys. Public ones are documented in docs/reference/meta.md
+(tests/test_reference.py checks); the ones that start with an underscore
+are private and may change."""
 
 # public
 KEY = "sticky_proxy_key"

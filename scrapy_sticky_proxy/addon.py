@@ -25,7 +25,30 @@ _DEFAULT_HANDLER = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler
 
 
 class Addon:
+    """Wires scrapy-sticky-proxy into a crawl:
+    ``ADDONS = {"scrapy_sticky_proxy.Addon": 100}`` in ``settings.py``.
+
+    :meth:`update_settings` first checks every ``STICKY_PROXY_*`` setting
+    (a bad one stops the crawl with a :class:`ConfigError` before any
+    component is built), then installs, at ``addon`` priority (so a value
+    of your own in ``settings.py`` wins):
+
+    * :class:`StickyProxyMiddleware`, before Scrapy's ``CookiesMiddleware``
+      and ``HttpProxyMiddleware``, and the package's helper downloader
+      middlewares: the cookie sharing (inert unless
+      ``STICKY_PROXY_SHARE_COOKIES``), the guard that keeps ban pages out of
+      the HTTP cache (inert without it), the ledger that records requests
+      ending in a download error, and the last one, next to the downloader,
+      that applies the proxy credentials;
+    * :class:`StickyProxyInheritMiddleware` (inert unless
+      ``STICKY_PROXY_INHERIT_KEY``);
+    * the extension :class:`StickyProxyStats`;
+    * :class:`StickyProxyDownloadHandler` for ``http`` and ``https``, where
+      those schemes use Scrapy's default handler.
+    """
+
     def update_settings(self, settings: BaseSettings) -> None:
+        """Check the settings, then install the components (above)."""
         # Before any component is built: a bad setting is one line, first.
         check_settings(settings)
         middlewares = settings["DOWNLOADER_MIDDLEWARES"]

@@ -43,7 +43,28 @@ if TYPE_CHECKING:
 
 
 class BanPolicy:
-    """The default ban policy: statuses, body patterns and exception types."""
+    """The default ban policy: statuses, body patterns and exception types.
+
+    A response is a ban when its status is one of *statuses*
+    (``STICKY_PROXY_BAN_STATUSES``), or when it is a 2xx whose body matches
+    one of *patterns* (``STICKY_PROXY_BAN_PATTERNS``, compiled as bytes); a
+    download error is a ban when it is an instance of one of *exceptions*
+    (``STICKY_PROXY_BAN_EXCEPTIONS``). A verdict is a short reason, used in
+    the ``sticky_proxy/bans/<reason>`` stats and give-up records; ``None``
+    means "not a ban".
+
+    For full control, subclass it and name the subclass in
+    ``STICKY_PROXY_BAN_POLICY``; it is built with Scrapy's
+    ``build_from_crawler`` (so through :meth:`from_crawler`). Override
+    :meth:`response_ban` and/or :meth:`exception_ban`, and call ``super()``
+    to keep the defaults::
+
+        class CaptchaPolicy(BanPolicy):
+            def response_ban(self, response):
+                if b"/captcha/" in response.url.encode():
+                    return "captcha_redirect"
+                return super().response_ban(response)
+    """
 
     def __init__(
         self,
@@ -57,14 +78,19 @@ class BanPolicy:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> BanPolicy:
+        """The policy of the crawl's settings (:meth:`from_config`)."""
         return cls.from_config(for_crawler(crawler))
 
     @classmethod
     def from_config(cls, config: StickyProxyConfig) -> BanPolicy:
+        """The policy of the parsed settings: their statuses, patterns and
+        exceptions."""
         return cls(config.ban_statuses, config.ban_patterns, config.ban_exceptions)
 
     def response_ban(self, response: Response) -> str | None:
-        """Return a ban reason for *response*, or ``None`` if it is fine."""
+        """Return a ban reason for *response*, or ``None`` if it is fine:
+        ``status/<code>``, or ``pattern/<index>`` (into the patterns) for a
+        2xx body that matches one."""
         if response.status in self.statuses:
             return f"status/{response.status}"
         if self.patterns and response.status < 300:
@@ -75,7 +101,11 @@ class BanPolicy:
         return None
 
     def exception_ban(self, exception: BaseException) -> str | None:
-        """Return a ban reason for a download error, or ``None``."""
+        """Return a ban reason for a download error, or ``None``:
+        ``exception/<class name>``. The middleware gives a ban of this kind
+        one retry on the same session before it burns the session, and a
+        timeout while the target answered no other request is the
+        target's, left to Scrapy's RetryMiddleware whatever this says."""
         if isinstance(exception, self.exceptions):
             return f"exception/{type(exception).__name__}"
         return None

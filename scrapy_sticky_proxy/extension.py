@@ -23,6 +23,17 @@ PREFIX = "sticky_proxy/"
 
 
 class StickyProxyStats:
+    """The extension: a progress line every ``STICKY_PROXY_LOG_INTERVAL``
+    seconds (``Sticky proxy: requests=... bans=... rerolls=...``) and a
+    summary line at close, built from the ``sticky_proxy/`` stats.
+
+    The addon installs it. Wired by hand, list it in ``EXTENSIONS``
+    (``{"scrapy_sticky_proxy.StickyProxyStats": 500}``): it also tells the
+    scrapy-redis queue serializer which request classes the crawl may
+    rebuild (``STICKY_PROXY_SERIALIZER_CLASSES``). Off (``NotConfigured``)
+    when ``STICKY_PROXY_ENABLED`` is False.
+    """
+
     def __init__(self, crawler: Crawler):
         config = for_crawler(crawler)
         if not config.enabled:

@@ -24,6 +24,15 @@ if TYPE_CHECKING:
 
 
 class StickyProxyInheritMiddleware:
+    """Spider middleware: a request a callback yields without a
+    ``sticky_proxy_key`` gets the key (and the country) of the response it
+    came from, so it leaves through the same session.
+
+    On with ``STICKY_PROXY_INHERIT_KEY = True`` (``NotConfigured``
+    otherwise); the addon installs it. A request with
+    ``dont_sticky_proxy`` is left alone.
+    """
+
     def __init__(self, crawler: Crawler):
         config = for_crawler(crawler)
         if not (config.enabled and config.inherit_key):

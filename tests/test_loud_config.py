@@ -122,14 +122,12 @@ def config_string_names() -> set[str]:
     return names
 
 
-def test_the_known_names_are_the_names_config_reads_and_the_readme_documents() -> None:
+def test_the_known_names_are_the_names_config_reads() -> None:
+    """And the names docs/reference/settings.md documents: see
+    tests/test_reference.py."""
     from scrapy_sticky_proxy.config.names import KNOWN_SETTINGS
 
     assert config_string_names() == KNOWN_SETTINGS
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `(STICKY_PROXY_[A-Z0-9_]+)`", table, re.M))
-    assert documented == KNOWN_SETTINGS
 
 
 # -- item 10: values that escaped validation -------------------------------------

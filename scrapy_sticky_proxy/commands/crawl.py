@@ -4,7 +4,8 @@ Scrapy's ``crawl`` exits with 0 whatever the close reason; only a crawl
 that could not start exits with 1. With this package, a crawl the
 middleware closed because it cannot do its job (the proxy refused the
 credentials, the shared store is unreachable, no static proxy is left, the
-gateway never answered, the sessions' warm-ups kept failing) is a failure
+gateway never answered, the sessions' warm-ups kept failing, the warm-up
+function is broken) is a failure
 a cron job or a CI step should see.
 A project opts in with ``COMMANDS_MODULE = "scrapy_sticky_proxy.commands"``
 in settings.py (Scrapy picks the command before it reads ``-s``), and then
@@ -22,7 +23,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from .._lifecycle import STORE_UNAVAILABLE
 from ..middleware import AUTH_FAILED
 from ..routing.decisions import NO_PROXIES, UNREACHABLE
-from ..routing.warmup import WARMUP_FAILED
+from ..routing.warmup import WARMUP_ERROR, WARMUP_FAILED
 
 if TYPE_CHECKING:
     import argparse
@@ -35,6 +36,7 @@ FAILURES = frozenset(
         NO_PROXIES,
         UNREACHABLE,
         WARMUP_FAILED,
+        WARMUP_ERROR,
     }
 )
 EXIT_STATUS = 1  # as Scrapy's own "the crawl did not start"

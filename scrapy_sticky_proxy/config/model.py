@@ -84,8 +84,8 @@ MAX_RETRY_AFTER = 3600.0  # a request waits for its session at most an hour
 
 @dataclass(frozen=True)
 class StickyProxyConfig:
-    """Every STICKY_PROXY_* setting of one crawler, parsed (see the README's
-    settings table for each one's meaning and default)."""
+    """Every STICKY_PROXY_* setting of one crawler, parsed (see
+    docs/reference/settings.md for each one's meaning and default)."""
 
     enabled: bool = True
     provider: ProviderSpec = field(default_factory=lambda: get_preset("generic"))

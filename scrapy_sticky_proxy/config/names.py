@@ -29,7 +29,8 @@ PREFIX = "STICKY_PROXY_"
 EXTRA = "STICKY_PROXY_EXTRA_SETTINGS"
 
 # Every setting the config package reads; tests/test_loud_config.py checks
-# this against the names written in config/ and in the README's table.
+# this against the names written in config/, tests/test_reference.py against
+# docs/reference/settings.md.
 KNOWN_SETTINGS = frozenset(
     {
         "STICKY_PROXY_ALLOW_HANDLERS",
