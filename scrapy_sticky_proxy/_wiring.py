@@ -82,8 +82,8 @@ def check_handlers(settings: BaseSettings, allowed: Collection[str]) -> dict[str
                 problem = (
                     f"requests with meta[{meta_key!r}] would go straight to "
                     "the target, not through the proxy: use "
-                    "scrapy_sticky_proxy.playwright's handler (see the README, "
-                    "'Browsers and impersonation')"
+                    "scrapy_sticky_proxy.playwright's handler (see the docs, "
+                    "docs/topics/browsers.md)"
                 )
             else:
                 problem = "it is not known to send requests through meta['proxy']"
@@ -144,7 +144,7 @@ def check_shared_connections(settings: BaseSettings, accepted: bool) -> None:
             "DOWNLOAD_HANDLERS: %s: %s of different sessions may share a "
             "connection to the proxy, so a gateway that pins the "
             "exit per connection sends them out through one exit (see the "
-            "README, 'Connection pinning'). The addon installs its handler "
+            "docs, docs/topics/connection-pinning.md). The addon installs its handler "
             "only where settings.py or -s name none. If your gateway picks "
             "the exit per request, set %s = True",
             "; ".join(shared),

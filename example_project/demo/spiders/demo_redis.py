@@ -1,8 +1,8 @@
 """The demo spider in Redis mode: several processes (or Scrapyd nodes) share
 one request queue, one dupefilter and what the sticky proxy learned.
 
-Start URLs come from the Redis list ``demo_redis:start_urls``; see README
-"Redis" for the commands. ``REDIS_MODE`` below is what turns a plain project
+Start URLs come from the Redis list ``demo_redis:start_urls``; see
+docs/howto/redis.md for the commands. ``REDIS_MODE`` below is what turns a plain project
 into a shared one.
 """
 
