@@ -454,3 +454,30 @@ def test_the_url_keys_fast_path_agrees_with_canonicalize_url() -> None:
         assert keys.url_key(url) == expected, url
     assert fast > 1500
     assert changed > 800
+
+
+def test_a_canonical_url_is_its_own_key() -> None:
+    """The commonest URL (lower case, a path, no query) is checked by one
+    match and returned as it is; on the generated URLs that match, that is
+    canonicalize_url's answer, and the ones it must not take (a dot
+    segment, an upper-case host, a 5-digit port) still come out canonical."""
+    taken = 0
+    for generated in _generated_urls(20_000, seed=8):
+        url = generated.partition("#")[0].partition("?")[0]  # most have them
+        if keys._CANONICAL.fullmatch(url) is None or "/." in url:
+            continue
+        taken += 1
+        assert keys.url_key(url) is url
+        assert canonicalize_url(url, keep_fragments=False) == url, url
+    assert taken > 300
+    for url, key in [
+        ("http://h.example/a/./b", "http://h.example/a/b"),
+        ("http://h.example/a/../b", "http://h.example/b"),
+        ("http://H.example/a", "http://h.example/a"),
+        ("HTTP://h.example/a", "http://h.example/a"),
+        ("http://h.example:65535/a", "http://h.example:65535/a"),
+        ("http://h.example:65536/a", "http://h.example:65536/a"),  # w3lib raises
+        ("http://h.example", "http://h.example/"),
+        ("http://h.example/a#f", "http://h.example/a"),
+    ]:
+        assert keys.url_key(url) == key, url
