@@ -35,7 +35,7 @@ SECTIONS = ("e2e", "per-request", "scaling", "redis", "scale-out")
 
 FULL: dict[str, dict[str, Any]] = {
     "e2e": {"items": 500, "chunk_items": 100, "min_pairs": 8, "max_pairs": 20},
-    "per-request": {"count": 2000, "min_rounds": 15, "max_rounds": 80, "budget": 60},
+    "per-request": {"count": 2000, "min_rounds": 30, "max_rounds": 100, "budget": 60},
     "scaling": {"sizes": (1_000, 100_000, 1_000_000), "count": 5000, "repeat": 7},
     "redis": {"items": 300, "bans": 500},
     "scale-out": {"items": 1000, "repeat": 3},

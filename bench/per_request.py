@@ -33,13 +33,21 @@ Rows:
   ``rotating-proxies + HttpProxyMiddleware``: with the header that its
   ``meta["proxy"]`` (credentials in the URL) then costs.
 
+How: paired, interleaved rounds (:mod:`.rounds`): each round times one
+pass of every row over fresh requests, in a rotating order, in CPU time,
+with garbage collection handled alike for all; every figure is a median
+over the rounds with a 95 % bootstrap interval, ratios taken inside each
+round. ``--old CHECKOUT`` times another checkout's code (:mod:`.old_code`)
+in the same rounds, as ``main: <row>`` rows and a ratio per row.
+
 The targets (``python -m bench``) are on ``sticky (memory)``, which does what
 ``rotating-proxies`` does (a proxy per request in meta, health from the
 response); the header is built after both, by StickyProxyAuth or
 HttpProxyMiddleware.
 
-    python -m bench.per_request [--requests 2000] [--min-rounds 15] \
-        [--max-rounds 80] [--halfwidth 0.03] [--budget 60] [--no-smoke]
+    python -m bench.per_request [--requests 2000] [--min-rounds 30] \
+        [--max-rounds 100] [--halfwidth 0.03] [--budget 60] [--no-smoke] \
+        [--old CHECKOUT]
 """
 
 from __future__ import annotations
@@ -342,8 +350,8 @@ def old_rows(package: str) -> dict[str, Callable[[], Step]]:
 
 def run(
     count: int = 2000,
-    min_rounds: int = 15,
-    max_rounds: int = 80,
+    min_rounds: int = 30,
+    max_rounds: int = 100,
     halfwidth: float = 0.03,
     budget: float = 60.0,
     smoke: bool = True,
@@ -408,8 +416,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="per pass")
-    parser.add_argument("--min-rounds", type=int, default=15)
-    parser.add_argument("--max-rounds", type=int, default=80)
+    parser.add_argument("--min-rounds", type=int, default=30)
+    parser.add_argument("--max-rounds", type=int, default=100)
     parser.add_argument("--halfwidth", type=float, default=0.03)
     parser.add_argument("--budget", type=float, default=60.0, help="seconds")
     parser.add_argument("--no-smoke", action="store_true", help="no real crawl")

@@ -124,8 +124,8 @@ def summarize(
 def measure(
     passes: dict[str, Callable[[], Callable[[], int]]],
     baselines: Sequence[str],
-    min_rounds: int = 15,
-    max_rounds: int = 80,
+    min_rounds: int = 30,
+    max_rounds: int = 100,
     halfwidth: float = 0.03,
     budget: float = 60.0,
     check_every: int = 5,
