@@ -29,19 +29,20 @@ from typing import Any
 from . import e2e, per_request, redis_traffic, scale_out, scaling
 from .common import Report, machine
 from .e2e_report import report_e2e
+from .per_request_report import report_per_request, report_targets
 
 SECTIONS = ("e2e", "per-request", "scaling", "redis", "scale-out")
 
 FULL: dict[str, dict[str, Any]] = {
     "e2e": {"items": 500, "chunk_items": 100, "min_pairs": 8, "max_pairs": 20},
-    "per-request": {"count": 5000, "repeat": 9},
+    "per-request": {"count": 2000, "min_rounds": 30, "max_rounds": 100, "budget": 60},
     "scaling": {"sizes": (1_000, 100_000, 1_000_000), "count": 5000, "repeat": 7},
     "redis": {"items": 300, "bans": 500},
     "scale-out": {"items": 1000, "repeat": 3},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "e2e": {"items": 200, "chunk_items": 100, "min_pairs": 2, "max_pairs": 2},
-    "per-request": {"count": 2000, "repeat": 3},
+    "per-request": {"count": 1000, "min_rounds": 5, "max_rounds": 5},
     "scaling": {"sizes": (1_000, 10_000, 100_000), "count": 2000, "repeat": 3},
     "redis": {"items": 120, "bans": 100},
     "scale-out": {"items": 300, "repeat": 1},
@@ -51,71 +52,6 @@ QUICK: dict[str, dict[str, Any]] = {
 def log(message: str) -> None:
     sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
     sys.stderr.flush()
-
-
-def report_per_request(r: Report, result: dict[str, Any]) -> None:
-    seconds = result["seconds"]
-    base = seconds["HttpProxyMiddleware"]
-    rotating = seconds.get("rotating-proxies")
-    r.out(
-        f"### 2. Per request: process_request + process_response, "
-        f"{result['requests']} requests, median of the runs"
-    )
-    r.out()
-    r.table(
-        ["middleware", "us/request", "vs HttpProxyMiddleware", "vs rotating-proxies"],
-        [
-            [
-                name,
-                f"{value * 1e6:.2f}",
-                f"{value / base:.2f}",
-                f"{value / rotating:.2f}" if rotating else "-",
-            ]
-            for name, value in seconds.items()
-        ],
-    )
-    for row, label in (("sticky (memory)", ""), ("sticky (pool of 8)", ", pool of 8")):
-        ours = seconds[row]
-        r.target(
-            f"per request{label} <= 1.5x HttpProxyMiddleware",
-            f"{ours / base:.2f}x",
-            ours / base <= 1.5,
-        )
-        if rotating:
-            r.target(
-                f"per request{label} <= 0.75x rotating-proxies",
-                f"{ours / rotating:.2f}x",
-                ours / rotating <= 0.75,
-            )
-        else:
-            r.target(
-                f"per request{label} <= 0.75x rotating-proxies", "did not run", False
-            )
-    if not rotating:
-        r.out(f"scrapy-rotating-proxies did not run: {result['rotating_error']}")
-        r.out()
-    crawl = result.get("rotating_crawl")
-    if crawl:
-        if crawl["ok"]:
-            kinds = sorted(
-                w.split(":", 1)[1].split("(")[0].strip()
-                for w in crawl["warnings"]
-                if "requires a spider argument" in w
-            )
-            r.out(
-                f"scrapy-rotating-proxies in a real crawl on this Scrapy: "
-                f"{crawl['pages']}/{crawl['expected']} pages; "
-                f"{len(crawl['warnings'])} warning(s)"
-                + (
-                    f", deprecations of the spider argument of {', '.join(kinds)}"
-                    if kinds
-                    else ""
-                )
-                + "."
-            )
-        else:
-            r.out(f"scrapy-rotating-proxies in a real crawl failed: {crawl['error']}")
-        r.out()
 
 
 def report_scaling(r: Report, result: dict[str, Any]) -> None:
@@ -263,18 +199,6 @@ def report_scale_out(r: Report, result: dict[str, Any]) -> None:
     )
 
 
-def report_targets(r: Report) -> None:
-    r.out("### Targets")
-    r.out()
-    r.table(
-        ["target", "measured", "met", "whole interval meets it"],
-        [
-            [name, value, "yes" if met else "**no**", interval]
-            for name, value, met, interval in r.targets
-        ],
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__.split("\n\n")[0]
@@ -310,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         report_e2e(r, results["e2e"])
     if "per-request" in sections:
         log("per-request ...")
-        results["per-request"] = per_request.run(**plan["per-request"])
+        results["per-request"] = per_request.run(**plan["per-request"], progress=log)
         report_per_request(r, results["per-request"])
     if "scaling" in sections:
         results["scaling"] = scaling.run(**plan["scaling"], progress=log)

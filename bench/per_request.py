@@ -33,23 +33,34 @@ Rows:
   ``rotating-proxies + HttpProxyMiddleware``: with the header that its
   ``meta["proxy"]`` (credentials in the URL) then costs.
 
+How: paired, interleaved rounds (:mod:`.rounds`): each round times one
+pass of every row over fresh requests, in a rotating order, in CPU time,
+with garbage collection handled alike for all; every figure is a median
+over the rounds with a 95 % bootstrap interval, ratios taken inside each
+round. ``--old CHECKOUT`` times another checkout's code (:mod:`.old_code`)
+in the same rounds, as ``main: <row>`` rows and a ratio per row.
+
 The targets (``python -m bench``) are on ``sticky (memory)``, which does what
 ``rotating-proxies`` does (a proxy per request in meta, health from the
 response); the header is built after both, by StickyProxyAuth or
 HttpProxyMiddleware.
 
-    python -m bench.per_request [--requests 5000] [--repeat 7]
+    python -m bench.per_request [--requests 2000] [--min-rounds 30] \
+        [--max-rounds 100] [--halfwidth 0.03] [--budget 60] [--no-smoke] \
+        [--old CHECKOUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import statistics
+import importlib
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+from . import old_code, rounds
 
 GATEWAY = "http://sandbox:sandbox-secret-pw@127.0.0.1:8911"
 SITE = "http://127.0.0.1:8912"
@@ -109,21 +120,25 @@ def crawler_for(settings: dict[str, Any]) -> Any:
     return crawler
 
 
-def make_sticky(backend: str = "memory", store: Any = None, **extra: Any) -> Any:
+def make_sticky(
+    backend: str = "memory",
+    store: Any = None,
+    package: str = "scrapy_sticky_proxy",
+    **extra: Any,
+) -> Any:
     """Our middleware, warmed up. With cookies per session on (the default),
     bound to a CookiesMiddleware of its own (``mw.cookies_mw``), which the
-    steps below do not call: rows without it time our middleware alone."""
+    steps below do not call: rows without it time our middleware alone.
+    *package*: this checkout's, or another one's (:mod:`.old_code`)."""
     from scrapy.downloadermiddlewares.cookies import CookiesMiddleware
 
-    from scrapy_sticky_proxy import StickyProxyMiddleware
-
+    middleware = importlib.import_module(f"{package}.middleware")
     crawler = crawler_for(sticky_settings(**extra))
     if store is None and backend == "redis":
-        from scrapy_sticky_proxy.state.redis_store import RedisStore
-
+        redis_store = importlib.import_module(f"{package}.state.redis_store")
         # Never opened: a healthy request only reads the local view.
-        store = RedisStore("redis://127.0.0.1:1/0", "bench")
-    mw = StickyProxyMiddleware(crawler, store=store)
+        store = redis_store.RedisStore("redis://127.0.0.1:1/0", "bench")
+    mw = middleware.StickyProxyMiddleware(crawler, store=store)
     mw.cookies_mw = CookiesMiddleware.from_crawler(crawler)
     if mw.cookies is not None:
         mw.cookies.bind(mw.cookies_mw.jars)
@@ -135,12 +150,18 @@ def make_sticky(backend: str = "memory", store: Any = None, **extra: Any) -> Any
     return mw
 
 
+def owned(step: Step, mw: Any) -> Step:
+    """*step*, marked as going through *mw* (see :func:`prepare`)."""
+    step.middleware = mw  # type: ignore[attr-defined]
+    return step
+
+
 def sticky_step(mw: Any) -> Step:
     def step(request: Any, response: Any) -> None:
         drive(mw.process_request(request))
         mw.process_response(request, response)
 
-    return step
+    return owned(step, mw)
 
 
 def keyed_step(mw: Any) -> Step:
@@ -149,17 +170,18 @@ def keyed_step(mw: Any) -> Step:
         drive(mw.process_request(request))
         mw.process_response(request, response)
 
-    return step
+    return owned(step, mw)
 
 
 def full_step(mw: Any) -> Step:
     """Our three middlewares in their order: ours (690) and the auth (999)
     on the way out, the auth, ours and the ledger (10) on the way back."""
-    from scrapy_sticky_proxy.auth import StickyProxyAuth
-    from scrapy_sticky_proxy.ledger import StickyProxyLedger
-
-    auth = StickyProxyAuth.from_crawler(mw.crawler)
-    ledger = StickyProxyLedger.from_crawler(mw.crawler)
+    package = type(mw).__module__.rpartition(".")[0]  # this checkout's, or not
+    auth = importlib.import_module(f"{package}.auth").StickyProxyAuth.from_crawler(
+        mw.crawler
+    )
+    ledger = importlib.import_module(f"{package}.ledger").StickyProxyLedger
+    ledger = ledger.from_crawler(mw.crawler)
     auth._owner = ledger._owner = mw  # no engine: they cannot look it up
 
     def step(request: Any, response: Any) -> None:
@@ -169,7 +191,7 @@ def full_step(mw: Any) -> Step:
         mw.process_response(request, response)
         ledger.process_response(request, response)
 
-    return step
+    return owned(step, mw)
 
 
 def cookies_step(mw: Any) -> Step:
@@ -183,7 +205,7 @@ def cookies_step(mw: Any) -> Step:
         cookies.process_response(request, response)
         mw.process_response(request, response)
 
-    return step
+    return owned(step, mw)
 
 
 def httpproxy_step() -> Step:
@@ -208,7 +230,7 @@ def pair_step(sticky: Any) -> Step:
         proxy.process_request(request)
         sticky.process_response(request, response)
 
-    return step
+    return owned(step, sticky)
 
 
 def rotating_step(with_header: bool = False) -> Step:
@@ -262,20 +284,30 @@ def time_step(step: Step, requests: list[Any], responses: list[Any]) -> float:
     return (time.perf_counter() - start) / len(requests)
 
 
-def measure(
-    steps: dict[str, Callable[[], Step]], count: int, repeat: int
-) -> dict[str, float]:
-    """Median seconds per request of each step, repetitions interleaved."""
-    built = {name: make() for name, make in steps.items()}
-    samples: dict[str, list[float]] = {name: [] for name in built}
-    for round_ in range(repeat + 1):
-        for name, step in built.items():
-            requests = make_requests(count)
-            responses = [make_response(r) for r in requests]
-            seconds = time_step(step, requests, responses)
-            if round_:  # the first round warms caches up
-                samples[name].append(seconds)
-    return {name: statistics.median(values) for name, values in samples.items()}
+def prepare(step: Step, count: int) -> Callable[[], Callable[[], int]]:
+    """What :func:`.rounds.measure` times: *step* over *count* fresh requests
+    and their responses, built before the pass (untimed).
+
+    Before that, the ledger entries of our middleware's earlier passes are
+    closed: in a crawl StickyProxyLedger closes each one as its response
+    goes by, and the rows without it would otherwise keep every request of
+    the run alive (a ledger of tens of thousands, which a crawl never has)."""
+    mw = getattr(step, "middleware", None)
+
+    def ready() -> Callable[[], int]:
+        if mw is not None:
+            mw.ledger._open.clear()
+        requests = make_requests(count)
+        responses = [make_response(r) for r in requests]
+
+        def run() -> int:
+            for request, response in zip(requests, responses, strict=True):
+                step(request, response)
+            return count
+
+        return run
+
+    return ready
 
 
 def rotating_crawl(items: int = 50) -> dict[str, Any]:
@@ -296,7 +328,38 @@ def rotating_crawl(items: int = 50) -> dict[str, Any]:
     }
 
 
-def run(count: int = 5000, repeat: int = 7, smoke: bool = True) -> dict[str, Any]:
+BASELINES = ("HttpProxyMiddleware", "rotating-proxies")
+
+
+def old_rows(package: str) -> dict[str, Callable[[], Step]]:
+    """The rows timed for another checkout's *package* too."""
+
+    def sticky(backend: str = "memory", **extra: Any) -> Any:
+        return make_sticky(backend, package=package, **extra)
+
+    return {
+        "sticky (memory)": lambda: sticky_step(sticky()),
+        "sticky (redis local view)": lambda: sticky_step(sticky("redis")),
+        "sticky (pool of 8)": lambda: sticky_step(
+            sticky(STICKY_PROXY_SESSION_POOL="host")
+        ),
+        "sticky, key in meta": lambda: keyed_step(sticky()),
+        "sticky + auth + ledger": lambda: full_step(sticky()),
+    }
+
+
+def run(
+    count: int = 2000,
+    min_rounds: int = 30,
+    max_rounds: int = 100,
+    halfwidth: float = 0.03,
+    budget: float = 60.0,
+    smoke: bool = True,
+    progress: Callable[[str], None] | None = None,
+    old: str | None = None,
+) -> dict[str, Any]:
+    """*old*: a checkout whose code is timed too, row by row (:data:`OLD_ROWS`,
+    named ``main: <row>``), and read as paired ratios this / old."""
     steps: dict[str, Callable[[], Step]] = {
         "HttpProxyMiddleware": httpproxy_step,
         "sticky (memory)": lambda: sticky_step(make_sticky("memory")),
@@ -322,9 +385,25 @@ def run(count: int = 5000, repeat: int = 7, smoke: bool = True) -> dict[str, Any
     else:
         steps["rotating-proxies"] = rotating_step
         steps["rotating-proxies + HttpProxyMiddleware"] = lambda: rotating_step(True)
-    medians = measure(steps, count, repeat)
+    pairs = {}
+    if old is not None:
+        package = old_code.load(old)
+        for row, build in old_rows(package).items():
+            steps[f"main: {row}"] = build
+            pairs[row] = f"main: {row}"
+    passes = {name: prepare(make(), count) for name, make in steps.items()}
+    result = rounds.measure(
+        passes,
+        BASELINES,
+        pairs=pairs,
+        min_rounds=min_rounds,
+        max_rounds=max_rounds,
+        halfwidth=halfwidth,
+        budget=budget,
+        progress=progress,
+    )
     return {
-        "seconds": medians,
+        **result,
         "rotating_error": rotating_error,
         "rotating_crawl": rotating_crawl() if smoke else None,
         "requests": count,
@@ -332,17 +411,31 @@ def run(count: int = 5000, repeat: int = 7, smoke: bool = True) -> dict[str, Any
 
 
 def main() -> None:
+    from .common import Report
+    from .per_request_report import report_per_request, report_targets
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=2000, help="per pass")
+    parser.add_argument("--min-rounds", type=int, default=30)
+    parser.add_argument("--max-rounds", type=int, default=100)
+    parser.add_argument("--halfwidth", type=float, default=0.03)
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds")
+    parser.add_argument("--no-smoke", action="store_true", help="no real crawl")
+    parser.add_argument("--old", default=None, help="a checkout to time against")
     args = parser.parse_args()
-    result = run(args.requests, args.repeat)
-    base = result["seconds"]["HttpProxyMiddleware"]
-    for name, seconds in result["seconds"].items():
-        print(f"{name:44} {seconds * 1e6:7.2f} us/request  x{seconds / base:.2f}")
-    if result["rotating_error"]:
-        print("rotating-proxies failed:", result["rotating_error"])
-    print("rotating-proxies in a real crawl:", result["rotating_crawl"])
+    result = run(
+        args.requests,
+        args.min_rounds,
+        args.max_rounds,
+        args.halfwidth,
+        args.budget,
+        smoke=not args.no_smoke,
+        progress=print,
+        old=args.old,
+    )
+    r = Report()
+    report_per_request(r, result)
+    report_targets(r)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
   URL per request;
 - ``target_of`` finds a URL's netloc with one regex;
 - ``AnswerLog.answered`` skips the reordering when the target is the one
-  that answered last.
+  that answered last;
+- the ledger's ids are ints from a counter (no string per request), and
+  one in meta continues an entry only if that entry is open.
 """
 
 from __future__ import annotations
@@ -115,3 +117,34 @@ def test_answer_log_of_no_targets_stays_empty() -> None:
         log.answered("a", float(now))
         assert not log._last
         assert not log.answered_since("a", 0.0)
+
+
+def test_ledger_ids_are_ints_and_untrusted_ones_start_anew() -> None:
+    """Ledger ids are ints counted from a random start (no string made per
+    request); an id in meta continues an entry only if it is one of the
+    open ones, whatever else a copied or tampered meta carries."""
+    from scrapy import Request, Spider
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_sticky_proxy import _meta as M
+    from scrapy_sticky_proxy.ledger import Ledger
+
+    crawler = get_crawler(Spider)
+    ledger = Ledger(crawler, None, str, lambda name: None)  # type: ignore[arg-type]
+    other = Ledger(crawler, None, str, lambda name: None)  # type: ignore[arg-type]
+    first = Request("http://a.example/1")
+    ledger.routed(first, first.meta)
+    lid = first.meta[M.LEDGER]
+    assert type(lid) is int and len(ledger) == 1
+    copy = first.replace()  # a re-roll's copy continues the entry
+    ledger.routed(copy, copy.meta)
+    assert copy.meta[M.LEDGER] == lid and len(ledger) == 1
+    assert ledger.close(copy.meta) is copy
+    foreign = Request("http://a.example/2")
+    other.routed(foreign, foreign.meta)
+    for value in (True, str(lid), float(lid), foreign.meta[M.LEDGER], lid, [lid]):
+        request = Request("http://a.example/3", meta={M.LEDGER: value})
+        ledger.routed(request, request.meta)
+        assert request.meta[M.LEDGER] != value  # not open here: a new entry
+        assert ledger.close(request.meta) is request
+    assert ledger.close({M.LEDGER: [1]}) is None and len(ledger) == 0

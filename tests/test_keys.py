@@ -44,13 +44,13 @@ def fits(value: str, rules: IdRules) -> bool:
 @pytest.mark.parametrize(
     ("key", "rules", "expected"),
     [
-        (VIDEO, GENERIC, ["ltkEPsSWKmMw", "ltkEPsSWKmMwr1", "ltkEPsSWKmMwr2"]),
-        (VIDEO, IPROYAL, ["ltkEPsSW", "L1ZvrrqU", "P1zoFKtV"]),
-        (VIDEO, GEONODE, ["QsChafdVhxf_", "QsChafdVhxf_r1", "QsChafdVhxf_r2"]),
-        ("", GENERIC, ["OXzLmbzprzbA", "OXzLmbzprzbAr1", "OXzLmbzprzbAr2"]),
-        ("", IPROYAL, ["OXzLmbzp", "HPiBtXOe", "qjryg9AC"]),
-        ("dQw4w9WgXcQ", IPROYAL, ["fVkLwS5H", None, None]),
-        ("a1B2c3D4", IPROYAL, ["a1B2c3D4", "uWKWcbPq", None]),
+        (VIDEO, GENERIC, ["GGDnXt7vvnAY", "GGDnXt7vvnAYr1", "GGDnXt7vvnAYr2"]),
+        (VIDEO, IPROYAL, ["GGDnXt7v", "FTRIVdOr", "zgO7QWUI"]),
+        (VIDEO, GEONODE, ["GEAkVs4uum8Y", "GEAkVs4uum8Yr1", "GEAkVs4uum8Yr2"]),
+        ("", GENERIC, ["H6KJnkqUdbSc", "H6KJnkqUdbScr1", "H6KJnkqUdbScr2"]),
+        ("", IPROYAL, ["H6KJnkqU", "pl4yLMT8", "8GNA1tJk"]),
+        ("dQw4w9WgXcQ", IPROYAL, ["AOP9WOXM", None, None]),
+        ("a1B2c3D4", IPROYAL, ["a1B2c3D4", "iP2S4iN5", None]),
     ],
 )
 def test_fixed_ids(key: str, rules: IdRules, expected: list[str | None]) -> None:
@@ -59,17 +59,27 @@ def test_fixed_ids(key: str, rules: IdRules, expected: list[str | None]) -> None
             assert session_id(key, generation, rules) == want
 
 
-def test_stem_is_documented_base62_blake2b() -> None:
+def test_stem_is_the_documented_blake2b_bytes() -> None:
+    """One character per byte of the BLAKE2b-512 digest: byte % 62 picks
+    it among the alphabet in sorted order."""
     digest = hashlib.blake2b(
-        VIDEO.encode(), digest_size=16, person=b"sticky-proxy"
+        VIDEO.encode(), digest_size=64, person=b"sticky-proxy"
     ).digest()
-    value = int.from_bytes(digest, "big")
     digits = string.digits + string.ascii_uppercase + string.ascii_lowercase
-    stem = ""
-    for _ in range(12):
-        value, rem = divmod(value, 62)
-        stem += digits[rem]
+    stem = "".join(digits[byte % 62] for byte in digest[:12])
     assert session_id(VIDEO, 0, GENERIC) == stem
+    retry = hashlib.blake2b(
+        f"{VIDEO}\x001".encode(), digest_size=64, person=b"sticky-proxy/gen"
+    ).digest()
+    hashed = "".join(digits[byte % 62] for byte in retry[:8])
+    assert session_id(VIDEO, 1, IPROYAL) == hashed
+
+
+def test_ids_longer_than_the_digest_are_padded() -> None:
+    rules = IdRules(ALNUM, 70, 80)
+    value = session_id("x", 0, rules)
+    assert len(value) == 70 and value.endswith("0" * 6) and fits(value, rules)
+    assert value[:64] == session_id("x", 0, IdRules(ALNUM, 64, 80))
 
 
 def test_alphabet_order_does_not_matter() -> None:
@@ -444,3 +454,30 @@ def test_the_url_keys_fast_path_agrees_with_canonicalize_url() -> None:
         assert keys.url_key(url) == expected, url
     assert fast > 1500
     assert changed > 800
+
+
+def test_a_canonical_url_is_its_own_key() -> None:
+    """The commonest URL (lower case, a path, no query) is checked by one
+    match and returned as it is; on the generated URLs that match, that is
+    canonicalize_url's answer, and the ones it must not take (a dot
+    segment, an upper-case host, a 5-digit port) still come out canonical."""
+    taken = 0
+    for generated in _generated_urls(20_000, seed=8):
+        url = generated.partition("#")[0].partition("?")[0]  # most have them
+        if keys._CANONICAL.fullmatch(url) is None or "/." in url:
+            continue
+        taken += 1
+        assert keys.url_key(url) is url
+        assert canonicalize_url(url, keep_fragments=False) == url, url
+    assert taken > 300
+    for url, key in [
+        ("http://h.example/a/./b", "http://h.example/a/b"),
+        ("http://h.example/a/../b", "http://h.example/b"),
+        ("http://H.example/a", "http://h.example/a"),
+        ("HTTP://h.example/a", "http://h.example/a"),
+        ("http://h.example:65535/a", "http://h.example:65535/a"),
+        ("http://h.example:65536/a", "http://h.example:65536/a"),  # w3lib raises
+        ("http://h.example", "http://h.example/"),
+        ("http://h.example/a#f", "http://h.example/a"),
+    ]:
+        assert keys.url_key(url) == key, url
