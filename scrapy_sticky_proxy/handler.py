@@ -229,6 +229,11 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         pool._factory = old._factory
         self._pool = pool
 
+    async def close(self) -> None:
+        if self.turns is not None:
+            self.turns.close()
+        await super().close()
+
     async def download_request(self, request: Request) -> Response:
         proxy = request.meta.get("proxy")
         if proxy:

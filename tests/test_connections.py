@@ -164,6 +164,35 @@ async def test_a_wait_is_bounded() -> None:
     assert turns.keys == 0
 
 
+@deferred_f_from_coro_f
+async def test_each_wait_keeps_its_own_bound() -> None:
+    """One timer watches every waiter: a later waiter with a shorter
+    timeout still goes at its own deadline, and the earlier one keeps
+    waiting for its turn."""
+    turns = SessionTurns(1)
+    assert await turns.take("a", 10)
+    patient = asyncio.ensure_future(turns.take("a", 10))
+    await asyncio.sleep(0)
+    assert not await turns.take("a", 0.01)
+    assert turns.timed_out == 1 and not patient.done()
+    turns.give_back("a")
+    assert await patient
+    turns.give_back("a")
+    assert turns.keys == 0
+
+
+@deferred_f_from_coro_f
+async def test_closing_lets_every_waiter_go() -> None:
+    turns = SessionTurns(1)
+    assert await turns.take("a", 10)
+    waiting = [asyncio.ensure_future(turns.take(k, 10)) for k in ("a", "a")]
+    await asyncio.sleep(0)
+    turns.close()
+    assert [await w for w in waiting] == [False, False]
+    turns.give_back("a")
+    assert turns.keys == 0
+
+
 @pytest.mark.parametrize("handed", [False, True], ids=["waiting", "handed a turn"])
 @deferred_f_from_coro_f
 async def test_a_cancelled_waiter_passes_its_turn_on(handed: bool) -> None:
