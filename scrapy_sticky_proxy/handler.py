@@ -102,7 +102,8 @@ class SessionKeyedPool(HTTPConnectionPool):
         use = _SESSION.get()
         if use is not None:
             key = use.pool_key = (*key, use.digest)  # type: ignore[misc]
-            endpoint = _address_endpoint(endpoint)
+            if not self._connections.get(key):  # only a new one connects
+                endpoint = _address_endpoint(endpoint)
         if hasattr(endpoint, "requestTunnel"):  # a CONNECT tunnel to a proxy
             endpoint = cast("IStreamClientEndpoint", _FailFastTunnel(endpoint))
         result = super().getConnection(key, endpoint)
@@ -279,11 +280,11 @@ def _refuse_tls_in_tls(request: Request, proxy: object) -> None:
     """Raise NotSupported for an https:// request through an https:// proxy
     (Scrapy raises a bare NotImplementedError for it); the message names
     the proxy by host:port only."""
-    if urlparse_cached(request).scheme != "https" or not isinstance(proxy, str):
+    if not isinstance(proxy, str) or proxy[:8].lower() != "https://":
         return
-    scheme, sep, rest = proxy.partition("://")
-    if not sep or scheme.lower() != "https":
+    if urlparse_cached(request).scheme != "https":
         return
+    rest = proxy[8:]
     hostport = rest.partition("/")[0].rpartition("@")[2]
     raise NotSupported(
         f"https:// proxy {hostport} cannot carry https:// requests in Scrapy "
