@@ -168,7 +168,7 @@ def test_one_sigterm_ends_a_crawl_held_by_an_outage(
         args += ["-s", f"{name}={value}"]
     crawler = ServerProcess("scrapy", args, cwd=tmp_path, env=env)
     try:
-        crawler.wait_ready("refuses connections: holding requests back")
+        crawler.wait_ready("refuses connections: requests with no other proxy wait")
         crawler.proc.send_signal(signal.SIGTERM)
         crawler.proc.wait(30)
     except subprocess.TimeoutExpired:

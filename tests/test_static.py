@@ -108,7 +108,9 @@ async def test_follow_ups_of_a_rerolled_key_never_go_back_to_the_banning_proxy(
 
 
 @deferred_f_from_coro_f
-async def test_unreachable_proxy_fails_over(gateways: list[Sandbox]) -> None:
+async def test_unreachable_proxy_fails_over(
+    gateways: list[Sandbox], log_text: Any
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
@@ -128,6 +130,9 @@ async def test_unreachable_proxy_fails_over(gateways: list[Sandbox]) -> None:
     stats = result.stats
     assert stats["sticky_proxy/failovers"] >= 1
     assert stats.get("sticky_proxy/bans", 0) == 0
+    # The warning does not say requests are held back while they fail over.
+    assert "refuses connections: requests with no other proxy wait" in log_text()
+    assert "holding requests back" not in log_text()
 
 
 @deferred_f_from_coro_f

@@ -203,8 +203,8 @@ class Router:  # the values it hands out are in .decisions
             self._refused_since = now
         if first:
             logger.warning(
-                "The proxy %s refuses connections: holding requests back and "
-                "retrying with a backoff (up to %.0f s apart) for %.0f s",
+                "The proxy %s refuses connections: requests with no other proxy "
+                "wait, retried with a backoff (up to %.0f s apart) for %.0f s",
                 route,
                 self.config.outage_backoff_max,
                 self.config.outage_timeout,
