@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 MAX_SLOT_CONCURRENCY = 1000
 MAX_SLOT_DELAY = 3600.0
 # A slot with no delay may send more than its concurrency at once: with
-# the asyncio reactor, Scrapy's downloader (2.14 to 2.19 at least) takes
+# the asyncio reactor, Scrapy's downloader (2.14 to 2.19, seen) takes
 # every queued request off the slot before any of them counts as
 # transferring. With a delay it takes one, and the next only once the delay
 # is up, when the first one counts.
