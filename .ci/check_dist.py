@@ -5,8 +5,8 @@ Run by ``.ci/package`` on the files ``python -m build`` made::
     python .ci/check_dist.py DIST_DIR
 
 - the sdist holds every file git tracks (the package, tests/, docs/,
-  example_project/, bench/, LICENSE, CHANGELOG.md...), except CI's own
-  (.ci/) and the dotfiles at the top: a user can run the tests from it;
+  example_project/, bench/, .ci/, LICENSE, CHANGELOG.md...), except the
+  dotfiles at the top: a user can run the tests from it (some read .ci/);
 - the wheel holds every tracked file of the package (each module of each
   subpackage, the sandbox's included, and py.typed) and nothing else but its
   .dist-info; tests, docs and the example project stay out of it;
@@ -75,7 +75,7 @@ def check(dist: Path) -> list[str]:
     wanted = {
         name
         for name in files
-        if not name.startswith(".ci/") and not name.startswith(".")
+        if name.startswith(".ci/") or not name.startswith(".")
     }
     for name in sorted(wanted - held):
         problems.append(f"sdist lacks {name} (MANIFEST.in)")

@@ -158,5 +158,7 @@ def test_ci_runs_the_readme_test_command_in_a_new_virtualenv() -> None:
     command = block.splitlines()[1]
     ci = (ROOT / ".ci" / "run").read_text()
     lines = ci.splitlines()
-    assert command in lines
-    assert lines.index(command) > lines.index('python3 -m venv "$venv"')
+    # In a subshell: under set -e a failure left of && would not stop CI.
+    line = f"( {command} )"
+    assert line in lines
+    assert lines.index(line) > lines.index('python3 -m venv "$venv"')

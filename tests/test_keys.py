@@ -470,9 +470,11 @@ def test_a_canonical_url_is_its_own_key() -> None:
         assert keys.url_key(url) is url
         assert canonicalize_url(url, keep_fragments=False) == url, url
     assert taken > 300
+    for url in ("http://h.example/a/./b", "http://h.example/a/../b"):
+        # Dot segments go to w3lib, whose answer depends on its version
+        # (2.1.1 keeps them; 2.5 resolves them): the key is w3lib's.
+        assert keys.url_key(url) == canonicalize_url(url, keep_fragments=False)
     for url, key in [
-        ("http://h.example/a/./b", "http://h.example/a/b"),
-        ("http://h.example/a/../b", "http://h.example/b"),
         ("http://H.example/a", "http://h.example/a"),
         ("HTTP://h.example/a", "http://h.example/a"),
         ("http://h.example:65535/a", "http://h.example:65535/a"),

@@ -45,7 +45,9 @@ _PLAIN = re.compile(
 # itself. One match, and the key is the request's own string: about half
 # a new key's cost (python -m bench.per_request).
 _CANONICAL = re.compile(
-    r"https?://[a-z0-9-]++(?:\.[a-z0-9-]++)*+(?::[1-9][0-9]{0,3})?+/[A-Za-z0-9_~./-]*+"
+    # No possessive quantifiers (Python 3.11+); the parts are disjoint, so
+    # plain ones cannot backtrack far.
+    r"https?://[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::[1-9][0-9]{0,3})?/[A-Za-z0-9_~./-]*"
 )
 
 
