@@ -73,9 +73,7 @@ def check(dist: Path) -> list[str]:
             if member.isfile() and "/" in member.name
         }
     wanted = {
-        name
-        for name in files
-        if name.startswith(".ci/") or not name.startswith(".")
+        name for name in files if name.startswith(".ci/") or not name.startswith(".")
     }
     for name in sorted(wanted - held):
         problems.append(f"sdist lacks {name} (MANIFEST.in)")
