@@ -379,6 +379,10 @@ class Source:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             self.origin.setdefault(node.value, f"{rel}:{node.lineno}")
             return [node.value]
+        if isinstance(node, ast.IfExp):
+            return self.values(node.body, depth + 1) + self.values(
+                node.orelse, depth + 1
+            )
         if isinstance(node, ast.JoinedStr):
             parts = [
                 self.values(
@@ -419,8 +423,7 @@ class Source:
         return [key for key, _ in self.counters()]
 
     def returns(self, rel: str, name: str) -> list[str]:
-        """What function *name* of module *rel* returns: UNKNOWN for a
-        value that is not a string constant."""
+        """Every string function *name* of module *rel* returns."""
         tree, _ = self.modules[rel]
         (function,) = (
             node
@@ -428,19 +431,11 @@ class Source:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.name == name
         )
-
-        def strings(node: ast.AST) -> list[str]:
-            if isinstance(node, ast.IfExp):
-                return strings(node.body) + strings(node.orelse)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                return [node.value]
-            return [UNKNOWN]
-
         found = [
             value
             for node in ast.walk(function)
             if isinstance(node, ast.Return) and node.value is not None
-            for value in strings(node.value)
+            for value in self.values(node.value, depth=1)
         ]
         return found or [UNKNOWN]
 
