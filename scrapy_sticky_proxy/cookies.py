@@ -112,8 +112,8 @@ class SessionJars:
         """The request ended on its session (its cookies, if any, are in the
         jar now): an empty jar goes, one holding cookies is kept, within
         the cap."""
-        jar = meta.get("cookiejar")  # our_jar() and the jars property, inline
-        jars = self._jars if self._looked or self._jars is not None else self.jars
+        jar = meta.get("cookiejar")  # our_jar(), inline: once per response
+        jars = self.jars
         if jars is None or not isinstance(jar, str) or not jar.startswith(JAR_PREFIX):
             return
         cookies = jars.get(jar)
