@@ -1,5 +1,6 @@
-"""The sandbox gateway's latency model (a gateway far away) and the CLI's
-stdin commands the benchmarks count connections with.
+"""The sandbox gateway's latency model (a gateway far away), its keep-alive
+request limit, and the CLI's stdin commands the benchmarks count
+connections with.
 
 No timed assertion: the waits go through an injected ``sleep`` that
 advances the sandbox's own (fake) clock, or holds until the test lets go.
@@ -100,6 +101,28 @@ def test_a_connection_in_its_wait_holds_up_no_other() -> None:
         assert [r.session for r in sb.gateway.log] == ["fast", "slow"]
 
 
+def test_a_connection_ends_after_its_request_limit() -> None:
+    with Sandbox(username=USER, password=PASSWORD, requests_per_connection=3) as sb:
+        conn = proxy_conn(sb)
+        try:
+            answers = [
+                get(sb, f"/item/{i}", f"{USER}-session-a", conn=conn)[1]
+                for i in range(3)
+            ]
+            assert [a.getheader("Connection") for a in answers] == [None, None, "close"]
+            assert [a.will_close for a in answers] == [False, False, True]
+            # http.client reconnects on its own: a new connection, a new count
+            for i in range(3):
+                assert get(sb, f"/item/{i}", f"{USER}-session-a", conn=conn)[0] == 200
+        finally:
+            conn.close()
+        assert sb.gateway.connections_accepted == 2
+        ids = [r.client_conn_id for r in sb.gateway.log]
+        assert ids[:3] == [ids[0]] * 3 and ids[3:] == [ids[3]] * 3 != ids[:3]
+    with pytest.raises(ValueError, match="requests_per_connection"):
+        Sandbox(requests_per_connection=-1)
+
+
 def _ask(proc: subprocess.Popen[str], command: str) -> dict[str, object]:
     stdin, stdout = proc.stdin, proc.stdout
     assert stdin is not None and stdout is not None
@@ -112,15 +135,24 @@ def _ask(proc: subprocess.Popen[str], command: str) -> dict[str, object]:
 
 
 def test_cli_latency_flags_and_stdin_commands() -> None:
-    proc, urls = _start_cli("--connect-latency", "0.001", "--request-latency", "0")
+    proc, urls = _start_cli(
+        "--connect-latency", "0.001", "--request-latency", "0",
+        "--requests-per-connection", "1",
+    )  # fmt: skip
     with proc:
         try:
             proxy = urlsplit(urls["gateway_url"])
             user, password = proxy.username or "", proxy.password or ""
             where = SimpleNamespace(gateway_port=proxy.port, site_url=urls["site_url"])
             sb = cast(Sandbox, where)
-            assert get(sb, "/item/1", f"{user}-session-cli", password)[0] == 200
-            assert _ask(proc, "stats") == {"connections_accepted": 1, "requests": 1}
+            conn = proxy_conn(sb)
+            try:
+                for _ in range(2):  # one request per connection: two of them
+                    status = get(sb, "/item/1", f"{user}-session-cli", password, conn)
+                    assert status[0] == 200
+            finally:
+                conn.close()
+            assert _ask(proc, "stats") == {"connections_accepted": 2, "requests": 2}
             assert _ask(proc, "reset") == {"reset": True}
             assert _ask(proc, "stats") == {"connections_accepted": 0, "requests": 0}
             assert "error" in _ask(proc, "bogus")
@@ -134,3 +166,9 @@ def test_cli_latency_flags_and_stdin_commands() -> None:
 def test_cli_refuses_a_latency_that_is_not_seconds(value: str) -> None:
     with pytest.raises(SystemExit):
         _parse_args(["--request-latency", value])
+
+
+@pytest.mark.parametrize("value", ["-1", "2.5", "many"])
+def test_cli_refuses_a_request_limit_that_is_not_a_count(value: str) -> None:
+    with pytest.raises(SystemExit):
+        _parse_args(["--requests-per-connection", value])

@@ -67,7 +67,9 @@ class Sandbox:
     ``gateway_latency=(connect, request)``, in seconds, puts the gateway far
     away: a wait per new client connection and one per request sent
     upstream, awaited with ``sleep`` (asyncio.sleep; a test can inject its
-    own, with ``clock``)."""
+    own, with ``clock``). ``requests_per_connection=N`` closes a client
+    connection after its Nth answer ("Connection: close"), as servers with
+    a keep-alive request limit do (0: no limit)."""
 
     def __init__(
         self,
@@ -83,6 +85,7 @@ class Sandbox:
         gateway_host: str = "127.0.0.1",
         gateway_tls: bool = False,
         gateway_latency: tuple[float, float] = (0.0, 0.0),
+        requests_per_connection: int = 0,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if not gateway_host.startswith("127."):
@@ -100,6 +103,7 @@ class Sandbox:
             tls=gateway_tls,
             connect_latency=gateway_latency[0],
             request_latency=gateway_latency[1],
+            requests_per_connection=requests_per_connection,
             sleep=sleep,
         )
         self.site = DemoSite(items=items, ban_rule=ban_rule, clock=clock)

@@ -25,6 +25,7 @@ from types import FrameType
 from . import Sandbox, ban_fraction
 
 _NONNEGATIVE = "must be a number of seconds >= 0"
+_COUNT = "must be a whole number >= 0"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +61,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds the gateway waits before each request goes upstream",
     )
     parser.add_argument(
+        "--requests-per-connection",
+        type=_count,
+        default=0,
+        help="close a client connection after this many requests (0: never)",
+    )
+    parser.add_argument(
         "--ignore-stdin", action="store_true", help="do not stop when stdin closes"
     )
     return parser.parse_args(argv)
@@ -72,6 +79,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(_NONNEGATIVE) from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(_NONNEGATIVE)
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(_COUNT) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(_COUNT)
     return value
 
 
@@ -91,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         pin_per_connection=args.pin_per_connection,
         session_ttl=args.session_ttl,
         gateway_latency=(args.connect_latency, args.request_latency),
+        requests_per_connection=args.requests_per_connection,
     ).start()
     try:
         line = {

@@ -36,6 +36,7 @@ class Conn:
 
     id: int
     pinned: str | None = None  # the exit, with pin_per_connection
+    requests: int = 0  # requests read on it so far
 
 
 class Listener:

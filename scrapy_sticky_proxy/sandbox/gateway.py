@@ -108,11 +108,17 @@ class Gateway(Listener):
         tls: bool = False,
         connect_latency: float = 0.0,
         request_latency: float = 0.0,
+        requests_per_connection: int = 0,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         super().__init__("gateway", tls=tls)
         if not (connect_latency >= 0 and request_latency >= 0):
             raise ValueError("the gateway's latencies are seconds, >= 0")
+        if type(requests_per_connection) is not int or requests_per_connection < 0:
+            raise ValueError("requests_per_connection is an int >= 0 (0: no limit)")
+        # Like nginx's keepalive_requests: the Nth answer on a client
+        # connection says "Connection: close" and the connection ends.
+        self.requests_per_connection = requests_per_connection
         self.connect_latency = connect_latency
         self.request_latency = request_latency
         self._sleep = sleep
@@ -193,7 +199,12 @@ class Gateway(Listener):
         method, target, version = split_request_line(head[0])
         headers = head[1]
         body = await read_body(reader, headers)
-        close = method == "CONNECT" or wants_close(version, headers)
+        conn.requests += 1
+        close = (
+            method == "CONNECT"
+            or wants_close(version, headers)
+            or conn.requests == self.requests_per_connection
+        )
         auth = self.authenticate(get_header(headers, "proxy-authorization"))
         session, country = auth or (None, "")
         if session is None:
