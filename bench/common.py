@@ -115,14 +115,18 @@ def sandbox_process(
     items: int = 50,
     ban_fraction: float = 0.0,
     latency: tuple[float, float] = (0.0, 0.0),
+    requests_per_connection: int = 0,
 ) -> Iterator[Any]:
     """Start a sandbox process (*latency*: the gateway's waits per new
-    connection and per request, seconds); stop it on exit. Its stdin stays
-    a pipe from us: if this process dies, the sandbox sees stdin close and
-    stops too."""
+    connection and per request, seconds; *requests_per_connection*: the
+    gateway closes a client connection after that many, 0: never); stop it
+    on exit. Its stdin stays a pipe from us: if this process dies, the
+    sandbox sees stdin close and stops too."""
     args = [sys.executable, "-m", "scrapy_sticky_proxy.sandbox", "--items", str(items)]
     if ban_fraction:
         args += ["--ban-fraction", str(ban_fraction)]
+    if requests_per_connection:
+        args += ["--requests-per-connection", str(requests_per_connection)]
     if any(latency):
         args += ["--connect-latency", str(latency[0])]
         args += ["--request-latency", str(latency[1])]

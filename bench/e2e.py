@@ -30,9 +30,15 @@ Every crawl is a fresh ``python -m bench.crawl_once`` process. Design:
 
 Variants: ``memory`` and ``redis`` (the addon), ``sessions by hand`` (no
 middleware of ours: the spider writes one session per item into
-``meta["proxy"]``, with our download handler); optional ``memory, shared
-connections`` (the addon on Scrapy's stock handler, which shares
-connections between sessions: unsafe on a pinning gateway, a diagnostic).
+``meta["proxy"]``, with our download handler), and ``connection floor``
+(the baseline's own crawl, a fixed proxy,
+nothing of ours, through a second sandbox of the same condition whose
+gateway closes every client connection after 4 requests, so that it opens
+the 0.25 new connections per page that one session per item needs: what
+those connections cost Scrapy by themselves). ``memory / floor`` is the
+memory ratio over the floor's. Optional: ``memory on shared connections``
+(the addon on Scrapy's stock handler, which shares connections between
+sessions: unsafe on a pinning gateway, a diagnostic).
 
     python -m bench.e2e [--items 500] [--chunk-items 100] [--min-pairs 8] \
         [--max-pairs 20] [--variants memory,redis,...] [--conditions loopback]
@@ -48,20 +54,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .common import (
-    ChunkedCrawl,
-    bootstrap_interval,
-    crawl_command,
-    median,
-    redis_server,
-    sandbox_process,
-)
+from .common import ChunkedCrawl, crawl_command, redis_server, sandbox_process
+from .e2e_summary import BASELINE, FLOOR, summarize
 
 STOCK = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
 OURS = "scrapy_sticky_proxy.StickyProxyDownloadHandler"
-SHARED = "memory, shared connections"
+SHARED = "memory on shared connections"
 BY_HAND = "sessions by hand"
-BASELINE = "baseline"
+PAGES_PER_CONNECTION = 4  # the floor's gateway closes connections after this
 # name -> (crawl_once variant, extra arguments)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     BASELINE: ("baseline", []),
@@ -71,18 +71,18 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "sessions",
         ["-s", "DOWNLOAD_HANDLERS=" + json.dumps({"http": OURS, "https": OURS})],
     ),
+    FLOOR: ("baseline", []),
     SHARED: (
         "memory",
         ["-s", "DOWNLOAD_HANDLERS=" + json.dumps({"http": STOCK, "https": STOCK})],
     ),
 }
-DEFAULT_VARIANTS = ("memory", "redis", BY_HAND)
+DEFAULT_VARIANTS = ("memory", "redis", BY_HAND, FLOOR)
 # condition -> the gateway's (per new connection, per request) waits, seconds
 CONDITIONS: dict[str, tuple[float, float]] = {
     "loopback": (0.0, 0.0),
     "latency": (0.020, 0.005),
 }
-Figure = tuple[float, float, float]  # estimate, low, high
 
 
 def run(
@@ -105,20 +105,30 @@ def run(
     summary: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(redis_server(redis_url))
+        # (condition, requests per connection) -> its sandbox process
         sandboxes = {
-            name: stack.enter_context(
-                sandbox_process(items=items, latency=CONDITIONS[name])
+            (name, limit): stack.enter_context(
+                sandbox_process(
+                    items=items,
+                    latency=CONDITIONS[name],
+                    requests_per_connection=limit,
+                )
             )
             for name in conditions
+            for limit in (0, PAGES_PER_CONNECTION if FLOOR in variants else 0)
         }
         serial = itertools.count()
+
+        def sandbox_for(condition: str, name: str) -> Any:
+            limit = PAGES_PER_CONNECTION if name == FLOOR else 0
+            return sandboxes[condition, limit]
 
         def command(condition: str, name: str, size: int) -> list[str]:
             variant, extra = VARIANTS[name]
             if variant == "redis":
                 extra = [*extra, "--redis-url", url]
                 extra += ["--namespace", f"bench:e2e:{next(serial)}"]
-            sandbox = sandboxes[condition]
+            sandbox = sandbox_for(condition, name)
             chunks = ["--chunks", str(max(1, size // chunk_items))]
             return crawl_command(variant, sandbox, size, *extra, *chunks)
 
@@ -127,7 +137,6 @@ def run(
         ) -> list[dict[str, Any]]:
             """Crawls in alternating chunks (A B B A A B ...): every process is
             started and waiting first, so that no start-up comes between them."""
-            sandbox = sandboxes[condition]
             crawls = [ChunkedCrawl(command(condition, name, size)) for name in names]
             connections = [0] * len(crawls)
             try:
@@ -136,6 +145,7 @@ def run(
                 for chunk in range(max(1, size // chunk_items)):
                     order = list(range(len(crawls)))
                     for index in order if chunk % 2 == 0 else order[::-1]:
+                        sandbox = sandbox_for(condition, names[index])
                         sandbox.ask("reset")
                         crawls[index].go()
                         stats = sandbox.ask("stats")
@@ -154,6 +164,8 @@ def run(
         # One untimed crawl each: the first one after a sandbox started is slow.
         for condition in conditions:
             crawl(condition, [BASELINE], min(items, 100))
+            if FLOOR in variants:
+                crawl(condition, [FLOOR], min(items, 100))
         for number in range(max_pairs):
             rounds.append(
                 {c: run_round(crawl, c, variants, number, progress) for c in conditions}
@@ -204,75 +216,6 @@ def run_round(
                 f"{ours['connections_per_page']:.2f} connections/page)"
             )
     return pairs
-
-
-def figure(units: Sequence[Any], statistic: Any) -> Figure:
-    low, high = bootstrap_interval(units, statistic)
-    return statistic(units), low, high
-
-
-def summarize(
-    rounds: list[dict[str, dict[str, dict[str, Any]]]],
-    variants: Sequence[str],
-    conditions: Sequence[str],
-) -> dict[str, Any]:
-    """Every figure, with its bootstrap interval over the rounds."""
-    tables: dict[str, dict[str, dict[str, Figure]]] = {}
-    widest = 0.0
-    for condition in conditions:
-        units = [r[condition] for r in rounds]
-
-        def of(name: str, part: str, field: str) -> Any:
-            return lambda us: median([u[name][part][field] for u in us])
-
-        def of_baselines(field: str) -> Any:
-            return lambda us: median(
-                [u[name]["baseline"][field] for u in us for name in variants]
-            )
-
-        def ratio(name: str, field: str) -> Any:
-            return lambda us: median(
-                [u[name]["variant"][field] / u[name]["baseline"][field] for u in us]
-            )
-
-        rows: dict[str, dict[str, Figure]] = {
-            BASELINE: {
-                "pages_per_s": figure(units, of_baselines("pages_per_s")),
-                "cpu_ms_per_page": figure(units, of_baselines("cpu_ms_per_page")),
-                "connections_per_page": figure(
-                    units, of_baselines("connections_per_page")
-                ),
-            }
-        }
-        for name in variants:
-            rows[name] = {
-                "pages_per_s": figure(units, of(name, "variant", "pages_per_s")),
-                "ratio": figure(units, ratio(name, "pages_per_s")),
-                "cpu_ms_per_page": figure(
-                    units, of(name, "variant", "cpu_ms_per_page")
-                ),
-                "cpu_ratio": figure(units, ratio(name, "cpu_ms_per_page")),
-                "connections_per_page": figure(
-                    units, of(name, "variant", "connections_per_page")
-                ),
-            }
-            value, low, high = rows[name]["ratio"]
-            widest = max(widest, (high - low) / 2 / value)
-        if "memory" in variants and "redis" in variants:
-            rows["redis - memory"] = {
-                "ratio": figure(
-                    units,
-                    difference(
-                        ratio("redis", "pages_per_s"), ratio("memory", "pages_per_s")
-                    ),
-                )
-            }
-        tables[condition] = rows
-    return {"tables": tables, "widest_halfwidth": widest}
-
-
-def difference(first: Any, second: Any) -> Any:
-    return lambda units: first(units) - second(units)
 
 
 def main() -> None:
