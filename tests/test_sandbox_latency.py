@@ -170,5 +170,6 @@ def test_cli_refuses_a_latency_that_is_not_seconds(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["-1", "2.5", "many"])
 def test_cli_refuses_a_request_limit_that_is_not_a_count(value: str) -> None:
+    assert _parse_args(["--requests-per-connection", "4"]).requests_per_connection == 4
     with pytest.raises(SystemExit):
         _parse_args(["--requests-per-connection", value])
