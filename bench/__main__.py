@@ -2,7 +2,7 @@
 the same run, printed as Markdown tables with their ratios and targets.
 
     pip install -e '.[test,bench]'
-    python -m bench            # the full run, about 10-15 minutes on 2 cores
+    python -m bench            # the full run, about 17 minutes on 2 cores
     python -m bench --quick    # a smoke run, about 1 minute
     python -m bench --only e2e,per-request --json results.json
 

@@ -31,11 +31,11 @@ Every crawl is a fresh ``python -m bench.crawl_once`` process. Design:
 Variants: ``memory`` and ``redis`` (the addon), ``sessions by hand`` (no
 middleware of ours: the spider writes one session per item into
 ``meta["proxy"]``, with our download handler), and ``connection floor``
-(the baseline's own crawl, a fixed proxy,
-nothing of ours, through a second sandbox of the same condition whose
-gateway closes every client connection after 4 requests, so that it opens
-the 0.25 new connections per page that one session per item needs: what
-those connections cost Scrapy by themselves). ``memory / floor`` is the
+(the baseline's own crawl, a fixed proxy, nothing of ours, through a
+second sandbox of the same condition whose gateway ends every client
+connection after 4 requests, so that it opens the 0.25 new connections per
+page that one session per item of 4 pages needs: what those connections
+cost Scrapy by themselves). ``memory / floor`` is the
 memory ratio over the floor's. Optional: ``memory on shared connections``
 (the addon on Scrapy's stock handler, which shares connections between
 sessions: unsafe on a pinning gateway, a diagnostic).
@@ -55,13 +55,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from .common import ChunkedCrawl, crawl_command, redis_server, sandbox_process
+from .crawl_once import PARTS_PER_ITEM
 from .e2e_summary import BASELINE, FLOOR, summarize
 
 STOCK = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
 OURS = "scrapy_sticky_proxy.StickyProxyDownloadHandler"
 SHARED = "memory on shared connections"
 BY_HAND = "sessions by hand"
-PAGES_PER_CONNECTION = 4  # the floor's gateway closes connections after this
+# The floor's gateway ends a connection after as many requests as one
+# session per item sends: the item page and its follow-ups.
+PAGES_PER_CONNECTION = PARTS_PER_ITEM
 # name -> (crawl_once variant, extra arguments)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     BASELINE: ("baseline", []),
@@ -115,7 +118,7 @@ def run(
                 )
             )
             for name in conditions
-            for limit in (0, PAGES_PER_CONNECTION if FLOOR in variants else 0)
+            for limit in ((0, PAGES_PER_CONNECTION) if FLOOR in variants else (0,))
         }
         serial = itertools.count()
 

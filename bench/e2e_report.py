@@ -74,7 +74,7 @@ def condition_title(condition: str, latency: list[float]) -> str:
 def table_rows(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
     out = []
     for name, row in rows.items():
-        if "pages_per_s" not in row:  # the difference of two ratios
+        if "pages_per_s" not in row:  # two ratios' difference or quotient
             out.append([name, "-", fmt(row["ratio"]), "-", "-", "-"])
             continue
         out.append(

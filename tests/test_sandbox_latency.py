@@ -112,15 +112,38 @@ def test_a_connection_ends_after_its_request_limit() -> None:
             assert [a.getheader("Connection") for a in answers] == [None, None, "close"]
             assert [a.will_close for a in answers] == [False, False, True]
             # http.client reconnects on its own: a new connection, a new count
-            for i in range(3):
-                assert get(sb, f"/item/{i}", f"{USER}-session-a", conn=conn)[0] == 200
+            answers = [
+                get(sb, f"/item/{i}", f"{USER}-session-a", conn=conn)[1]
+                for i in range(4)
+            ]
+            assert [a.getheader("Connection") for a in answers] == [
+                None, None, "close", None,
+            ]  # fmt: skip
         finally:
             conn.close()
-        assert sb.gateway.connections_accepted == 2
+        assert sb.gateway.connections_accepted == 3
         ids = [r.client_conn_id for r in sb.gateway.log]
-        assert ids[:3] == [ids[0]] * 3 and ids[3:] == [ids[3]] * 3 != ids[:3]
+        assert ids[:3] == [ids[0]] * 3 and ids[3:6] == [ids[3]] * 3 != ids[:3]
+        assert ids[6] not in ids[:6]
     with pytest.raises(ValueError, match="requests_per_connection"):
         Sandbox(requests_per_connection=-1)
+
+
+def test_the_gateway_itself_closes_the_connection_at_the_limit() -> None:
+    # A raw socket, so that no client closes on seeing "Connection: close":
+    # the end of the stream must come from the gateway (a timeout fails).
+    with Sandbox(username=USER, password=PASSWORD, requests_per_connection=1) as sb:
+        with socket.create_connection(("127.0.0.1", sb.gateway_port), TIMEOUT) as raw:
+            auth = basic(f"{USER}-session-raw", PASSWORD)
+            raw.sendall(
+                f"GET {sb.site_url}/item/1 HTTP/1.1\r\nHost: x\r\n"
+                f"Proxy-Authorization: {auth}\r\n\r\n".encode()
+            )
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert b"\r\nConnection: close\r\n" in answer
 
 
 def _ask(proc: subprocess.Popen[str], command: str) -> dict[str, object]:
