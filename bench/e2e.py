@@ -35,10 +35,10 @@ middleware of ours: the spider writes one session per item into
 second sandbox of the same condition whose gateway ends every client
 connection after 4 requests, so that it opens the 0.25 new connections per
 page that one session per item of 4 pages needs: what those connections
-cost Scrapy by themselves). ``memory / floor`` is the
-memory ratio over the floor's. Optional: ``memory on shared connections``
-(the addon on Scrapy's stock handler, which shares connections between
-sessions: unsafe on a pinning gateway, a diagnostic).
+cost Scrapy by themselves). ``memory / floor`` is the memory ratio over
+the floor's. Optional: ``memory on shared connections`` (the addon on
+Scrapy's stock handler, which shares connections between sessions: unsafe
+on a pinning gateway, a diagnostic).
 
     python -m bench.e2e [--items 500] [--chunk-items 100] [--min-pairs 8] \
         [--max-pairs 20] [--variants memory,redis,...] [--conditions loopback]
