@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from .common import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Report
+from .e2e_summary import Figure
 
-Figure = tuple[float, float, float]
 CONNECTIONS_PER_PAGE = 0.35
 
 
