@@ -21,7 +21,7 @@ from ._stats import stats_wanted
 from ._warmup_requests import robots_txt
 from .config.readers import shown
 from .routing.keys import registrable_domain, url_key
-from .routing.session_pools import PREFIX, SessionPools, host_of
+from .routing.session_pools import PREFIX, SessionPoolPolicy, SessionPools, host_of
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -104,6 +104,7 @@ class Pools:
                 "every request without a key",
                 ", ".join(policy.idle),
             )
+        _check_idle_cap(policy, config.pool_max_idle)
 
     @property
     def direct(self) -> Callable[[Request], str] | None:
@@ -177,3 +178,21 @@ class Pools:
             )
         self._count.inc(INVALID)
         del request.meta[M.POOL]
+
+
+def _check_idle_cap(policy: SessionPoolPolicy, max_idle: int) -> None:
+    """A pool larger than the handler's idle cap: its members take turns,
+    so each would find its connection closed when its turn comes back."""
+    sizes = [*policy.sizes.values(), *([policy.size] if policy.span else [])]
+    largest = max(sizes, default=0)
+    if 0 < max_idle < largest:
+        logger.warning(
+            "A session pool of %d members (STICKY_PROXY_SESSION_POOL_SIZE%s) "
+            "is larger than STICKY_PROXY_POOL_MAX_IDLE = %d: members take "
+            "turns, so most would find their idle connection closed and open "
+            "a new one for every request. Raise STICKY_PROXY_POOL_MAX_IDLE to "
+            "at least the members of the pools you crawl at once",
+            largest,
+            "" if largest == policy.size else "S",
+            max_idle,
+        )

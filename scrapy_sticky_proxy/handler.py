@@ -16,10 +16,13 @@ This handler changes five things and nothing else:
   at once through one connection key (:mod:`._connections`): the others
   wait for a turn and reuse its connection instead of opening their own;
 * the number of idle connections kept in the pool is capped
-  (``STICKY_PROXY_POOL_MAX_IDLE``), oldest first out, and empty per-key lists
-  are dropped, so one session per URL cannot grow the pool without bound;
+  (``STICKY_PROXY_POOL_MAX_IDLE``), and empty per-key lists are dropped, so
+  one session per URL cannot grow the pool without bound. Over the cap the
+  oldest idle connection of a URL session goes first (such a session rarely
+  comes back once its page and follow-ups are fetched), then the oldest of
+  any: a pool's members, which come back in turn, keep theirs;
 * a CONNECT tunnel whose connection the proxy closes before answering fails
-  at once (:class:`_FailFastTunnel`) instead of at DOWNLOAD_TIMEOUT;
+  at once (:class:`._tunnels.FailFastTunnel`) instead of at DOWNLOAD_TIMEOUT;
 * an https:// request through an https:// proxy, which Scrapy cannot send
   (it would need TLS inside the TLS connection to the proxy), fails with a
   message that names the proxy and the way out (:func:`_refuse_tls_in_tls`).
@@ -50,14 +53,11 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.exceptions import NotSupported
 from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.abstract import isIPAddress
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
-from twisted.internet.error import ConnectError
-from twisted.internet.protocol import Factory, connectionDone
-from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
 from ._connections import SessionTurns
+from ._tunnels import FailFastTunnel
 from .config import for_crawler
 from .config.connections import DEFAULT_POOL_MAX_IDLE
 
@@ -74,15 +74,32 @@ class _Use:
     """The session of the request being sent, and the pool key its
     connection was taken under (written by the pool)."""
 
-    __slots__ = ("digest", "pool_key")
+    __slots__ = ("digest", "pool_key", "url_keyed")
 
-    def __init__(self, digest: bytes):
+    def __init__(self, digest: bytes, url_keyed: bool):
         self.digest = digest
+        self.url_keyed = url_keyed
         self.pool_key: Hashable | None = None
 
 
 _SESSION: ContextVar[_Use | None] = ContextVar("sticky_proxy_session", default=None)
 _KEY_ATTR = "_sticky_proxy_pool_key"
+_URL_KEYED = object()  # ends the pool key of a URL session's connections
+
+
+class _Idle(dict[Any, Any]):
+    """The pool's ``_timeouts`` (each idle connection -> its timeout call, in
+    the order they went idle), which also keeps the idle connections of URL
+    sessions, in that order: Twisted deletes a connection from it whenever
+    the connection stops being idle (reused, timed out, dropped, closed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url_keyed: dict[Any, None] = {}
+
+    def __delitem__(self, connection: Any) -> None:
+        super().__delitem__(connection)
+        self.url_keyed.pop(connection, None)
 
 
 class SessionKeyedPool(HTTPConnectionPool):
@@ -97,15 +114,19 @@ class SessionKeyedPool(HTTPConnectionPool):
     ):
         super().__init__(reactor, persistent)
         self.max_idle = max_idle
+        self._timeouts: _Idle = _Idle()
 
     def getConnection(self, key: Hashable, endpoint: IStreamClientEndpoint) -> Any:
         use = _SESSION.get()
         if use is not None:
-            key = use.pool_key = (*key, use.digest)  # type: ignore[misc]
+            key = (*key, use.digest)  # type: ignore[misc]
+            if use.url_keyed:
+                key = (*key, _URL_KEYED)
+            use.pool_key = key
             if not self._connections.get(key):  # only a new one connects
                 endpoint = _address_endpoint(endpoint)
         if hasattr(endpoint, "requestTunnel"):  # a CONNECT tunnel to a proxy
-            endpoint = cast("IStreamClientEndpoint", _FailFastTunnel(endpoint))
+            endpoint = cast("IStreamClientEndpoint", FailFastTunnel(endpoint))
         result = super().getConnection(key, endpoint)
         if not self._connections.get(key):
             self._connections.pop(key, None)
@@ -113,14 +134,15 @@ class SessionKeyedPool(HTTPConnectionPool):
 
     def _putConnection(self, key: Hashable, connection: Any) -> None:
         super()._putConnection(key, connection)
-        if connection not in self._timeouts:
+        idle = self._timeouts
+        if connection not in idle:
             return
         setattr(connection, _KEY_ATTR, key)
-        # _timeouts holds exactly the idle connections, in the order they
-        # went idle: the first one is the longest unused.
-        while len(self._timeouts) > self.max_idle:
-            oldest = next(iter(self._timeouts))
-            self._timeouts[oldest].cancel()
+        if isinstance(key, tuple) and key[-1] is _URL_KEYED:
+            idle.url_keyed[connection] = None
+        while len(idle) > self.max_idle:
+            oldest = next(iter(idle.url_keyed or idle))
+            idle[oldest].cancel()
             self._removeConnection(getattr(oldest, _KEY_ATTR), oldest)
 
     def _removeConnection(self, key: Hashable, connection: Any) -> None:
@@ -138,52 +160,6 @@ class SessionKeyedPool(HTTPConnectionPool):
     @property
     def pool_keys(self) -> int:
         return len(self._connections)
-
-
-class _FailFastTunnel:
-    """Scrapy's CONNECT endpoint waits for the proxy's answer and nothing
-    else: a proxy that accepts the connection and then closes or resets it
-    before answering left the request hanging until DOWNLOAD_TIMEOUT. This
-    wrapper fails the tunnel as soon as its connection is lost unanswered,
-    with a ConnectError: the route could not be reached."""
-
-    def __init__(self, endpoint: Any):
-        self._endpoint = endpoint
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        tunnel: Deferred[Any] | None = None
-
-        def lost(reason: Failure) -> None:
-            if tunnel is not None and not tunnel.called:
-                tunnel.errback(
-                    ConnectError(
-                        string="the proxy closed the connection before it "
-                        f"answered CONNECT: {reason.getErrorMessage()}"
-                    )
-                )
-
-        tunnel = self._endpoint.connect(_LossWatchingFactory(factory, lost))
-        return tunnel
-
-
-class _LossWatchingFactory(Factory):
-    """Builds the wrapped factory's protocol, and tells *on_lost* when its
-    connection is lost (before anything else hears of it)."""
-
-    def __init__(self, factory: Any, on_lost: Any):
-        self._factory = factory
-        self._on_lost = on_lost
-
-    def buildProtocol(self, addr: Any) -> Any:
-        protocol = self._factory.buildProtocol(addr)
-        connection_lost = protocol.connectionLost
-
-        def watched(reason: Failure = connectionDone) -> None:
-            self._on_lost(reason)
-            connection_lost(reason)
-
-        protocol.connectionLost = watched
-        return protocol
 
 
 def _address_endpoint(endpoint: IStreamClientEndpoint) -> IStreamClientEndpoint:
@@ -249,7 +225,7 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
             timeout = _seconds(request.meta.get("download_timeout"))
             if not await turns.take(key, timeout or self._download_timeout):
                 key = None
-        use = _Use(digest)
+        use = _Use(digest, _is_url(request.meta.get("sticky_proxy_key")))
         token = _SESSION.set(use)
         try:
             return await super().download_request(request)
@@ -258,6 +234,12 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
             if key is not None:
                 reused = self._pool.has_idle(use.pool_key)  # type: ignore[attr-defined]
                 turns.give_back(key, reused)  # type: ignore[union-attr]
+
+
+def _is_url(key: object) -> bool:
+    """Whether a session key is a URL (the default key: one session per
+    page), not a pool member's, a site's or a key of the spider's own."""
+    return isinstance(key, str) and key[:8].lower().startswith(("http://", "https://"))
 
 
 def _seconds(value: object) -> float | None:

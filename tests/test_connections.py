@@ -4,10 +4,12 @@ on its keep-alive connection (or tunnel) instead of opening one each."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from scrapy import signals
+from scrapy import Request, Spider, signals
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy._connections import SessionTurns
@@ -71,6 +73,53 @@ async def test_no_waiting_for_a_connection_that_does_not_come_back(
     assert sandbox.gateway.connections_accepted == 80
     turns = handlers[0].turns
     assert turns.handed == 0 and turns.let_go > 0 and turns.keys == 0
+
+
+class _PagesAndPoolSpider(Spider):
+    """Each item page on its own URL session, each page followed by a
+    request of the pool ``listing`` (sessions ``pool:listing#0`` .. ``#3``,
+    in turn)."""
+
+    name = "pages_and_pool"
+
+    def __init__(self, base: str, n: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.base, self.n = base, n
+
+    async def start(self) -> AsyncIterator[Request]:
+        for i in range(self.n):
+            yield Request(f"{self.base}/item/{i}", dont_filter=True)
+            pool = {"sticky_proxy_pool": "listing"}
+            yield Request(f"{self.base}/item/{i}/detail", meta=pool)
+
+    def parse(self, response: Any) -> dict[str, Any]:
+        return {"key": response.meta["sticky_proxy_key"]}
+
+
+@deferred_f_from_coro_f
+async def test_url_sessions_do_not_push_out_a_pools_connections(
+    sandbox: Sandbox,
+) -> None:
+    """With more URL sessions than STICKY_PROXY_POOL_MAX_IDLE, the idle
+    cap used to close the oldest idle connections, which were the pool
+    members' (each comes back only after the others' turns): every pool
+    request opened a connection (about 2N in all). URL sessions' idle
+    connections now go first: N + 4, give or take the requests in flight."""
+    n = 60
+    settings = settings_for(
+        sandbox,
+        STICKY_PROXY_SESSION_POOL_SIZES={"listing": 4},
+        STICKY_PROXY_POOL_MAX_IDLE=6,
+        CONCURRENT_REQUESTS=2,
+    )
+    result = await crawl(_PagesAndPoolSpider, settings, base=sandbox.site_url, n=n)
+    keys = Counter(item["key"] for item in result.items)
+    assert len(result.items) == 2 * n
+    assert {k: v for k, v in keys.items() if k.startswith("pool:")} == {
+        f"pool:listing#{i}": n // 4 for i in range(4)
+    }
+    accepted = sandbox.gateway.connections_accepted
+    assert accepted <= n + 4 + settings["CONCURRENT_REQUESTS"], accepted
 
 
 def _handler_of(scheme: str, into: list[Any]) -> Any:

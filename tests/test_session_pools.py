@@ -362,3 +362,46 @@ def test_pool_settings_without_a_pool_span_are_said(caplog: pytest.LogCaptureFix
             "STICKY_PROXY_SESSION_POOL is None"
         )
         assert any(expected in m for m in warned) is said, warned
+
+
+@pytest.mark.parametrize(
+    ("pools", "said"),
+    [
+        (
+            {"STICKY_PROXY_SESSION_POOL": "host", "STICKY_PROXY_SESSION_POOL_SIZE": 9},
+            True,
+        ),
+        ({"STICKY_PROXY_SESSION_POOL_SIZES": {"api": 9}}, True),
+        (
+            {"STICKY_PROXY_SESSION_POOL": "host", "STICKY_PROXY_SESSION_POOL_SIZE": 8},
+            False,
+        ),
+        ({"STICKY_PROXY_SESSION_POOL_SIZE": 9}, False),  # no pool by site
+        (
+            {
+                "STICKY_PROXY_SESSION_POOL_SIZES": {"api": 9},
+                "STICKY_PROXY_POOL_MAX_IDLE": 0,
+            },
+            False,
+        ),
+    ],
+)
+def test_a_pool_larger_than_the_idle_cap_is_said(
+    caplog: pytest.LogCaptureFixture, pools: dict[str, Any], said: bool
+) -> None:
+    """Members take turns: with more of them than idle connections kept,
+    each found its connection closed and opened one per request (measured:
+    160 connections for 160 requests, 16 members, a cap of 8, 4 requests
+    at once), unsaid."""
+    settings = {
+        **BASE_SETTINGS,
+        "STICKY_PROXY_URL": URL,
+        "STICKY_PROXY_POOL_MAX_IDLE": 8,
+        **pools,
+    }
+    crawler = get_crawler(Spider, settings)
+    crawler.spider = Spider("pools")
+    StickyProxyMiddleware(crawler)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    expected = "is larger than STICKY_PROXY_POOL_MAX_IDLE = 8"
+    assert any(expected in m for m in warned) is said, warned
