@@ -51,6 +51,12 @@ if TYPE_CHECKING:
 # hair early on a coarse clock, and a re-armed 0 s timer would spin.
 _EARLY = 0.001
 
+#: Sent with ``request=`` when the session *request* was sent on is burned:
+#: the download handler closes that session's idle connection (a burned
+#: session never sends again; its socket would wait for the idle cap or
+#: Twisted's 4-minute timeout).
+session_burned = object()
+
 
 class _Waiter:
     __slots__ = ("deadline", "granted", "signal")

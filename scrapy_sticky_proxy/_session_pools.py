@@ -21,7 +21,7 @@ from ._stats import stats_wanted
 from ._warmup_requests import robots_txt
 from .config.readers import shown
 from .routing.keys import registrable_domain, url_key
-from .routing.session_pools import PREFIX, SessionPoolPolicy, SessionPools, host_of
+from .routing.session_pools import PREFIX, SessionPools, host_of
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -87,6 +87,8 @@ class Pools:
         self._count = count
         self._redact = config.redact
         self._warned = False
+        self._max_idle = config.pool_max_idle  # the handler's idle cap
+        self._cap_said = not self._max_idle  # 0: the user keeps none idle
         connect = crawler.signals.connect
         connect(self.flush, signal=stats_wanted)
         connect(self.flush, signal=signals.spider_closed)
@@ -104,7 +106,6 @@ class Pools:
                 "every request without a key",
                 ", ".join(policy.idle),
             )
-        _check_idle_cap(policy, config.pool_max_idle)
 
     @property
     def direct(self) -> Callable[[Request], str] | None:
@@ -131,7 +132,12 @@ class Pools:
                 return self._key_func(request)  # type: ignore[misc]
             meta[M.POOL] = name
         self.requests += 1
-        return self.core.member(name)
+        core = self.core
+        made = core.made
+        member = core.member(name)
+        if core.made != made and not self._cap_said:
+            self._check_idle_cap(name)
+        return member
 
     def slot(self, meta: dict[str, Any], key: str) -> None:
         """A member's request goes through the member's own download slot,
@@ -162,6 +168,30 @@ class Pools:
             downloader.per_slot_settings, self.entry
         )
 
+    def _check_idle_cap(self, name: str) -> None:
+        """A new pool with more members than the handler keeps idle
+        connections: said once (members come back in turn, each to find
+        its connection closed if too many were idle meanwhile)."""
+        policy = self.core.policy
+        size = policy.size_of(name)
+        if size <= self._max_idle:
+            return
+        self._cap_said = True
+        logger.warning(
+            "Session pool %s has %d members (%s) but the download handler keeps "
+            "at most STICKY_PROXY_POOL_MAX_IDLE = %d idle connections: while more "
+            "are idle, members whose turn comes back find their connection closed "
+            "and open a new one (a round trip to the provider, a TLS handshake "
+            "for https sites). Raise STICKY_PROXY_POOL_MAX_IDLE to at least the "
+            "members of the pools you crawl at once",
+            self._redact(shown(name)),
+            size,
+            "STICKY_PROXY_SESSION_POOL_SIZES"
+            if name in policy.sizes
+            else "STICKY_PROXY_SESSION_POOL_SIZE",
+            self._max_idle,
+        )
+
     def _invalid(self, request: Request, value: Any) -> None:
         """A pool name that is no non-empty string: dropped, counted, the
         first one of the crawl said."""
@@ -178,21 +208,3 @@ class Pools:
             )
         self._count.inc(INVALID)
         del request.meta[M.POOL]
-
-
-def _check_idle_cap(policy: SessionPoolPolicy, max_idle: int) -> None:
-    """A pool larger than the handler's idle cap: its members take turns,
-    so each would find its connection closed when its turn comes back."""
-    sizes = [*policy.sizes.values(), *([policy.size] if policy.span else [])]
-    largest = max(sizes, default=0)
-    if 0 < max_idle < largest:
-        logger.warning(
-            "A session pool of %d members (STICKY_PROXY_SESSION_POOL_SIZE%s) "
-            "is larger than STICKY_PROXY_POOL_MAX_IDLE = %d: members take "
-            "turns, so most would find their idle connection closed and open "
-            "a new one for every request. Raise STICKY_PROXY_POOL_MAX_IDLE to "
-            "at least the members of the pools you crawl at once",
-            largest,
-            "" if largest == policy.size else "S",
-            max_idle,
-        )

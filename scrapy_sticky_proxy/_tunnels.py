@@ -1,14 +1,20 @@
-"""A CONNECT tunnel that fails as soon as the proxy closes it unanswered
-(Scrapy's endpoint waits for the answer only, until DOWNLOAD_TIMEOUT)."""
+"""Tunnels to a proxy: a CONNECT tunnel that fails as soon as the proxy
+closes it unanswered (Scrapy's endpoint waits for the answer only, until
+DOWNLOAD_TIMEOUT), and the refusal of TLS inside TLS."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from scrapy.exceptions import NotSupported
+from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from scrapy import Request
 
 
 class FailFastTunnel:
@@ -55,3 +61,21 @@ class _LossWatchingFactory(Factory):
 
         protocol.connectionLost = watched
         return protocol
+
+
+def refuse_tls_in_tls(request: Request, proxy: object) -> None:
+    """Raise NotSupported for an https:// request through an https:// proxy
+    (Scrapy raises a bare NotImplementedError for it); the message names
+    the proxy by host:port only."""
+    if not isinstance(proxy, str) or proxy[:8].lower() != "https://":
+        return
+    if urlparse_cached(request).scheme != "https":
+        return
+    rest = proxy[8:]
+    hostport = rest.partition("/")[0].rpartition("@")[2]
+    raise NotSupported(
+        f"https:// proxy {hostport} cannot carry https:// requests in Scrapy "
+        "(that needs TLS inside the TLS connection to the proxy): use an "
+        "http:// proxy URL for https sites; their own TLS still runs end to "
+        "end, through CONNECT"
+    )

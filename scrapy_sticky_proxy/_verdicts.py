@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import _meta as M
+from ._connections import session_burned
 from ._location import state_key
 from ._reroll import bound, number, stamp
 from .bans import TIMEOUTS
@@ -17,6 +18,7 @@ from .routing.tolerance import RETRY_AFTER, TOO_LONG, Tolerance, Verdict, tried_
 
 if TYPE_CHECKING:
     from scrapy import Request
+    from scrapy.signalmanager import SignalManager
 
     from ._copies import Copies
     from ._stats import Counter
@@ -37,6 +39,7 @@ class Verdicts:
         cookies: SessionJars | None,
         count: Counter,
         download_timeout: float,
+        signals: SignalManager,
     ):
         self.tiers = tiers
         self.router = tiers.router
@@ -45,6 +48,7 @@ class Verdicts:
         self.cookies = cookies
         self.count = count
         self.download_timeout = download_timeout
+        self.signals = signals
 
     async def hold(self, meta: dict[str, Any], waits: Waits) -> Any:
         """A tolerated retry waits here until its deadline, holding one of
@@ -105,6 +109,7 @@ class Verdicts:
             if verdict.why == TOO_LONG:
                 self.count.inc("retry_after_too_long")
         self.tiers.banned(request, key, generation)
+        self.signals.send_catch_log(session_burned, request=request)
         if self.cookies is not None:
             self.cookies.burned(meta)
         new = self.copies.reroll(request, reason, "rerolls", self.tiers.renewed)

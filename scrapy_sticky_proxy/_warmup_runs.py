@@ -27,6 +27,7 @@ from scrapy.utils.defer import deferred_from_coro
 from twisted.internet.defer import Deferred
 
 from . import _meta as M
+from ._connections import session_burned
 from ._warmup_faults import WarmupFaults
 from ._warmup_requests import Late, download, prepared, requests_of
 from .routing.keys import host_key
@@ -74,6 +75,7 @@ class WarmupRuns:
         self.waits = mw._waits
         self.bans = mw.policy
         self.cookies = mw.cookies
+        self.signals = mw.crawler.signals
         self.count = mw.count
         self.close = mw._close
         self.redact = mw.config.redact
@@ -246,6 +248,7 @@ class WarmupRuns:
                 self.tiers.banned(sent, key, generation)
             else:
                 self.router.banned(key, generation, route)
+            self.signals.send_catch_log(session_burned, request=sent)
             if self.cookies is not None:
                 self.cookies.burned(sent.meta)
         # A failure through a tier the site has left (maybe just now, for

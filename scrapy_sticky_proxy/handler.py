@@ -8,7 +8,7 @@ once per TCP connection sends B out through A's exit. HTTPS targets are not
 affected (CONNECT tunnels are keyed by the Proxy-Authorization value), but one
 tunnel per session can pile up idle sockets.
 
-This handler changes five things and nothing else:
+This handler changes six things and nothing else:
 
 * the pool key of a proxied request gets a digest of its Proxy-Authorization
   header, so a connection is only reused by the session that opened it;
@@ -20,12 +20,15 @@ This handler changes five things and nothing else:
   one session per URL cannot grow the pool without bound. Over the cap the
   oldest idle connection of a URL session goes first (such a session rarely
   comes back once its page and follow-ups are fetched), then the oldest of
-  any: a pool's members, which come back in turn, keep theirs;
+  any: a pool's members, which come back in turn, keep theirs while the
+  sessions not keyed by URL fit under the cap;
+* a burned session's idle connection is closed at once (``session_burned``):
+  the session never sends again;
 * a CONNECT tunnel whose connection the proxy closes before answering fails
   at once (:class:`._tunnels.FailFastTunnel`) instead of at DOWNLOAD_TIMEOUT;
 * an https:// request through an https:// proxy, which Scrapy cannot send
   (it would need TLS inside the TLS connection to the proxy), fails with a
-  message that names the proxy and the way out (:func:`_refuse_tls_in_tls`).
+  message that names the proxy and the way out (:func:`._tunnels.refuse_tls_in_tls`).
   http:// requests through an https:// proxy work as in Scrapy.
 
 The digest reaches the pool through a context variable set for the duration
@@ -48,16 +51,16 @@ import hashlib
 import math
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
+from weakref import WeakKeyDictionary
 
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
-from scrapy.exceptions import NotSupported
 from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.abstract import isIPAddress
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.web.client import HTTPConnectionPool
 
-from ._connections import SessionTurns
-from ._tunnels import FailFastTunnel
+from ._connections import SessionTurns, session_burned
+from ._tunnels import FailFastTunnel, refuse_tls_in_tls
 from .config import for_crawler
 from .config.connections import DEFAULT_POOL_MAX_IDLE
 
@@ -85,6 +88,7 @@ class _Use:
 _SESSION: ContextVar[_Use | None] = ContextVar("sticky_proxy_session", default=None)
 _KEY_ATTR = "_sticky_proxy_pool_key"
 _URL_KEYED = object()  # ends the pool key of a URL session's connections
+_URL_PERSON = b"url"  # BLAKE2b's personalisation of a URL session's digest
 
 
 class _Idle(dict[Any, Any]):
@@ -115,6 +119,7 @@ class SessionKeyedPool(HTTPConnectionPool):
         super().__init__(reactor, persistent)
         self.max_idle = max_idle
         self._timeouts: _Idle = _Idle()
+        self.closed_burned = 0  # idle connections closed by close_idle()
 
     def getConnection(self, key: Hashable, endpoint: IStreamClientEndpoint) -> Any:
         use = _SESSION.get()
@@ -138,10 +143,12 @@ class SessionKeyedPool(HTTPConnectionPool):
         if connection not in idle:
             return
         setattr(connection, _KEY_ATTR, key)
+        # Twisted makes _timeouts a plain dict when it closes the pool.
+        url_keyed: dict[Any, None] = getattr(idle, "url_keyed", {})
         if isinstance(key, tuple) and key[-1] is _URL_KEYED:
-            idle.url_keyed[connection] = None
+            url_keyed[connection] = None
         while len(idle) > self.max_idle:
-            oldest = next(iter(idle.url_keyed or idle))
+            oldest = next(iter(url_keyed or idle))
             idle[oldest].cancel()
             self._removeConnection(getattr(oldest, _KEY_ATTR), oldest)
 
@@ -149,6 +156,14 @@ class SessionKeyedPool(HTTPConnectionPool):
         super()._removeConnection(key, connection)
         if not self._connections.get(key):
             self._connections.pop(key, None)
+
+    def close_idle(self, key: Hashable) -> None:
+        """Close the idle connections kept under *key* (those of a burned
+        session); a connection in use is not idle, and not closed."""
+        for connection in list(self._connections.get(key, ())):
+            self._timeouts[connection].cancel()
+            self._removeConnection(key, connection)
+            self.closed_burned += 1
 
     def has_idle(self, key: Hashable | None) -> bool:
         return key is not None and bool(self._connections.get(key))
@@ -205,6 +220,10 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         pool.maxPersistentPerHost = old.maxPersistentPerHost
         pool._factory = old._factory
         self._pool = pool
+        # The pool key each request's session used, while the request lives:
+        # a burned session's idle connection is closed (session_burned).
+        self._pool_keys: WeakKeyDictionary[Request, Hashable] = WeakKeyDictionary()
+        crawler.signals.connect(self._burned, signal=session_burned)
 
     async def close(self) -> None:
         if self.turns is not None:
@@ -214,26 +233,38 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
     async def download_request(self, request: Request) -> Response:
         proxy = request.meta.get("proxy")
         if proxy:
-            _refuse_tls_in_tls(request, proxy)
+            refuse_tls_in_tls(request, proxy)
         auth = request.headers.get(b"Proxy-Authorization")
         if not auth or not proxy:
             return await super().download_request(request)
-        digest = hashlib.blake2b(auth, digest_size=8).digest()
+        url_keyed = _is_url(request.meta.get("sticky_proxy_key"))
+        # Sessions keyed by URL and others never share a connection or a
+        # turn, even with one header for all (a proxy URL without {session}):
+        # a connection's kind, for the idle cap, is its session's.
+        person = _URL_PERSON if url_keyed else b""
+        digest = hashlib.blake2b(auth, digest_size=8, person=person).digest()
         turns, key = self.turns, None
         if turns is not None:
             key = _connection_key(request, str(proxy), digest)
             timeout = _seconds(request.meta.get("download_timeout"))
             if not await turns.take(key, timeout or self._download_timeout):
                 key = None
-        use = _Use(digest, _is_url(request.meta.get("sticky_proxy_key")))
+        use = _Use(digest, url_keyed)
         token = _SESSION.set(use)
         try:
             return await super().download_request(request)
         finally:
             _SESSION.reset(token)
+            if use.pool_key is not None:
+                self._pool_keys[request] = use.pool_key
             if key is not None:
                 reused = self._pool.has_idle(use.pool_key)  # type: ignore[attr-defined]
                 turns.give_back(key, reused)  # type: ignore[union-attr]
+
+    def _burned(self, request: Request) -> None:
+        key = self._pool_keys.pop(request, None)
+        if key is not None:
+            self._pool.close_idle(key)  # type: ignore[attr-defined]
 
 
 def _is_url(key: object) -> bool:
@@ -256,21 +287,3 @@ def _connection_key(request: Request, proxy: str, digest: bytes) -> Hashable:
     if url.scheme == "https":
         return (digest, proxy, url.netloc)
     return (digest, proxy)
-
-
-def _refuse_tls_in_tls(request: Request, proxy: object) -> None:
-    """Raise NotSupported for an https:// request through an https:// proxy
-    (Scrapy raises a bare NotImplementedError for it); the message names
-    the proxy by host:port only."""
-    if not isinstance(proxy, str) or proxy[:8].lower() != "https://":
-        return
-    if urlparse_cached(request).scheme != "https":
-        return
-    rest = proxy[8:]
-    hostport = rest.partition("/")[0].rpartition("@")[2]
-    raise NotSupported(
-        f"https:// proxy {hostport} cannot carry https:// requests in Scrapy "
-        "(that needs TLS inside the TLS connection to the proxy): use an "
-        "http:// proxy URL for https sites; their own TLS still runs end to "
-        "end, through CONNECT"
-    )

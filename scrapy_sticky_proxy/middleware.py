@@ -102,6 +102,7 @@ class StickyProxyMiddleware:
             cookies=self.cookies,
             count=count,
             download_timeout=settings.getfloat("DOWNLOAD_TIMEOUT"),
+            signals=crawler.signals,
         )
         self._closing = False  # we asked the engine to close the spider
         self._persistent = persistent(crawler)  # the queue outlives the run

@@ -13,7 +13,7 @@ from scrapy import Request, Spider, signals
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy._connections import SessionTurns
-from scrapy_sticky_proxy.sandbox import Sandbox
+from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 
 from .conftest import BASE_SETTINGS, crawl
 from .spiders import ItemsSpider, hooked
@@ -75,51 +75,158 @@ async def test_no_waiting_for_a_connection_that_does_not_come_back(
     assert turns.handed == 0 and turns.let_go > 0 and turns.keys == 0
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@deferred_f_from_coro_f
+async def test_a_burned_sessions_idle_connection_is_closed(
+    sandbox: Sandbox, scheme: str
+) -> None:
+    """A banned page's session is burned and never sends again: its
+    connection (or tunnel), idle once the ban's response is read, is closed
+    at the ban. It used to stay idle until the cap or Twisted's 4-minute
+    timeout: when the crawl went idle, the pool held one connection per
+    session that fetched its page and one per burned session."""
+    sandbox.site.ban_rule = ban_fraction(0.2)
+    base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
+    idle: list[int] = []
+    handlers: list[Any] = []
+    keep = _handler_of(scheme, handlers)
+
+    def at_idle(spider: Any) -> None:
+        if handlers and not idle:
+            idle.append(handlers[0]._pool.idle_connections)
+
+    class Spider(hooked(signals.response_received, keep)):  # type: ignore[misc]
+        @classmethod
+        def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+            spider = super().from_crawler(crawler, *args, **kwargs)
+            crawler.signals.connect(at_idle, signal=signals.spider_idle, weak=False)
+            return spider
+
+    result = await crawl(Spider, settings_for(sandbox), base=base, n=50, follow=False)
+    bans = result.stats.get("sticky_proxy/bans", 0)
+    assert bans > 0 and len(result.items) == 50
+    assert handlers[0]._pool.closed_burned == bans
+    assert idle == [50]
+
+
 class _PagesAndPoolSpider(Spider):
     """Each item page on its own URL session, each page followed by a
     request of the pool ``listing`` (sessions ``pool:listing#0`` .. ``#3``,
-    in turn)."""
+    in turn). Records each response's session key, the exit the site saw
+    and, when the crawl goes idle, the handler's idle connections."""
 
     name = "pages_and_pool"
 
-    def __init__(self, base: str, n: int, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.base, self.n = base, n
+    def __init__(self, base: str, n: int, pooled_only: bool = False, **kw: Any):
+        super().__init__(**kw)
+        self.base, self.n, self.pooled_only = base, n, pooled_only
+        self.handler: Any = None
+        self.idle: list[int] = []
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider.at_idle, signal=signals.spider_idle)
+        return spider
+
+    def at_idle(self) -> None:
+        if self.handler is not None and not self.idle:
+            self.idle.append(self.handler._pool.idle_connections)
 
     async def start(self) -> AsyncIterator[Request]:
         for i in range(self.n):
-            yield Request(f"{self.base}/item/{i}", dont_filter=True)
+            if not self.pooled_only:
+                yield Request(f"{self.base}/item/{i}", dont_filter=True)
             pool = {"sticky_proxy_pool": "listing"}
             yield Request(f"{self.base}/item/{i}/detail", meta=pool)
 
     def parse(self, response: Any) -> dict[str, Any]:
-        return {"key": response.meta["sticky_proxy_key"]}
+        if self.handler is None:
+            scheme = response.url.partition(":")[0]
+            handlers = self.crawler.engine.downloader.handlers
+            self.handler = handlers._get_handler(scheme)
+        is_json = response.url.endswith("/detail")
+        seen = (
+            response.json()["client"]
+            if is_json
+            else response.css("#client::text").get()
+        )
+        return {"key": response.meta["sticky_proxy_key"], "exit": seen}
 
 
+def _exits_by_key(items: list[dict[str, Any]]) -> dict[str, set[str]]:
+    exits: dict[str, set[str]] = {}
+    for item in items:
+        exits.setdefault(item["key"], set()).add(item["exit"])
+    return exits
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
 @deferred_f_from_coro_f
 async def test_url_sessions_do_not_push_out_a_pools_connections(
-    sandbox: Sandbox,
+    pinning_sandbox: Sandbox, scheme: str
 ) -> None:
     """With more URL sessions than STICKY_PROXY_POOL_MAX_IDLE, the idle
     cap used to close the oldest idle connections, which were the pool
     members' (each comes back only after the others' turns): every pool
-    request opened a connection (about 2N in all). URL sessions' idle
-    connections now go first: N + 4, give or take the requests in flight."""
-    n = 60
+    request opened a connection (120 for these 60 pages and 60 pool
+    requests). URL sessions' idle connections now go first: 64, one per URL
+    session and one per member. The cap still holds, and every session
+    keeps one exit on a gateway that pins the exit per connection."""
+    sandbox, n, cap = pinning_sandbox, 60, 6
+    base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
     settings = settings_for(
         sandbox,
         STICKY_PROXY_SESSION_POOL_SIZES={"listing": 4},
-        STICKY_PROXY_POOL_MAX_IDLE=6,
+        STICKY_PROXY_POOL_MAX_IDLE=cap,
         CONCURRENT_REQUESTS=2,
     )
-    result = await crawl(_PagesAndPoolSpider, settings, base=sandbox.site_url, n=n)
-    keys = Counter(item["key"] for item in result.items)
-    assert len(result.items) == 2 * n
-    assert {k: v for k, v in keys.items() if k.startswith("pool:")} == {
-        f"pool:listing#{i}": n // 4 for i in range(4)
-    }
+    spider: list[Any] = []
+    crawler_spider = _keeping(_PagesAndPoolSpider, spider)
+    result = await crawl(crawler_spider, settings, base=base, n=n)
+    exits = _exits_by_key(result.items)
+    assert len(result.items) == 2 * n and len(exits) == n + 4
+    assert all(len(seen) == 1 for seen in exits.values()), exits
+    pooled = Counter(i["key"] for i in result.items if i["key"].startswith("pool:"))
+    assert pooled == {f"pool:listing#{i}": n // 4 for i in range(4)}
     accepted = sandbox.gateway.connections_accepted
     assert accepted <= n + 4 + settings["CONCURRENT_REQUESTS"], accepted
+    assert spider[0].idle and spider[0].idle[0] <= cap
+
+
+@deferred_f_from_coro_f
+async def test_the_cap_holds_for_sessions_not_keyed_by_url(sandbox: Sandbox) -> None:
+    """No URL session idle: over the cap, the oldest idle connection of any
+    session is closed (here a pool of 16 members with 8 kept idle, at 4
+    requests at once: each member whose turn comes back opens a new one,
+    as the start-time warning says)."""
+    settings = settings_for(
+        sandbox,
+        STICKY_PROXY_SESSION_POOL_SIZES={"listing": 16},
+        STICKY_PROXY_POOL_MAX_IDLE=8,
+        CONCURRENT_REQUESTS=4,
+    )
+    spider: list[Any] = []
+    crawler_spider = _keeping(_PagesAndPoolSpider, spider)
+    result = await crawl(
+        crawler_spider, settings, base=sandbox.site_url, n=160, pooled_only=True
+    )
+    assert len(result.items) == 160
+    assert spider[0].idle and spider[0].idle[0] <= 8
+    assert sandbox.gateway.connections_accepted > 100
+
+
+def _keeping(cls: type[Spider], into: list[Any]) -> type[Spider]:
+    """*cls*, whose instance is appended to *into* when the crawler makes it."""
+
+    class Kept(cls):  # type: ignore[valid-type,misc]
+        @classmethod
+        def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+            spider = super().from_crawler(crawler, *args, **kwargs)
+            into.append(spider)
+            return spider
+
+    return Kept
 
 
 def _handler_of(scheme: str, into: list[Any]) -> Any:

@@ -365,34 +365,48 @@ def test_pool_settings_without_a_pool_span_are_said(caplog: pytest.LogCaptureFix
 
 
 @pytest.mark.parametrize(
-    ("pools", "said"),
+    ("pools", "pool", "said"),
     [
         (
             {"STICKY_PROXY_SESSION_POOL": "host", "STICKY_PROXY_SESSION_POOL_SIZE": 9},
-            True,
+            None,
+            "SIZE)",
         ),
-        ({"STICKY_PROXY_SESSION_POOL_SIZES": {"api": 9}}, True),
-        (
-            {"STICKY_PROXY_SESSION_POOL": "host", "STICKY_PROXY_SESSION_POOL_SIZE": 8},
-            False,
-        ),
-        ({"STICKY_PROXY_SESSION_POOL_SIZE": 9}, False),  # no pool by site
+        ({"STICKY_PROXY_SESSION_POOL_SIZES": {"api": 9}}, "api", "SIZES)"),
         (
             {
+                "STICKY_PROXY_SESSION_POOL_SIZE": 9,
                 "STICKY_PROXY_SESSION_POOL_SIZES": {"api": 9},
-                "STICKY_PROXY_POOL_MAX_IDLE": 0,
             },
-            False,
+            "api",
+            "SIZES)",
+        ),
+        ({"STICKY_PROXY_SESSION_POOL_SIZE": 9}, "listing", "SIZE)"),  # named in meta
+        ({"STICKY_PROXY_POOL_MAX_IDLE": 4}, "listing", "SIZE)"),  # the default 8
+        (
+            {"STICKY_PROXY_SESSION_POOL": "host", "STICKY_PROXY_SESSION_POOL_SIZE": 8},
+            None,
+            None,
+        ),
+        ({"STICKY_PROXY_SESSION_POOL_SIZES": {"api": 9}}, "listing", None),
+        (
+            {"STICKY_PROXY_SESSION_POOL_SIZE": 9, "STICKY_PROXY_POOL_MAX_IDLE": 0},
+            "listing",
+            None,
         ),
     ],
 )
 def test_a_pool_larger_than_the_idle_cap_is_said(
-    caplog: pytest.LogCaptureFixture, pools: dict[str, Any], said: bool
+    caplog: pytest.LogCaptureFixture,
+    pools: dict[str, Any],
+    pool: str | None,
+    said: str | None,
 ) -> None:
     """Members take turns: with more of them than idle connections kept,
-    each found its connection closed and opened one per request (measured:
-    160 connections for 160 requests, 16 members, a cap of 8, 4 requests
-    at once), unsaid."""
+    those whose turn came back found their connection closed and opened a
+    new one (measured: 160 connections for 160 requests, 16 members, a cap
+    of 8, 4 requests at once), unsaid. Said once, when the pool is first
+    used, with the setting its size came from."""
     settings = {
         **BASE_SETTINGS,
         "STICKY_PROXY_URL": URL,
@@ -401,7 +415,18 @@ def test_a_pool_larger_than_the_idle_cap_is_said(
     }
     crawler = get_crawler(Spider, settings)
     crawler.spider = Spider("pools")
-    StickyProxyMiddleware(crawler)
-    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    expected = "is larger than STICKY_PROXY_POOL_MAX_IDLE = 8"
-    assert any(expected in m for m in warned) is said, warned
+    mw = StickyProxyMiddleware(crawler)
+    meta = {"sticky_proxy_pool": pool} if pool else {}
+    for path in ("a", "b", "c"):
+        mw.pools.key(Request(f"http://shop.example/{path}", meta=dict(meta)))
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if "STICKY_PROXY_POOL_MAX_IDLE =" in r.getMessage()
+    ]
+    if said is None:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and f"(STICKY_PROXY_SESSION_POOL_{said}" in warned[0], (
+            warned
+        )

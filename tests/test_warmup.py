@@ -302,6 +302,28 @@ async def test_warmups_that_keep_failing_close_the_spider(
 
 
 @deferred_f_from_coro_f
+async def test_a_failed_warmups_connection_is_closed(sandbox: Sandbox) -> None:
+    """A failed warm-up burns its session, which never sends again: the
+    handler closes the idle connection it went through (session_burned)."""
+    sandbox.site.ban_rule = warmup_required()
+    settings = warmup_settings(
+        sandbox,
+        STICKY_PROXY_WARMUP_CHECK="tests.test_warmup.never",
+        STICKY_PROXY_WARMUP_MAX_FAILURES=2,
+    )
+    closed: list[int] = []
+
+    def at_close(spider: Any) -> None:
+        handlers = spider.crawler.engine.downloader.handlers
+        closed.append(handlers._get_handler("http")._pool.closed_burned)
+
+    spider = hooked(signals.spider_closed, at_close)
+    result = await crawl_within(30, spider, settings, base=sandbox.site_url, n=3)
+    assert result.stats["sticky_proxy/warmup/failed"] == 2
+    assert closed == [2]
+
+
+@deferred_f_from_coro_f
 async def test_an_outage_during_warmups_burns_no_session(sandbox: Sandbox) -> None:
     # The gateway refuses connections for 1.2 s once two items are in: every
     # request the gate lets through meanwhile is a cold session's warm-up
