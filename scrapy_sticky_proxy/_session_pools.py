@@ -184,7 +184,7 @@ class Pools:
             "and open a new one (a round trip to the provider, a TLS handshake "
             "for https sites). Raise STICKY_PROXY_POOL_MAX_IDLE to at least the "
             "members of the pools you crawl at once",
-            self._redact(shown(name)),
+            shown(self._redact(name)),
             size,
             "STICKY_PROXY_SESSION_POOL_SIZES"
             if name in policy.sizes

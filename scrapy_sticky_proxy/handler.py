@@ -22,8 +22,11 @@ This handler changes six things and nothing else:
   comes back once its page and follow-ups are fetched), then the oldest of
   any: a pool's members, which come back in turn, keep theirs while the
   sessions not keyed by URL fit under the cap;
-* a burned session's idle connection is closed at once (``session_burned``):
-  the session never sends again;
+* a burned session's idle connections are closed at the ban
+  (``session_burned``): the session never sends again. The sessions of a
+  proxy whose credentials do not carry the session id (a static proxy with
+  one login) all send one header: its connections are everyone's, so they
+  take no turns, count as no URL session's and are not closed at a ban;
 * a CONNECT tunnel whose connection the proxy closes before answering fails
   at once (:class:`._tunnels.FailFastTunnel`) instead of at DOWNLOAD_TIMEOUT;
 * an https:// request through an https:// proxy, which Scrapy cannot send
@@ -49,20 +52,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.utils.httpobj import urlparse_cached
-from twisted.internet.abstract import isIPAddress
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
-from twisted.web.client import HTTPConnectionPool
 
+from . import _meta as M
 from ._connections import SessionTurns, session_burned
-from ._tunnels import FailFastTunnel, refuse_tls_in_tls
+from ._pool import SESSION, SessionKeyedPool, Use
+from ._tunnels import refuse_tls_in_tls
 from .config import for_crawler
-from .config.connections import DEFAULT_POOL_MAX_IDLE
+from .ledger import sticky_middleware
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -70,129 +71,9 @@ if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.http import Response
-    from twisted.internet.interfaces import IStreamClientEndpoint
 
 
-class _Use:
-    """The session of the request being sent, and the pool key its
-    connection was taken under (written by the pool)."""
-
-    __slots__ = ("digest", "pool_key", "url_keyed")
-
-    def __init__(self, digest: bytes, url_keyed: bool):
-        self.digest = digest
-        self.url_keyed = url_keyed
-        self.pool_key: Hashable | None = None
-
-
-_SESSION: ContextVar[_Use | None] = ContextVar("sticky_proxy_session", default=None)
-_KEY_ATTR = "_sticky_proxy_pool_key"
-_URL_KEYED = object()  # ends the pool key of a URL session's connections
-_URL_PERSON = b"url"  # BLAKE2b's personalisation of a URL session's digest
-
-
-class _Idle(dict[Any, Any]):
-    """The pool's ``_timeouts`` (each idle connection -> its timeout call, in
-    the order they went idle), which also keeps the idle connections of URL
-    sessions, in that order: Twisted deletes a connection from it whenever
-    the connection stops being idle (reused, timed out, dropped, closed)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.url_keyed: dict[Any, None] = {}
-
-    def __delitem__(self, connection: Any) -> None:
-        super().__delitem__(connection)
-        self.url_keyed.pop(connection, None)
-
-
-class SessionKeyedPool(HTTPConnectionPool):
-    """A Twisted connection pool that separates proxy sessions and caps idle
-    connections."""
-
-    def __init__(
-        self,
-        reactor: Any,
-        persistent: bool = True,
-        max_idle: int = DEFAULT_POOL_MAX_IDLE,
-    ):
-        super().__init__(reactor, persistent)
-        self.max_idle = max_idle
-        self._timeouts: _Idle = _Idle()
-        self.closed_burned = 0  # idle connections closed by close_idle()
-
-    def getConnection(self, key: Hashable, endpoint: IStreamClientEndpoint) -> Any:
-        use = _SESSION.get()
-        if use is not None:
-            key = (*key, use.digest)  # type: ignore[misc]
-            if use.url_keyed:
-                key = (*key, _URL_KEYED)
-            use.pool_key = key
-            if not self._connections.get(key):  # only a new one connects
-                endpoint = _address_endpoint(endpoint)
-        if hasattr(endpoint, "requestTunnel"):  # a CONNECT tunnel to a proxy
-            endpoint = cast("IStreamClientEndpoint", FailFastTunnel(endpoint))
-        result = super().getConnection(key, endpoint)
-        if not self._connections.get(key):
-            self._connections.pop(key, None)
-        return result
-
-    def _putConnection(self, key: Hashable, connection: Any) -> None:
-        super()._putConnection(key, connection)
-        idle = self._timeouts
-        if connection not in idle:
-            return
-        setattr(connection, _KEY_ATTR, key)
-        # Twisted makes _timeouts a plain dict when it closes the pool.
-        url_keyed: dict[Any, None] = getattr(idle, "url_keyed", {})
-        if isinstance(key, tuple) and key[-1] is _URL_KEYED:
-            url_keyed[connection] = None
-        while len(idle) > self.max_idle:
-            oldest = next(iter(url_keyed or idle))
-            idle[oldest].cancel()
-            self._removeConnection(getattr(oldest, _KEY_ATTR), oldest)
-
-    def _removeConnection(self, key: Hashable, connection: Any) -> None:
-        super()._removeConnection(key, connection)
-        if not self._connections.get(key):
-            self._connections.pop(key, None)
-
-    def close_idle(self, key: Hashable) -> None:
-        """Close the idle connections kept under *key* (those of a burned
-        session); a connection in use is not idle, and not closed."""
-        for connection in list(self._connections.get(key, ())):
-            self._timeouts[connection].cancel()
-            self._removeConnection(key, connection)
-            self.closed_burned += 1
-
-    def has_idle(self, key: Hashable | None) -> bool:
-        return key is not None and bool(self._connections.get(key))
-
-    @property
-    def idle_connections(self) -> int:
-        return len(self._timeouts)
-
-    @property
-    def pool_keys(self) -> int:
-        return len(self._connections)
-
-
-def _address_endpoint(endpoint: IStreamClientEndpoint) -> IStreamClientEndpoint:
-    """A TCP4ClientEndpoint with the same host, port, timeout and bind address
-    when *endpoint* is a HostnameEndpoint for an IPv4 address; else
-    *endpoint* itself (names still need resolving, IPv6 stays as it was)."""
-    if type(endpoint) is not HostnameEndpoint:
-        return endpoint
-    try:
-        host = endpoint._hostText
-        port, timeout = endpoint._port, endpoint._timeout
-        reactor, bind = endpoint._reactor, endpoint._bindAddress
-    except AttributeError:  # another Twisted: keep its endpoint
-        return endpoint
-    if not isIPAddress(host):
-        return endpoint
-    direct = TCP4ClientEndpoint(reactor, host, port, timeout=timeout, bindAddress=bind)
-    return cast("IStreamClientEndpoint", direct)
+_UNSET = object()
 
 
 class StickyProxyDownloadHandler(HTTP11DownloadHandler):
@@ -220,10 +101,12 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         pool.maxPersistentPerHost = old.maxPersistentPerHost
         pool._factory = old._factory
         self._pool = pool
-        # The pool key each request's session used, while the request lives:
-        # a burned session's idle connection is closed (session_burned).
-        self._pool_keys: WeakKeyDictionary[Request, Hashable] = WeakKeyDictionary()
+        # The digest of each request's session, while the request lives (not
+        # its header): a burned session's idle connections are closed.
+        self._digests: WeakKeyDictionary[Request, bytes] = WeakKeyDictionary()
         crawler.signals.connect(self._burned, signal=session_burned)
+        self._router: Any = _UNSET  # StickyProxyMiddleware's, once asked
+        self._own_logins: dict[str, bool] = {}  # route -> _own_login()
 
     async def close(self) -> None:
         if self.turns is not None:
@@ -237,34 +120,52 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         auth = request.headers.get(b"Proxy-Authorization")
         if not auth or not proxy:
             return await super().download_request(request)
-        url_keyed = _is_url(request.meta.get("sticky_proxy_key"))
-        # Sessions keyed by URL and others never share a connection or a
-        # turn, even with one header for all (a proxy URL without {session}):
-        # a connection's kind, for the idle cap, is its session's.
-        person = _URL_PERSON if url_keyed else b""
-        digest = hashlib.blake2b(auth, digest_size=8, person=person).digest()
+        digest = hashlib.blake2b(auth, digest_size=8).digest()
+        meta = request.meta
+        own = self._own_login(meta.get(M.ROUTE))
+        # One login for every session: its connections are everyone's.
+        url_keyed = own and _is_url(meta.get("sticky_proxy_key"))
         turns, key = self.turns, None
-        if turns is not None:
+        if turns is not None and own:
             key = _connection_key(request, str(proxy), digest)
             timeout = _seconds(request.meta.get("download_timeout"))
             if not await turns.take(key, timeout or self._download_timeout):
                 key = None
-        use = _Use(digest, url_keyed)
-        token = _SESSION.set(use)
+        use = Use(digest, url_keyed)
+        token = SESSION.set(use)
         try:
             return await super().download_request(request)
         finally:
-            _SESSION.reset(token)
-            if use.pool_key is not None:
-                self._pool_keys[request] = use.pool_key
+            SESSION.reset(token)
+            if own and use.pool_key is not None:
+                self._digests[request] = digest
             if key is not None:
                 reused = self._pool.has_idle(use.pool_key)  # type: ignore[attr-defined]
                 turns.give_back(key, reused)  # type: ignore[union-attr]
 
     def _burned(self, request: Request) -> None:
-        key = self._pool_keys.pop(request, None)
-        if key is not None:
-            self._pool.close_idle(key)  # type: ignore[attr-defined]
+        digest = self._digests.pop(request, None)
+        if digest is not None:
+            self._pool.close_session(digest)  # type: ignore[attr-defined]
+
+    def _own_login(self, route: object) -> bool:
+        """Whether the credentials of *route* carry the session id, so that
+        its header, hence its connections, are one session's: not a static
+        proxy with one login for every session, whose sessions must neither
+        take turns on one connection nor lose it to another's ban. A route
+        that is not ours (a header set by hand) counts as one session's."""
+        if not isinstance(route, str):
+            return True
+        own = self._own_logins.get(route)
+        if own is None:
+            if self._router is _UNSET:
+                owner = sticky_middleware(self._crawler)
+                self._router = None if owner is None else owner.router
+            router = self._router
+            if router is None or not router.knows(route):
+                return True  # not cached: a crafted route would grow the dict
+            own = self._own_logins[route] = router.template(route).has_session
+        return own
 
 
 def _is_url(key: object) -> bool:

@@ -4,6 +4,7 @@ on its keep-alive connection (or tunnel) instead of opening one each."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from scrapy_sticky_proxy._connections import SessionTurns
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 
 from .conftest import BASE_SETTINGS, crawl
-from .spiders import ItemsSpider, hooked
+from .spiders import ItemsSpider, hooked, item_of
 from .test_crawl import exits_by_item, settings_for
 
 ITEMS = 100
@@ -105,8 +106,53 @@ async def test_a_burned_sessions_idle_connection_is_closed(
     result = await crawl(Spider, settings_for(sandbox), base=base, n=50, follow=False)
     bans = result.stats.get("sticky_proxy/bans", 0)
     assert bans > 0 and len(result.items) == 50
-    assert handlers[0]._pool.closed_burned == bans
     assert idle == [50]
+    assert handlers[0]._pool.closed_burned == bans
+
+
+class _FirstVisitBanned:
+    """The first request of each path of every fifth item is answered 403:
+    a challenge of the request, whatever the exit."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()  # the site answers on its own thread
+
+    def __call__(self, client_ip: str, path: str) -> str | None:
+        item = item_of(path)
+        if item is None or item % 5:
+            return None
+        with self.lock:
+            if path in self.seen:
+                return None
+            self.seen.add(path)
+        return "403"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@deferred_f_from_coro_f
+async def test_a_static_proxy_with_one_login_is_every_sessions(
+    sandbox: Sandbox, scheme: str
+) -> None:
+    """STICKY_PROXY_LIST with user:password and no {session}: every session
+    sends the same header, so its connections are everyone's. Sessions used
+    to take turns on one connection (one request at a time through the
+    proxy: almost every request waited), and a ban closed the idle
+    connections all sessions shared. Now they take no turns and lose no
+    connection to a ban: a few connections, as Scrapy's own handler opens."""
+    sandbox.site.ban_rule = _FirstVisitBanned()
+    base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
+    handlers: list[Any] = []
+    spider = hooked(signals.response_received, _handler_of(scheme, handlers))
+    settings = {"STICKY_PROXY_LIST": [sandbox.gateway_url]}
+    result = await crawl(spider, settings, base=base, n=50)
+    assert len(result.items) == 200
+    assert result.stats["sticky_proxy/bans"] >= 10
+    handler = handlers[0]
+    assert handler.turns.waited == 0
+    assert handler._pool.closed_burned == 0
+    accepted = sandbox.gateway.connections_accepted
+    assert accepted <= 2 * BASE_SETTINGS["CONCURRENT_REQUESTS"], accepted  # 32 seen
 
 
 class _PagesAndPoolSpider(Spider):

@@ -430,3 +430,25 @@ def test_a_pool_larger_than_the_idle_cap_is_said(
         assert len(warned) == 1 and f"(STICKY_PROXY_SESSION_POOL_{said}" in warned[0], (
             warned
         )
+        assert warned[0].startswith(f"Session pool '{pool or 'shop.example'}' has ")
+
+
+def test_the_idle_cap_warning_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """One pool per host, each too large: one warning, not one per host."""
+    settings = {
+        **BASE_SETTINGS,
+        "STICKY_PROXY_URL": URL,
+        "STICKY_PROXY_POOL_MAX_IDLE": 8,
+        "STICKY_PROXY_SESSION_POOL": "host",
+        "STICKY_PROXY_SESSION_POOL_SIZE": 9,
+    }
+    crawler = get_crawler(Spider, settings)
+    crawler.spider = Spider("pools")
+    mw = StickyProxyMiddleware(crawler)
+    for host in ("a.example", "b.example", "c.example"):
+        mw.pools.key(Request(f"http://{host}/"))
+    assert len(mw.pools.core) == 3
+    said = [
+        r for r in caplog.records if "STICKY_PROXY_POOL_MAX_IDLE =" in r.getMessage()
+    ]
+    assert len(said) == 1

@@ -1,0 +1,145 @@
+"""The download handler's connection pool: Twisted's, keyed by proxy session
+and with a bounded number of idle connections (see :mod:`.handler`)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, cast
+
+from twisted.internet.abstract import isIPAddress
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
+from twisted.web.client import HTTPConnectionPool
+
+from ._tunnels import FailFastTunnel
+from .config.connections import DEFAULT_POOL_MAX_IDLE
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+    from twisted.internet.interfaces import IStreamClientEndpoint
+
+
+class Use:
+    """The session of the request being sent, and the pool key its
+    connection was taken under (written by the pool)."""
+
+    __slots__ = ("digest", "pool_key", "url_keyed")
+
+    def __init__(self, digest: bytes, url_keyed: bool):
+        self.digest = digest
+        self.url_keyed = url_keyed
+        self.pool_key: Hashable | None = None
+
+
+SESSION: ContextVar[Use | None] = ContextVar("sticky_proxy_session", default=None)
+_KEY_ATTR = "_sticky_proxy_pool_key"
+_URL_KEYED = object()  # ends the pool key of a URL session's connections
+
+
+class _Idle(dict[Any, Any]):
+    """The pool's ``_timeouts`` (each idle connection -> its timeout call, in
+    the order they went idle), which also keeps the idle connections of URL
+    sessions, in that order: Twisted deletes a connection from it whenever
+    the connection stops being idle (reused, timed out, dropped, closed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url_keyed: dict[Any, None] = {}
+
+    def __delitem__(self, connection: Any) -> None:
+        super().__delitem__(connection)
+        self.url_keyed.pop(connection, None)
+
+
+class SessionKeyedPool(HTTPConnectionPool):
+    """A Twisted connection pool that separates proxy sessions and caps idle
+    connections."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        persistent: bool = True,
+        max_idle: int = DEFAULT_POOL_MAX_IDLE,
+    ):
+        super().__init__(reactor, persistent)
+        self.max_idle = max_idle
+        self._timeouts: _Idle = _Idle()
+        self.closed_burned = 0  # idle connections closed by close_session()
+
+    def getConnection(self, key: Hashable, endpoint: IStreamClientEndpoint) -> Any:
+        use = SESSION.get()
+        if use is not None:
+            key = (*key, use.digest)  # type: ignore[misc]
+            if use.url_keyed:
+                key = (*key, _URL_KEYED)
+            use.pool_key = key
+            if not self._connections.get(key):  # only a new one connects
+                endpoint = _address_endpoint(endpoint)
+        if hasattr(endpoint, "requestTunnel"):  # a CONNECT tunnel to a proxy
+            endpoint = cast("IStreamClientEndpoint", FailFastTunnel(endpoint))
+        result = super().getConnection(key, endpoint)
+        if not self._connections.get(key):
+            self._connections.pop(key, None)
+        return result
+
+    def _putConnection(self, key: Hashable, connection: Any) -> None:
+        super()._putConnection(key, connection)
+        idle = self._timeouts
+        if connection not in idle:
+            return
+        setattr(connection, _KEY_ATTR, key)
+        # Twisted makes _timeouts a plain dict when it closes the pool.
+        url_keyed: dict[Any, None] = getattr(idle, "url_keyed", {})
+        if isinstance(key, tuple) and key[-1] is _URL_KEYED:
+            url_keyed[connection] = None
+        while len(idle) > self.max_idle:
+            oldest = next(iter(url_keyed or idle))
+            idle[oldest].cancel()
+            self._removeConnection(getattr(oldest, _KEY_ATTR), oldest)
+
+    def _removeConnection(self, key: Hashable, connection: Any) -> None:
+        super()._removeConnection(key, connection)
+        if not self._connections.get(key):
+            self._connections.pop(key, None)
+
+    def close_session(self, digest: bytes) -> None:
+        """Close the idle connections of the session whose header has
+        *digest* (a burned one), its tunnels to every host included; a
+        connection in use is not idle, and not closed."""
+        keys = [
+            k for k in self._connections if isinstance(k, tuple) and digest in k[-2:]
+        ]
+        for key in keys:
+            for connection in list(self._connections.get(key, ())):
+                self._timeouts[connection].cancel()
+                self._removeConnection(key, connection)
+                self.closed_burned += 1
+
+    def has_idle(self, key: Hashable | None) -> bool:
+        return key is not None and bool(self._connections.get(key))
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._timeouts)
+
+    @property
+    def pool_keys(self) -> int:
+        return len(self._connections)
+
+
+def _address_endpoint(endpoint: IStreamClientEndpoint) -> IStreamClientEndpoint:
+    """A TCP4ClientEndpoint with the same host, port, timeout and bind address
+    when *endpoint* is a HostnameEndpoint for an IPv4 address; else
+    *endpoint* itself (names still need resolving, IPv6 stays as it was)."""
+    if type(endpoint) is not HostnameEndpoint:
+        return endpoint
+    try:
+        host = endpoint._hostText
+        port, timeout = endpoint._port, endpoint._timeout
+        reactor, bind = endpoint._reactor, endpoint._bindAddress
+    except AttributeError:  # another Twisted: keep its endpoint
+        return endpoint
+    if not isIPAddress(host):
+        return endpoint
+    direct = TCP4ClientEndpoint(reactor, host, port, timeout=timeout, bindAddress=bind)
+    return cast("IStreamClientEndpoint", direct)
