@@ -184,7 +184,7 @@ class Pools:
             "and open a new one (a round trip to the provider, a TLS handshake "
             "for https sites). Raise STICKY_PROXY_POOL_MAX_IDLE to at least the "
             "members of the pools you crawl at once",
-            shown(self._redact(name)),
+            shown(name, redact=self._redact),
             size,
             "STICKY_PROXY_SESSION_POOL_SIZES"
             if name in policy.sizes
@@ -202,7 +202,7 @@ class Pools:
                 "string); the request joins the pool STICKY_PROXY_SESSION_POOL "
                 "gives it, if any. Further bad values are only counted, in %s",
                 M.POOL,
-                self._redact(shown(value)),
+                shown(value, redact=self._redact),
                 self._redact(request.url),
                 STATS + INVALID,
             )

@@ -149,22 +149,29 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
             self._pool.close_session(digest)  # type: ignore[attr-defined]
 
     def _own_login(self, route: object) -> bool:
-        """Whether the credentials of *route* carry the session id, so that
-        its header, hence its connections, are one session's: not a static
-        proxy with one login for every session, whose sessions must neither
-        take turns on one connection nor lose it to another's ban. A route
-        that is not ours (a header set by hand) counts as one session's."""
-        if not isinstance(route, str):
-            return True
-        own = self._own_logins.get(route)
-        if own is None:
-            if self._router is _UNSET:
+        """Whether the request's header is one session's own: its route's
+        credentials carry the session id. Not for a static proxy with one
+        login for every session, nor for a request our middleware does not
+        route (``dont_sticky_proxy``, a proxy of the user's own in meta):
+        their header may be everyone's, so they take no turns and their
+        connections are not closed at a ban, as in Scrapy. Without our
+        middleware (this handler alone), headers are taken as set one per
+        session."""
+        own = self._own_logins.get(route) if isinstance(route, str) else None
+        if own is not None:
+            return own
+        if self._router is _UNSET:
+            try:
                 owner = sticky_middleware(self._crawler)
-                self._router = None if owner is None else owner.router
-            router = self._router
-            if router is None or not router.knows(route):
-                return True  # not cached: a crafted route would grow the dict
-            own = self._own_logins[route] = router.template(route).has_session
+            except RuntimeError:  # no engine yet: ask again later
+                return True
+            self._router = None if owner is None else owner.router
+        router = self._router
+        if router is None:
+            return True
+        if not isinstance(route, str) or not router.knows(route):
+            return False  # not cached: a crafted route would grow the dict
+        own = self._own_logins[route] = router.template(route).has_session
         return own
 
 

@@ -155,6 +155,50 @@ async def test_a_static_proxy_with_one_login_is_every_sessions(
     assert accepted <= 2 * BASE_SETTINGS["CONCURRENT_REQUESTS"], accepted  # 32 seen
 
 
+class _OwnProxySpider(Spider):
+    """Pages through a proxy of the spider's own, login included, in meta:
+    requests the middleware leaves alone."""
+
+    name = "own_proxy"
+
+    def __init__(self, base: str, proxy: str, n: int, **kw: Any):
+        super().__init__(**kw)
+        self.base, self.proxy, self.n = base, proxy, n
+        self.handler: Any = None
+
+    async def start(self) -> AsyncIterator[Request]:
+        for i in range(self.n):
+            yield Request(f"{self.base}/item/{i}", meta={"proxy": self.proxy})
+
+    def parse(self, response: Any) -> dict[str, Any]:
+        if self.handler is None:
+            scheme = response.url.partition(":")[0]
+            self.handler = self.crawler.engine.downloader.handlers._get_handler(scheme)
+        return {"url": response.url}
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@deferred_f_from_coro_f
+async def test_a_proxy_of_the_spiders_own_takes_no_turns(
+    sandbox: Sandbox, scheme: str
+) -> None:
+    """``meta["proxy"]`` with a login, set by the spider: not routed, no
+    session, one header for every request. They used to take turns on one
+    connection (199 of 200 requests waited, 1 connection); now they go as
+    in Scrapy."""
+    base = sandbox.site_url if scheme == "http" else sandbox.site_https_url
+    spiders: list[Any] = []
+    spider = _keeping(_OwnProxySpider, spiders)
+    result = await crawl(
+        spider, settings_for(sandbox), base=base, proxy=sandbox.gateway_url, n=100
+    )
+    assert len(result.items) == 100
+    assert result.stats["sticky_proxy/user_proxy"] == 100  # none routed by us
+    assert spiders[0].handler.turns.waited == 0
+    accepted = sandbox.gateway.connections_accepted
+    assert accepted <= 2 * BASE_SETTINGS["CONCURRENT_REQUESTS"], accepted
+
+
 class _PagesAndPoolSpider(Spider):
     """Each item page on its own URL session, each page followed by a
     request of the pool ``listing`` (sessions ``pool:listing#0`` .. ``#3``,

@@ -452,3 +452,23 @@ def test_the_idle_cap_warning_is_said_once(caplog: pytest.LogCaptureFixture) -> 
         r for r in caplog.records if "STICKY_PROXY_POOL_MAX_IDLE =" in r.getMessage()
     ]
     assert len(said) == 1
+
+
+def test_a_password_in_a_pool_name_is_redacted_before_it_is_cut(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Names are shortened for the log; shortened first, a password past
+    the cut was no longer found whole, and its first characters were logged."""
+    settings = {
+        **BASE_SETTINGS,
+        "STICKY_PROXY_URL": URL,
+        "STICKY_PROXY_POOL_MAX_IDLE": 4,
+    }
+    crawler = get_crawler(Spider, settings)
+    crawler.spider = Spider("pools")
+    mw = StickyProxyMiddleware(crawler)
+    name = "x" * 30 + "s3cret-pw"
+    for value in (name, [name]):  # a pool larger than the cap; a bad value
+        mw.pools.key(Request("http://shop.example/", meta={"sticky_proxy_pool": value}))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert text.count("***") == 2 and "s3c" not in text, text

@@ -176,12 +176,12 @@ def figure(number: float) -> str:
     return f"{number:g}"
 
 
-def shown(value: object, limit: int = 40) -> str:
+def shown(value: object, limit: int = 40, redact: Any = None) -> str:
     """A short repr of an untrusted value, for messages (a huge int has no
-    repr beyond 4300 digits)."""
+    repr beyond 4300 digits); *redact* (str -> str) runs before the cut."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 10**15:
         return f"a number of {value.bit_length()} bits"
-    text = repr(value)
+    text = repr(value) if redact is None else redact(repr(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -289,7 +289,7 @@ def meta_count(
             "%d; using %d, the setting's value. Further bad values are only "
             "counted, in %s",
             name,
-            redact(shown(value)),
+            shown(value, redact=redact),
             redact(request.url),
             maximum,
             default,
