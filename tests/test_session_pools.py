@@ -353,9 +353,7 @@ def test_pool_settings_without_a_pool_span_are_said(caplog: pytest.LogCaptureFix
     }
     for span, said in ((None, True), ("host", False)):
         caplog.clear()
-        crawler = get_crawler(Spider, {**settings, "STICKY_PROXY_SESSION_POOL": span})
-        crawler.spider = Spider("pools")
-        StickyProxyMiddleware(crawler)
+        _middleware({**settings, "STICKY_PROXY_SESSION_POOL": span})
         warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         expected = (
             "STICKY_PROXY_SESSION_POOL_SIZE, STICKY_PROXY_SESSION_SLOTS set, but "
@@ -413,9 +411,7 @@ def test_a_pool_larger_than_the_idle_cap_is_said(
         "STICKY_PROXY_POOL_MAX_IDLE": 8,
         **pools,
     }
-    crawler = get_crawler(Spider, settings)
-    crawler.spider = Spider("pools")
-    mw = StickyProxyMiddleware(crawler)
+    mw = _middleware(settings)
     meta = {"sticky_proxy_pool": pool} if pool else {}
     for path in ("a", "b", "c"):
         mw.pools.key(Request(f"http://shop.example/{path}", meta=dict(meta)))
@@ -442,9 +438,7 @@ def test_the_idle_cap_warning_is_said_once(caplog: pytest.LogCaptureFixture) -> 
         "STICKY_PROXY_SESSION_POOL": "host",
         "STICKY_PROXY_SESSION_POOL_SIZE": 9,
     }
-    crawler = get_crawler(Spider, settings)
-    crawler.spider = Spider("pools")
-    mw = StickyProxyMiddleware(crawler)
+    mw = _middleware(settings)
     for host in ("a.example", "b.example", "c.example"):
         mw.pools.key(Request(f"http://{host}/"))
     assert len(mw.pools.core) == 3
@@ -464,11 +458,16 @@ def test_a_password_in_a_pool_name_is_redacted_before_it_is_cut(
         "STICKY_PROXY_URL": URL,
         "STICKY_PROXY_POOL_MAX_IDLE": 4,
     }
-    crawler = get_crawler(Spider, settings)
-    crawler.spider = Spider("pools")
-    mw = StickyProxyMiddleware(crawler)
+    mw = _middleware(settings)
     name = "x" * 30 + "s3cret-pw"
     for value in (name, [name]):  # a pool larger than the cap; a bad value
         mw.pools.key(Request("http://shop.example/", meta={"sticky_proxy_pool": value}))
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert text.count("***") == 2 and "s3c" not in text, text
+
+
+def _middleware(settings: dict[str, Any]) -> StickyProxyMiddleware:
+    """The middleware of a crawler with *settings*, outside a crawl."""
+    crawler = get_crawler(Spider, settings)
+    crawler.spider = Spider("pools")
+    return StickyProxyMiddleware(crawler)
