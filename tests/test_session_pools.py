@@ -10,7 +10,7 @@ import tracemalloc
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from scrapy import Request, Spider, signals
@@ -471,3 +471,29 @@ def _middleware(settings: dict[str, Any]) -> StickyProxyMiddleware:
     crawler = get_crawler(Spider, settings)
     crawler.spider = Spider("pools")
     return StickyProxyMiddleware(crawler)
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["back\\slash-pw", 'it\'s-"quoted"-pw', "tab\there-pw", "new\nline-pw"],
+    ids=["backslash", "both-quotes", "tab", "newline"],
+)
+def test_a_password_escaped_in_a_repr_is_redacted(
+    caplog: pytest.LogCaptureFixture, password: str
+) -> None:
+    """A bad meta value is shown by its repr, which escapes a backslash, a
+    quote or a control character: the password as written in the settings
+    was not found there, and was logged in its escaped form."""
+    url = f"http://user-{{session}}:{quote(password, safe='')}@gw.example:8000"
+    settings = {
+        **BASE_SETTINGS,
+        "STICKY_PROXY_URL": url,
+        "STICKY_PROXY_POOL_MAX_IDLE": 4,
+    }
+    # a pool larger than the cap (said once), then two bad values (one each)
+    for value in (password, [password], {"pw": password}):
+        meta = {"sticky_proxy_pool": value}
+        _middleware(settings).pools.key(Request("http://shop.example/", meta=meta))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert text.count("***") == 3, text
+    assert "-pw" not in text and "here" not in text and "line" not in text, text

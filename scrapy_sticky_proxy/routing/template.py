@@ -37,7 +37,7 @@ from .providers import (
     lifetime_text,
     place_session,
 )
-from .proxyurl import Fail, split_proxy_url
+from .proxyurl import Fail, secret_forms, split_proxy_url
 
 PLACEHOLDERS = (SESSION, LIFETIME, LOCATION)
 _TOKEN_RE = re.compile(r"\{([^{}]*)\}")
@@ -53,7 +53,7 @@ class ProxyTemplate:
 
     *password* is the user's secret in unquoted form (for a password holding
     placeholders, its literal text before the first one), ``None`` when there
-    is none; :attr:`secrets` and :meth:`redact` also cover its escaped form.
+    is none; :attr:`secrets` and :meth:`redact` also cover its escaped forms.
     ``repr()`` and ``str()`` never show credentials. *places* are where
     its URL writes a location (empty: it cannot, and *no_location* says why).
     """
@@ -234,7 +234,7 @@ class ProxyTemplate:
             provider=spec.name,
             id_rules=spec.id_rules,
             segments=segments,
-            secrets=tuple(dict.fromkeys(s for s in (escaped, password) if s)),
+            secrets=secret_forms(escaped, password),
             places=spec.places if located else (),
             no_location=no_location,
             userinfo=userinfo if located else "",
