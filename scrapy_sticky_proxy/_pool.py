@@ -21,19 +21,21 @@ if TYPE_CHECKING:
 
 class Use:
     """The session of the request being sent, and the pool key its
-    connection was taken under (written by the pool)."""
+    connection was taken under (written by the pool). *kind* is
+    :data:`URL_KEYED` for a session keyed by URL, a session pool's name
+    for one of its members, else None."""
 
-    __slots__ = ("digest", "pool_key", "url_keyed")
+    __slots__ = ("digest", "kind", "pool_key")
 
-    def __init__(self, digest: bytes, url_keyed: bool):
+    def __init__(self, digest: bytes, kind: object = None):
         self.digest = digest
-        self.url_keyed = url_keyed
+        self.kind = kind
         self.pool_key: Hashable | None = None
 
 
 SESSION: ContextVar[Use | None] = ContextVar("sticky_proxy_session", default=None)
 _KEY_ATTR = "_sticky_proxy_pool_key"
-_URL_KEYED = object()  # ends the pool key of a URL session's connections
+URL_KEYED = object()  # ends the pool key of a URL session's connections
 
 
 class _Idle(dict[Any, Any]):
@@ -70,8 +72,8 @@ class SessionKeyedPool(HTTPConnectionPool):
         use = SESSION.get()
         if use is not None:
             key = (*key, use.digest)  # type: ignore[misc]
-            if use.url_keyed:
-                key = (*key, _URL_KEYED)
+            if use.kind is not None:
+                key = (*key, use.kind)
             use.pool_key = key
             if not self._connections.get(key):  # only a new one connects
                 endpoint = _address_endpoint(endpoint)
@@ -90,12 +92,21 @@ class SessionKeyedPool(HTTPConnectionPool):
         setattr(connection, _KEY_ATTR, key)
         # Twisted makes _timeouts a plain dict when it closes the pool.
         url_keyed: dict[Any, None] = getattr(idle, "url_keyed", {})
-        if isinstance(key, tuple) and key[-1] is _URL_KEYED:
+        kind = key[-1] if isinstance(key, tuple) else None
+        if kind is URL_KEYED:
             url_keyed[connection] = None
         while len(idle) > self.max_idle:
-            oldest = next(iter(url_keyed or idle))
-            idle[oldest].cancel()
-            self._removeConnection(getattr(oldest, _KEY_ATTR), oldest)
+            victim = next(iter(url_keyed or idle))
+            if (
+                isinstance(kind, str)
+                and _kind(victim) == kind
+                and victim is not connection
+            ):
+                # Members come back in turn, the oldest first: a pool with
+                # more members than are kept keeps the older ones' instead.
+                victim = connection
+            idle[victim].cancel()
+            self._removeConnection(getattr(victim, _KEY_ATTR), victim)
 
     def _removeConnection(self, key: Hashable, connection: Any) -> None:
         super()._removeConnection(key, connection)
@@ -125,6 +136,11 @@ class SessionKeyedPool(HTTPConnectionPool):
     @property
     def pool_keys(self) -> int:
         return len(self._connections)
+
+
+def _kind(connection: Any) -> object:
+    key = getattr(connection, _KEY_ATTR, None)
+    return key[-1] if isinstance(key, tuple) else None
 
 
 def _address_endpoint(endpoint: IStreamClientEndpoint) -> IStreamClientEndpoint:

@@ -179,11 +179,11 @@ class Pools:
         self._cap_said = True
         logger.warning(
             "Session pool %s has %d members (%s) but the download handler keeps "
-            "at most STICKY_PROXY_POOL_MAX_IDLE = %d idle connections: while more "
-            "are idle, members whose turn comes back find their connection closed "
-            "and open a new one (a round trip to the provider, a TLS handshake "
-            "for https sites). Raise STICKY_PROXY_POOL_MAX_IDLE to at least the "
-            "members of the pools you crawl at once",
+            "at most STICKY_PROXY_POOL_MAX_IDLE = %d idle connections: the members "
+            "past the cap open a new connection at each of their turns (a round "
+            "trip to the provider, a TLS handshake for https sites). Raise "
+            "STICKY_PROXY_POOL_MAX_IDLE to at least the members of the pools you "
+            "crawl at once",
             shown(name, redact=self._redact),
             size,
             "STICKY_PROXY_SESSION_POOL_SIZES"

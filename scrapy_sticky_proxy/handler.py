@@ -21,7 +21,10 @@ This handler changes six things and nothing else:
   oldest idle connection of a URL session goes first (such a session rarely
   comes back once its page and follow-ups are fetched), then the oldest of
   any: a pool's members, which come back in turn, keep theirs while the
-  sessions not keyed by URL fit under the cap;
+  sessions not keyed by URL fit under the cap. When the oldest is a member
+  of the pool whose connection just went idle, that newest one is closed
+  instead: the pool has more members than are kept, and the older ones'
+  turns come first;
 * a burned session's idle connections are closed at the ban
   (``session_burned``): the session never sends again. The sessions of a
   proxy whose credentials do not carry the session id (a static proxy with
@@ -60,10 +63,11 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from . import _meta as M
 from ._connections import SessionTurns, session_burned
-from ._pool import SESSION, SessionKeyedPool, Use
+from ._pool import SESSION, URL_KEYED, SessionKeyedPool, Use
 from ._tunnels import refuse_tls_in_tls
 from .config import for_crawler
 from .ledger import sticky_middleware
+from .routing.session_pools import PREFIX as POOL_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -124,14 +128,14 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         meta = request.meta
         own = self._own_login(meta.get(M.ROUTE))
         # One login for every session: its connections are everyone's.
-        url_keyed = own and _is_url(meta.get("sticky_proxy_key"))
+        kind = _kind(meta.get(M.KEY)) if own else None
         turns, key = self.turns, None
         if turns is not None and own:
             key = _connection_key(request, str(proxy), digest)
             timeout = _seconds(request.meta.get("download_timeout"))
             if not await turns.take(key, timeout or self._download_timeout):
                 key = None
-        use = Use(digest, url_keyed)
+        use = Use(digest, kind)
         token = SESSION.set(use)
         try:
             return await super().download_request(request)
@@ -175,10 +179,17 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         return own
 
 
-def _is_url(key: object) -> bool:
-    """Whether a session key is a URL (the default key: one session per
-    page), not a pool member's, a site's or a key of the spider's own."""
-    return isinstance(key, str) and key[:8].lower().startswith(("http://", "https://"))
+def _kind(key: object) -> object:
+    """URL_KEYED for a session key that is a URL (the default key: one
+    session per page), the pool's name for a session pool member's key
+    (``pool:<name>#<i>``), else None (a site's, a key of the spider's own)."""
+    if not isinstance(key, str):
+        return None
+    if key[:8].lower().startswith(("http://", "https://")):
+        return URL_KEYED
+    if key.startswith(POOL_PREFIX) and "#" in key:
+        return key[len(POOL_PREFIX) : key.rindex("#")]
+    return None
 
 
 def _seconds(value: object) -> float | None:

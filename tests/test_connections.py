@@ -207,9 +207,17 @@ class _PagesAndPoolSpider(Spider):
 
     name = "pages_and_pool"
 
-    def __init__(self, base: str, n: int, pooled_only: bool = False, **kw: Any):
+    def __init__(
+        self,
+        base: str,
+        n: int,
+        pooled_only: bool = False,
+        pools: tuple[str, ...] = ("listing",),
+        **kw: Any,
+    ):
         super().__init__(**kw)
         self.base, self.n, self.pooled_only = base, n, pooled_only
+        self.pools = pools  # in blocks: the first n / len(pools) go to the first
         self.handler: Any = None
         self.idle: list[int] = []
 
@@ -227,7 +235,7 @@ class _PagesAndPoolSpider(Spider):
         for i in range(self.n):
             if not self.pooled_only:
                 yield Request(f"{self.base}/item/{i}", dont_filter=True)
-            pool = {"sticky_proxy_pool": "listing"}
+            pool = {"sticky_proxy_pool": self.pools[i * len(self.pools) // self.n]}
             yield Request(f"{self.base}/item/{i}/detail", meta=pool)
 
     def parse(self, response: Any) -> dict[str, Any]:
@@ -285,25 +293,62 @@ async def test_url_sessions_do_not_push_out_a_pools_connections(
 
 
 @deferred_f_from_coro_f
-async def test_the_cap_holds_for_sessions_not_keyed_by_url(sandbox: Sandbox) -> None:
+async def test_a_pool_larger_than_the_cap_keeps_what_it_can(
+    pinning_sandbox: Sandbox,
+) -> None:
     """No URL session idle: over the cap, the oldest idle connection of any
-    session is closed (here a pool of 16 members with 8 kept idle, at 4
-    requests at once: each member whose turn comes back opens a new one,
-    as the start-time warning says)."""
+    session was closed. A pool of 16 members with 8 kept idle, at 4
+    requests at once, then lost every connection before its member's turn
+    came back: 160 connections for 160 requests. The pool's newest now goes
+    instead, so the older members keep theirs: at most 16 for the first
+    turn, then one in two (and the requests in flight). The cap still
+    holds, and every member keeps one exit."""
+    sandbox, n, members, cap = pinning_sandbox, 160, 16, 8
     settings = settings_for(
         sandbox,
-        STICKY_PROXY_SESSION_POOL_SIZES={"listing": 16},
-        STICKY_PROXY_POOL_MAX_IDLE=8,
+        STICKY_PROXY_SESSION_POOL_SIZES={"listing": members},
+        STICKY_PROXY_POOL_MAX_IDLE=cap,
         CONCURRENT_REQUESTS=4,
     )
     spider: list[Any] = []
     crawler_spider = _keeping(_PagesAndPoolSpider, spider)
     result = await crawl(
-        crawler_spider, settings, base=sandbox.site_url, n=160, pooled_only=True
+        crawler_spider, settings, base=sandbox.site_url, n=n, pooled_only=True
     )
-    assert len(result.items) == 160
-    assert spider[0].idle and spider[0].idle[0] <= 8
-    assert sandbox.gateway.connections_accepted > 100
+    assert len(result.items) == n
+    exits = _exits_by_key(result.items)
+    assert len(exits) == members and all(len(e) == 1 for e in exits.values()), exits
+    assert spider[0].idle and spider[0].idle[0] <= cap
+    bound = members + (n - members) * (members - cap) // members + 4
+    assert sandbox.gateway.connections_accepted <= bound, bound
+
+
+@deferred_f_from_coro_f
+async def test_a_pool_done_with_gives_way_to_the_next(sandbox: Sandbox) -> None:
+    """Over the cap, a pool's newest connection is closed only when the
+    oldest is its own pool's: the members of a pool crawled earlier go
+    first, so the next pool keeps all of its members' connections."""
+    n, members, cap = 120, 6, 8
+    settings = settings_for(
+        sandbox,
+        STICKY_PROXY_SESSION_POOL_SIZES={"a": members, "b": members},
+        STICKY_PROXY_POOL_MAX_IDLE=cap,
+        CONCURRENT_REQUESTS=2,
+    )
+    spider: list[Any] = []
+    crawler_spider = _keeping(_PagesAndPoolSpider, spider)
+    result = await crawl(
+        crawler_spider,
+        settings,
+        base=sandbox.site_url,
+        n=n,
+        pooled_only=True,
+        pools=("a", "b"),
+    )
+    assert len(result.items) == n
+    assert len(_exits_by_key(result.items)) == 2 * members
+    assert spider[0].idle and spider[0].idle[0] <= cap
+    assert sandbox.gateway.connections_accepted <= 2 * members + 2
 
 
 def _keeping(cls: type[Spider], into: list[Any]) -> type[Spider]:
