@@ -23,6 +23,7 @@ another middleware, or a crafted queue entry) gets no credential.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 AUTH_MIDDLEWARE = "scrapy_sticky_proxy.auth.StickyProxyAuth"
 AUTH_PRIORITY = 999
 _HEADER = b"Proxy-Authorization"
+# The header quoted in a message, its value perhaps cut short.
+_QUOTED = re.compile(r"(?i)(proxy-authorization:\s*\w+\s+)[A-Za-z0-9+/=]+")
 
 
 class StickyProxyAuth:
@@ -133,4 +136,25 @@ class StickyProxyAuth:
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         if M.ROUTE in request.meta:
-            request.headers.pop(_HEADER, None)
+            for header in request.headers.pop(_HEADER, None) or ():
+                _scrub(exception, header.split(b" ")[-1])
+
+
+def _scrub(exception: BaseException | None, credential: bytes) -> None:
+    """Take *credential* (the header's base64 value) out of the messages of
+    *exception* and its causes: a proxy whose answer to CONNECT is not HTTP
+    makes Scrapy's TunnelError quote that answer, which may be the CONNECT
+    request itself, header included; the error is logged after us."""
+    text = credential.decode("latin-1")
+    for _ in range(8):  # a cause's cause, not an endless chain
+        if exception is None:
+            return
+        exception.args = tuple(
+            _QUOTED.sub(r"\1***", arg.replace(text, "***"))
+            if isinstance(arg, str)
+            else arg.replace(credential, b"***")
+            if isinstance(arg, bytes)
+            else arg
+            for arg in exception.args
+        )
+        exception = exception.__cause__ or exception.__context__

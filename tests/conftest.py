@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
 import os
+import re
 import socket
 import zlib
 from collections.abc import Callable, Iterator
@@ -101,9 +103,18 @@ async def crawl(
         # A bool, so that a failure does not print the output (and secret).
         leaked = secret in output
         assert not leaked, "a password leaked into the crawl's output"
+    # The header's credentials are base64: decode what follows "Basic".
+    for found in _BASIC.findall(output):
+        token = found[: len(found) - (len(found) % 4 == 1)]  # cut off mid-group
+        decoded = base64.b64decode(token + "=" * (-len(token) % 4)).decode("latin-1")
+        leaked = any(secret in decoded for secret in secrets | set(OTHER_SECRETS))
+        assert not leaked, "a Proxy-Authorization value leaked into the crawl's output"
     for sb in STARTED:
         assert not [h for h in sb.site.hits if h.proxy_authorization]
     return result
+
+
+_BASIC = re.compile(r"Basic\s+([A-Za-z0-9+/]{8,})")
 
 
 @pytest.fixture(autouse=True)

@@ -224,3 +224,19 @@ async def test_without_http_proxy_middleware_the_crawl_still_authenticates(
     )
     assert len(result.items) == 5
     assert sandbox.gateway.auth_failures == 0
+
+
+@deferred_f_from_coro_f
+async def test_a_tunnel_error_does_not_carry_the_header(sandbox: Sandbox) -> None:
+    """A proxy whose answer to CONNECT has no status line (here it sends
+    the request back) makes Scrapy raise TunnelError quoting the first bytes
+    of that answer: the CONNECT request, Proxy-Authorization included, which
+    RetryMiddleware then logged (at DEBUG, then at ERROR on giving up).
+    The crawl helper decodes every "Basic" value in the log."""
+    sandbox.gateway_echo()
+    settings = settings_for(sandbox, RETRY_TIMES=1, STICKY_PROXY_MAX_REROLLS=0)
+    result = await crawl(ItemsSpider, settings, base=sandbox.site_https_url, n=2)
+    assert result.items == []
+    assert result.stats.get(
+        "downloader/exception_type_count/scrapy.core.downloader.handlers.http11.TunnelError"
+    )

@@ -203,6 +203,11 @@ class Sandbox:
         """Each request is read, then its connection reset unanswered."""
         self._call(self.gateway.set_mode("drop"))
 
+    def gateway_echo(self) -> None:
+        """Each request's head is sent back instead of an answer (a broken
+        proxy: no status line), then the connection closed."""
+        self._call(self.gateway.set_mode("echo"))
+
     def gateway_normal(self) -> None:
         """Serve again (re-listening on the same port after refuse)."""
         self._call(self.gateway.set_mode("normal"))

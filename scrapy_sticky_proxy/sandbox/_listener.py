@@ -3,7 +3,7 @@ connections, and the fault modes a test switches it to.
 
 :class:`Listener` accepts connections and hands each request to
 :meth:`Listener._request` (the gateway's), unless a fault mode says
-otherwise: "refuse", "hang", "reset" or "drop" (see :meth:`Listener.set_mode`).
+otherwise: "refuse", "hang", "reset", "drop" or "echo" (see :meth:`Listener.set_mode`).
 With ``tls`` it speaks TLS (a self-signed certificate made at start), as an
 ``https://`` proxy does.
 """
@@ -26,7 +26,7 @@ from ._http import (
     read_head,
 )
 
-MODES = ("normal", "refuse", "hang", "reset", "drop")
+MODES = ("normal", "refuse", "hang", "reset", "drop", "echo")
 _LINGER_0 = struct.pack("ii", 1, 0)
 
 
@@ -72,7 +72,9 @@ class Listener:
     async def set_mode(self, mode: str) -> None:
         """Switch to "normal", "refuse" (listening socket closed), "hang",
         "reset" (every connection is accepted, counted and reset at once) or
-        "drop" (each request is read, then its connection reset unanswered)."""
+        "drop" (each request is read, then its connection reset unanswered)
+        or "echo" (each request's head is sent back as the answer, a broken
+        proxy whose reply has no status line, then the connection closed)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
@@ -130,6 +132,13 @@ class Listener:
                 return
             if self.mode == "drop":
                 _reset(writer)
+                return
+            if self.mode == "echo":
+                line, headers = head
+                echoed = [line, *(f"{name}: {value}" for name, value in headers)]
+                writer.write(("\r\n".join(echoed) + "\r\n\r\n").encode("latin-1"))
+                await writer.drain()
+                writer.close()
                 return
             if self.mode != "hang" and not await self._request(
                 conn, reader, writer, head
