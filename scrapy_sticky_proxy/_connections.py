@@ -16,8 +16,13 @@ nothing to wait for: every waiter of the session goes at once.
 Turns are per session *and* per connection: the key holds the proxy and,
 for https, the target host (a tunnel leads to one host), so a session's
 requests to two https hosts never wait for each other, nor do two sessions.
-A wait is bounded: after *timeout* seconds (the request's download
-timeout) the request goes without a turn, on a connection of its own. One
+A session busier than its connections (a key many requests share: a
+site's, a pool member's, a start page's inherited by its subtree) is not
+sent one request at a time: at most ``2 * limit`` of its requests wait, and
+the next ones go at once, each on a connection of its own (then kept for
+the session), as in Scrapy. A wait is bounded: after *timeout* seconds the
+request goes without a turn, on a connection of its own; once the spider
+closes (:data:`crawl_closing`), no request waits any more. One
 timer watches every waiter (it fires at the earliest deadline, expires what
 is due and re-arms for the next), not one timer per waiter: about half the
 requests of a crawl with one session per item wait for a turn, and a timer
@@ -57,6 +62,10 @@ _EARLY = 0.001
 #: Twisted's 4-minute timeout).
 session_burned = object()
 
+#: Sent once when the engine starts closing the spider: requests waiting for
+#: a turn go at once instead of one at a time behind each other.
+crawl_closing = object()
+
 
 class _Waiter:
     __slots__ = ("deadline", "granted", "signal")
@@ -85,6 +94,8 @@ class SessionTurns:
 
     def __init__(self, limit: int):
         self.limit = limit
+        self.max_waiting = 2 * limit  # per key; more go without waiting
+        self.closed = False
         self._busy: dict[Hashable, int] = {}
         self._queues: dict[Hashable, deque[_Waiter]] = {}
         self._timer: CallLaterResult | None = None
@@ -93,18 +104,26 @@ class SessionTurns:
         self.waited = 0  # requests that had to wait for a turn
         self.timed_out = 0  # of which, went without one after the timeout
         self.handed = 0  # turns handed on with an idle connection to reuse
-        self.let_go = 0  # waiters let go at once: no connection came back
+        self.let_go = 0  # waiters let go at once: no connection came back, or closing
+        self.overflowed = 0  # went at once: enough of their key's waited
 
     async def take(self, key: Hashable, timeout: float) -> bool:
         """Wait for a turn of *key* (*timeout* seconds at most). True: the
         caller holds a turn and must :meth:`give_back` it; False: it timed
         out and goes without."""
+        if self.closed:
+            return False
         busy = self._busy.get(key, 0)
-        if busy < self.limit:
+        queue = self._queues.get(key)
+        if busy < self.limit or (queue is not None and len(queue) >= self.max_waiting):
+            if busy >= self.limit:
+                self.overflowed += 1
             self._busy[key] = busy + 1
             return True
         waiter = _Waiter(self._signal(), time.monotonic() + timeout)
-        self._queues.setdefault(key, deque()).append(waiter)
+        if queue is None:
+            queue = self._queues[key] = deque()
+        queue.append(waiter)
         self.waited += 1
         self._arm(waiter.deadline)
         try:
@@ -150,13 +169,18 @@ class SessionTurns:
         return len(self._busy.keys() | self._queues.keys())
 
     def close(self) -> None:
-        """Stop the timer (the crawl is over); waiters, if any, go now."""
+        """The spider closes: waiters, if any, go now, and no request waits
+        from now on; the timer stops."""
+        self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         for key, queue in list(self._queues.items()):
             for waiter in list(queue):
-                self._expire(key, waiter)
+                if not waiter.done():
+                    self.let_go += 1
+                    waiter.release()
+                    self._leave(key, waiter)
 
     def _signal(self) -> Any:
         if self._asyncio is None:

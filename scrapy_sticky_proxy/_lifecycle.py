@@ -18,6 +18,7 @@ from scrapy import signals
 from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.job import job_dir
 
+from ._connections import crawl_closing
 from ._stats import stats_wanted
 from .state import snapshot
 from .state.memory import MemoryStore
@@ -62,6 +63,7 @@ class Lifecycle:
         if directory and isinstance(self.store, MemoryStore):
             self.state_file = os.path.join(directory, snapshot.FILENAME)
         self._watch = create_looping_call(self._watch_engine)
+        self._closing_said = False
         connect = crawler.signals.connect
         connect(self.opened, signal=signals.spider_opened)
         connect(self.closed, signal=signals.spider_closed)
@@ -160,3 +162,6 @@ class Lifecycle:
             engine, "_stopping", False
         ):
             self.router.stop()
+            if not self._closing_said:
+                self._closing_said = True
+                self.crawler.signals.send_catch_log(crawl_closing)

@@ -14,7 +14,10 @@ This handler changes six things and nothing else:
   header, so a connection is only reused by the session that opened it;
 * a session sends at most ``STICKY_PROXY_CONNECTIONS_PER_SESSION`` requests
   at once through one connection key (:mod:`._connections`): the others
-  wait for a turn and reuse its connection instead of opening their own;
+  wait for a turn and reuse its connection instead of opening their own
+  (up to twice that many wait, for half the download timeout at most,
+  which the download then has the rest of; more go at once, and none waits
+  once the spider closes: :data:`._connections.crawl_closing`);
 * the number of idle connections kept in the pool is capped
   (``STICKY_PROXY_POOL_MAX_IDLE``), and empty per-key lists are dropped, so
   one session per URL cannot grow the pool without bound. Over the cap the
@@ -55,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
@@ -62,7 +66,7 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.utils.httpobj import urlparse_cached
 
 from . import _meta as M
-from ._connections import SessionTurns, session_burned
+from ._connections import SessionTurns, crawl_closing, session_burned
 from ._pool import SESSION, URL_KEYED, SessionKeyedPool, Use
 from ._tunnels import refuse_tls_in_tls
 from .config import for_crawler
@@ -109,6 +113,8 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         # its header): a burned session's idle connections are closed.
         self._digests: WeakKeyDictionary[Request, bytes] = WeakKeyDictionary()
         crawler.signals.connect(self._burned, signal=session_burned)
+        if self.turns is not None:
+            crawler.signals.connect(self.turns.close, signal=crawl_closing)
         self._router: Any = _UNSET  # StickyProxyMiddleware's, once asked
         self._own_logins: dict[str, bool] = {}  # route -> _own_login()
 
@@ -129,18 +135,26 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         own = self._own_login(meta.get(M.ROUTE))
         # One login for every session: its connections are everyone's.
         kind = _kind(meta.get(M.KEY)) if own else None
-        turns, key = self.turns, None
+        turns, key, given = self.turns, None, None
         if turns is not None and own:
             key = _connection_key(request, str(proxy), digest)
-            timeout = _seconds(request.meta.get("download_timeout"))
-            if not await turns.take(key, timeout or self._download_timeout):
+            timeout = _seconds(meta.get("download_timeout")) or self._download_timeout
+            started = time.monotonic()
+            # Half the timeout at most; the download gets what is left of it.
+            if not await turns.take(key, timeout / 2):
                 key = None
+            waited = time.monotonic() - started
+            if waited > 0.001:
+                given = (meta.get("download_timeout", _UNSET),)
+                meta["download_timeout"] = timeout - waited
         use = Use(digest, kind)
         token = SESSION.set(use)
         try:
             return await super().download_request(request)
         finally:
             SESSION.reset(token)
+            if given is not None:  # the request's own, for a retry's copy
+                _restore(meta, "download_timeout", given[0])
             if own and use.pool_key is not None:
                 self._digests[request] = digest
             if key is not None:
@@ -190,6 +204,13 @@ def _kind(key: object) -> object:
     if key.startswith(POOL_PREFIX) and "#" in key:
         return key[len(POOL_PREFIX) : key.rindex("#")]
     return None
+
+
+def _restore(meta: dict[str, Any], name: str, value: object) -> None:
+    if value is _UNSET:
+        meta.pop(name, None)
+    else:
+        meta[name] = value
 
 
 def _seconds(value: object) -> float | None:

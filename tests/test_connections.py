@@ -433,13 +433,42 @@ async def test_a_limit_of_two_lets_two_through() -> None:
 async def test_without_a_connection_to_reuse_every_waiter_goes() -> None:
     turns = SessionTurns(1)
     assert await turns.take("a", 10)
-    waiting = [asyncio.ensure_future(turns.take("a", 10)) for _ in range(3)]
-    await asyncio.sleep(0)  # a yield: the three queue up
+    waiting = [asyncio.ensure_future(turns.take("a", 10)) for _ in range(2)]
+    await asyncio.sleep(0)  # a yield: the two queue up
     turns.give_back("a", reused=False)
     assert all([await w for w in waiting])
-    assert turns.let_go == 3 and turns.handed == 0
-    for _ in range(3):
+    assert turns.let_go == 2 and turns.handed == 0
+    for _ in range(2):
         turns.give_back("a")
+    assert turns.keys == 0
+
+
+@deferred_f_from_coro_f
+async def test_past_two_waiting_a_request_goes_at_once() -> None:
+    """A session with more requests than its connection carries (a site's
+    key) is not sent one at a time: two wait, the others go at once."""
+    turns = SessionTurns(1)
+    assert await turns.take("a", 10)
+    waiting = [asyncio.ensure_future(turns.take("a", 10)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiting)
+    assert await turns.take("a", 10) and await turns.take("a", 10)
+    assert turns.overflowed == 2 and turns.waited == 2
+    for _ in range(5):
+        turns.give_back("a")
+    assert all([await w for w in waiting]) and turns.keys == 0
+
+
+@deferred_f_from_coro_f
+async def test_once_closed_no_request_waits() -> None:
+    turns = SessionTurns(1)
+    assert await turns.take("a", 10)
+    waiting = asyncio.ensure_future(turns.take("a", 10))
+    await asyncio.sleep(0)
+    turns.close()  # the spider closes: the waiter goes, without a turn
+    assert await waiting is False
+    assert await turns.take("a", 10) is False
+    turns.give_back("a")
     assert turns.keys == 0
 
 
