@@ -43,8 +43,9 @@ def give_up_record(
     if request.body:
         try:
             record["body"] = redact(request.body.decode("utf-8"))
-        except UnicodeDecodeError:
-            record["body"] = base64.b64encode(request.body).decode("ascii")
+        except UnicodeDecodeError:  # bytes as latin-1, one char each: redacted too
+            body = redact(request.body.decode("latin-1")).encode("latin-1")
+            record["body"] = base64.b64encode(body).decode("ascii")
             record["body_encoding"] = "base64"
     callback = getattr(request.callback, "__name__", None)
     if callback:

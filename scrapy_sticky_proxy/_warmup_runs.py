@@ -20,6 +20,7 @@ the spider closes (:mod:`._warmup_faults`).
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest
@@ -199,8 +200,9 @@ class WarmupRuns:
             return f"{BAN}{ban}"
         try:
             return None if self.check(response) else "check"
-        except Exception:
-            logger.exception("STICKY_PROXY_WARMUP_CHECK failed")
+        except Exception as exc:
+            text = "".join(traceback.format_exception(exc)).rstrip()
+            logger.error("STICKY_PROXY_WARMUP_CHECK failed:\n%s", self.redact(text))
             return "check_error"
 
     def _verdict(

@@ -282,7 +282,7 @@ class StickyProxyMiddleware:
                 "A request carries its own meta['proxy'] (%s): left alone, "
                 "not routed, no session. Requests like it are counted in "
                 "sticky_proxy/user_proxy and in the close summary",
-                request.url,
+                self.config.redact(request.url),
             )
 
     def _unrouted(self, meta: dict[str, Any]) -> None:

@@ -288,7 +288,7 @@ def test_percent_escapes_kept_and_raw_specials_escaped() -> None:
     assert unquote(parts.username or "") == "us/er-session-abc"
     assert unquote(parts.password or "") == "p:w@x"
     assert t.password == "p:w@x"
-    assert set(t.secrets) == {"p%3Aw%40x", "p:w@x"}
+    assert {"p%3Aw%40x", "p:w@x"} <= set(t.secrets)
     # a raw "@", "[" or non-ASCII character in the password is escaped
     t = parse("http://user:p@ss[é]:z@h.example:8080", "brightdata")
     url = t.render("abc")

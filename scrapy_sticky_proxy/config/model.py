@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 from ..routing.health import PoolPolicy
 from ..routing.providers import ProviderSpec, get_preset
+from ..routing.secrets import redact
 from ..routing.session_pools import SessionPoolPolicy
 from ..routing.template import ProxyTemplate
 from ..routing.tiers import TierPolicy
@@ -266,9 +267,7 @@ class StickyProxyConfig:
 
     def redact(self, text: str) -> str:
         """*text* with every configured password replaced by ``***``."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self.secrets)
 
 
 def tolerance_policy(settings: BaseSettings) -> TolerancePolicy:

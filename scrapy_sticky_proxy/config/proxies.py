@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 from ..routing.location import LocationError, country_code
 from ..routing.providers import ProviderSpec, get_preset
+from ..routing.secrets import longest_first
 from ..routing.template import ProxyTemplate
 from .readers import WEEK, expand_env, read_int, read_str, shown
 
@@ -125,9 +126,9 @@ def _check_encoding(
 
 
 def secrets_of(templates: list[ProxyTemplate]) -> tuple[str, ...]:
-    return tuple(
-        secret for template in templates for secret in template.secrets if secret
-    )
+    """Every template's secrets, longest first: one password may hold
+    another, which replaced first would leave the rest of the longer."""
+    return longest_first(s for template in templates for s in template.secrets)
 
 
 def _weight(value: Any) -> float | None:

@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..routing.secrets import url_passwords_hidden
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -21,14 +22,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
 _ENV_REF = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def expand_env(value: str, setting: str) -> str:
-    """Replace ``{env:NAME}`` with the environment variable NAME, so that a
-    URL can be written in settings.py (or passed to Scrapyd) while its
-    password stays in the environment."""
+    """Replace ``{env:NAME}`` with the environment variable NAME: a URL in
+    settings.py (or passed to Scrapyd), its password in the environment."""
 
     def lookup(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -178,10 +177,11 @@ def figure(number: float) -> str:
 
 def shown(value: object, limit: int = 40, redact: Any = None) -> str:
     """A short repr of an untrusted value, for messages (a huge int has no
-    repr beyond 4300 digits); *redact* (str -> str) runs before the cut."""
+    repr beyond 4300 digits), URL passwords hidden, *redact* run before the cut."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 10**15:
         return f"a number of {value.bit_length()} bits"
-    text = repr(value) if redact is None else redact(repr(value))
+    text = url_passwords_hidden(repr(value))
+    text = text if redact is None else redact(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

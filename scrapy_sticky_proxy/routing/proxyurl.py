@@ -89,25 +89,3 @@ def parse_hostport(text: str, fail: Fail) -> str:
     if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
         raise fail("the port must be a number from 1 to 65535")
     return f"{host.lower()}:{int(port)}"
-
-
-def secret_forms(*secrets: str | None) -> tuple[str, ...]:
-    """Every way *secrets* can be written in a message: as they are and as
-    a ``repr()`` escapes them inside either quote (a backslash doubled, the
-    quote and control characters escaped), longest first, so that a form
-    holding another is replaced whole."""
-    forms = [
-        "".join(_in_repr(ch, quote) for ch in secret)
-        for secret in secrets
-        if secret
-        for quote in ("", "'", '"')
-    ]
-    return tuple(sorted(dict.fromkeys(forms), key=len, reverse=True))
-
-
-def _in_repr(ch: str, quote: str) -> str:
-    if not quote:
-        return ch
-    if ch in ("\\", quote):
-        return "\\" + ch
-    return ch if ch.isprintable() else repr(ch)[1:-1]

@@ -37,7 +37,8 @@ from .providers import (
     lifetime_text,
     place_session,
 )
-from .proxyurl import Fail, secret_forms, split_proxy_url
+from .proxyurl import Fail, split_proxy_url
+from .secrets import PLACEHOLDER, login_secrets, redact
 
 PLACEHOLDERS = (SESSION, LIFETIME, LOCATION)
 _TOKEN_RE = re.compile(r"\{([^{}]*)\}")
@@ -159,9 +160,7 @@ class ProxyTemplate:
 
     def redact(self, text: str) -> str:
         """*text* with every form of the password replaced by ``***``."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self.secrets)
 
     def __repr__(self) -> str:
         return (
@@ -195,10 +194,11 @@ class ProxyTemplate:
         scheme, userinfo, hostport = split_proxy_url(url, spec.gateway, fail)
         _check_placeholders(userinfo, fail)
         user, colon, pw = userinfo.partition(":")
-        cut = re.split(r"\{(?:session|lifetime|location)\}", pw)
+        cut = PLACEHOLDER.split(pw)
         secret = cut[0] or max(cut, key=len)
         if spec.replace and secret == spec.default_password:
             secret = ""
+        secrets = login_secrets(userinfo, secret, _USERINFO_SAFE)
         has_session = SESSION in userinfo
         if LIFETIME in userinfo:
             if lifetime is None:
@@ -224,7 +224,6 @@ class ProxyTemplate:
                 "the lifetime",
             )
         userinfo = f"{user}{colon}{pw}" if pw else user
-        escaped = quote(secret, safe=_USERINFO_SAFE)
         segments = _split(scheme, userinfo.replace(LOCATION, ""), hostport)
         password = unquote(secret) or None
         return cls(
@@ -234,7 +233,7 @@ class ProxyTemplate:
             provider=spec.name,
             id_rules=spec.id_rules,
             segments=segments,
-            secrets=secret_forms(escaped, password),
+            secrets=secrets,
             places=spec.places if located else (),
             no_location=no_location,
             userinfo=userinfo if located else "",

@@ -268,8 +268,14 @@ def key_digest(key: str) -> str:
 def redact_url(url: str) -> str:
     """A Redis URL without its password, for messages."""
     parts = urlsplit(url)
+    if parts.query:  # redis-py also takes ?password=...
+        query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+        parts = parts._replace(query=query)
     if parts.password is None:
-        return url
+        return urlunsplit(parts)
     netloc = parts.netloc.rpartition("@")[2]
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")

@@ -1,0 +1,98 @@
+"""Every way a proxy password can be written in a message, for redaction.
+
+A message may show a value of the user's (a bad meta value, a pool name, a
+request body in a give-up record) as it is, by its ``repr()`` or
+``ascii()``, JSON-encoded, percent-encoded, or as bytes: each writes a
+password with a backslash, a quote, a space or a non-ASCII character
+differently. :func:`secret_forms` gives them all, longest first, so that a
+form holding another is replaced whole.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus, unquote
+
+MIN_PIECE = 4  # a shorter piece of a password beside a longer one is not one
+PLACEHOLDER = re.compile(r"\{(?:session|lifetime|location)\}")
+
+
+def login_secrets(userinfo: str, secret: str, safe: str) -> tuple[str, ...]:
+    """The forms of each piece of a proxy URL's password between its
+    placeholders (none if *secret*, its first piece or the longest, is
+    empty: a provider's default) or, in a login of the form ``key:`` (no
+    password), of the key: as written in the URL, quoted (but *safe*), unquoted."""
+    user, colon, password = userinfo.partition(":")
+    if password:
+        hidden = pieces(PLACEHOLDER.split(password)) if secret else []
+    else:
+        hidden = pieces(PLACEHOLDER.split(user)) if colon else []
+    quoted = (quote(piece, safe=safe) for piece in hidden)
+    return secret_forms(*quoted, *map(unquote, hidden))
+
+
+def secret_forms(*secrets: str | None) -> tuple[str, ...]:
+    forms: list[str] = []
+    for secret in filter(None, secrets):
+        forms += (secret, *_escaped(secret), *_encoded(secret))
+    return longest_first(forms)
+
+
+def url_passwords_hidden(text: str) -> str:
+    """*text* with the password of every ``scheme://user:password@`` in it
+    replaced by ``***``: a value shown whole may be a proxy URL."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+_USERINFO = re.compile(r"(://[^\s/@:'\"]*:)[^\s/@'\"]+@")
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """*text* with each of *secrets* (longest first) replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def longest_first(forms: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(dict.fromkeys(filter(None, forms)), key=len, reverse=True))
+
+
+def pieces(parts: list[str]) -> list[str]:
+    """The literal pieces of a text cut by placeholders into *parts*: each
+    of at least MIN_PIECE characters, or else the longest."""
+    return [part for part in parts if len(part) >= MIN_PIECE] or [max(parts, key=len)]
+
+
+def _escaped(secret: str) -> list[str]:
+    """As repr() and ascii() write it inside either quote."""
+    return [
+        "".join(_in_repr(ch, quote, ascii_only) for ch in secret)
+        for quote in ("'", '"')
+        for ascii_only in (False, True)
+    ]
+
+
+def _in_repr(ch: str, quote: str, ascii_only: bool) -> str:
+    if ch in ("\\", quote):
+        return "\\" + ch
+    if ch.isprintable() and (ch.isascii() or not ascii_only):
+        return ch
+    return ascii(ch)[1:-1]
+
+
+def _encoded(secret: str) -> list[str]:
+    """JSON-escaped, percent-encoded (either case of hex), as bytes."""
+    forms = [json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]]
+    for encoded in (quote(secret, safe=""), quote_plus(secret, safe="")):
+        forms += (encoded, _lower_hex(encoded))
+    raw = secret.encode("utf-8")
+    forms += (raw.decode("latin-1"), repr(raw)[2:-1])  # bytes read as latin-1
+    return forms
+
+
+def _lower_hex(text: str) -> str:
+    parts = text.split("%")
+    return "%".join([parts[0], *(p[:2].lower() + p[2:] for p in parts[1:])])
