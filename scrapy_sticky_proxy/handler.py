@@ -224,6 +224,6 @@ def _connection_key(request: Request, proxy: str, digest: bytes) -> Hashable:
     """What one connection of a session can carry: every plain-http
     request through *proxy*, or the https requests to one host (a tunnel)."""
     url = urlparse_cached(request)
-    if url.scheme == "https":
-        return (digest, proxy, url.netloc)
+    if url.scheme == "https":  # as Scrapy keys the tunnel: "h" is "H:443"
+        return (digest, proxy, url.hostname, url.port or 443)
     return (digest, proxy)

@@ -543,3 +543,23 @@ def test_bad_connections_per_session() -> None:
     crawler = get_crawler(settings_dict={"STICKY_PROXY_CONNECTIONS_PER_SESSION": -1})
     with pytest.raises(ConfigError, match="STICKY_PROXY_CONNECTIONS_PER_SESSION"):
         StickyProxyDownloadHandler(crawler)
+
+
+def test_one_tunnel_is_one_turn_key_however_its_host_is_written() -> None:
+    """The turn key of an https request was the URL's netloc: "h", "H" and
+    "h:443" lead through one tunnel, but took turns apart."""
+    from scrapy_sticky_proxy.handler import _connection_key
+
+    keys = {
+        _connection_key(Request(url), "http://127.0.0.1:1", b"d")
+        for url in (
+            "https://shop.example/",
+            "https://Shop.example:443/a",
+            "https://user@shop.example/",
+        )
+    }
+    assert len(keys) == 1
+    other = _connection_key(
+        Request("https://shop.example:8443/"), "http://127.0.0.1:1", b"d"
+    )
+    assert other not in keys
