@@ -13,6 +13,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy_sticky_proxy.sandbox import Sandbox
 
 from .conftest import crawl
+from .test_connections import _keeping
 from .test_crawl import settings_for
 
 
@@ -50,17 +51,6 @@ class _Burst(Spider):
         self.timeouts[url] = failure.request.meta.get("download_timeout")
 
 
-def _kept(into: list[Any]) -> type[Spider]:
-    class Kept(_Burst):
-        @classmethod
-        def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
-            spider = super().from_crawler(crawler, *args, **kwargs)
-            into.append(spider)
-            return spider
-
-    return Kept
-
-
 def _hang(paths: set[str]) -> Any:
     return lambda ip, path: "hang" if path in paths else None
 
@@ -81,7 +71,7 @@ async def test_a_key_many_requests_share_is_not_sent_one_at_a_time() -> None:
             CONCURRENT_REQUESTS_PER_DOMAIN=16,
         )
         result = await crawl(
-            _kept(spider), settings, first=f"{sb.site_url}/item/0", urls=urls
+            _keeping(_Burst, spider), settings, first=f"{sb.site_url}/item/0", urls=urls
         )
         assert len(result.items) == 63
         assert sb.gateway.peak_connections >= 8, sb.gateway.peak_connections
@@ -103,7 +93,9 @@ async def test_a_wait_for_a_turn_comes_out_of_the_download_timeout() -> None:
         urls = [(f"{sb.site_url}/item/1{p}", meta) for p in ("/media", "/detail", "")]
         spider: list[Any] = []
         settings = settings_for(sb, DOWNLOAD_TIMEOUT=timeout, RETRY_ENABLED=False)
-        await crawl(_kept(spider), settings, first=f"{sb.site_url}/item/0", urls=urls)
+        await crawl(
+            _keeping(_Burst, spider), settings, first=f"{sb.site_url}/item/0", urls=urls
+        )
         outcomes, timeouts = spider[0].outcomes, spider[0].timeouts
         # The first of the two to leave hangs its whole timeout; the other
         # waits for its turn, then hangs for what is left (which one leaves
@@ -131,7 +123,9 @@ async def test_requests_waiting_for_a_turn_go_when_the_spider_closes() -> None:
         settings = settings_for(
             sb, DOWNLOAD_TIMEOUT=6, RETRY_ENABLED=False, CLOSESPIDER_ITEMCOUNT=1
         )
-        await crawl(_kept(spider), settings, first=f"{sb.site_url}/item/0", urls=urls)
+        await crawl(
+            _keeping(_Burst, spider), settings, first=f"{sb.site_url}/item/0", urls=urls
+        )
         turns = spider[0].handler.turns
         assert (turns.timed_out, turns.let_go) == (0, 2)  # before: (2, 0)
         assert turns.closed
