@@ -137,7 +137,8 @@ class StickyProxyAuth:
     def process_exception(self, request: Request, exception: Exception) -> None:
         if M.ROUTE in request.meta:
             for header in request.headers.pop(_HEADER, None) or ():
-                _scrub(exception, header.split(b" ")[-1])
+                if credential := header.split(b" ")[-1]:
+                    _scrub(exception, credential)
 
 
 def _scrub(exception: BaseException | None, credential: bytes) -> None:

@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 
 
 _UNSET = object()
+_AGENT_TIMEOUT = 10.0  # Scrapy's download timeout when meta has none
 
 
 class StickyProxyDownloadHandler(HTTP11DownloadHandler):
@@ -101,9 +102,6 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         config = for_crawler(crawler, require_proxy=False)
         limit = config.connections_per_session
         self.turns = SessionTurns(limit) if limit else None
-        self._download_timeout = (
-            _seconds(crawler.settings.getfloat("DOWNLOAD_TIMEOUT")) or 180.0
-        )
         old = self._pool
         pool = SessionKeyedPool(reactor, persistent=True, max_idle=config.pool_max_idle)
         pool.maxPersistentPerHost = old.maxPersistentPerHost
@@ -138,13 +136,15 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         turns, key, given = self.turns, None, None
         if turns is not None and own:
             key = _connection_key(request, str(proxy), digest)
-            timeout = _seconds(meta.get("download_timeout")) or self._download_timeout
+            wanted = meta.get("download_timeout")
+            # What Scrapy's agent takes: meta's number, or 10 s when none.
+            timeout = _seconds(wanted) if wanted else _AGENT_TIMEOUT
             started = time.monotonic()
             # Half the timeout at most; the download gets what is left of it.
-            if not await turns.take(key, timeout / 2):
+            if not await turns.take(key, (timeout or _AGENT_TIMEOUT) / 2):
                 key = None
             waited = time.monotonic() - started
-            if waited > 0.001:
+            if waited > 0.001 and timeout is not None:  # not an odd value
                 given = (meta.get("download_timeout", _UNSET),)
                 meta["download_timeout"] = timeout - waited
         use = Use(digest, kind)

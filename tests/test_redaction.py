@@ -83,11 +83,33 @@ def test_a_key_given_as_the_login_is_redacted() -> None:
     assert cfg.redact("key APIKEY123456") == "key ***"
 
 
-def test_a_config_error_does_not_quote_a_proxy_url() -> None:
-    """A tier written as a dict of weights quoted its URL, password and all."""
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://u:hunter22@10.0.0.1:80",
+        "u:hunter22@10.0.0.1:80",  # no scheme
+        "http://u:hun@ter22@10.0.0.1:80",  # a raw "@" in the password
+        "http://u:hunter'22@10.0.0.1:80",  # repr() then quotes with "
+        "http://hunter22hunter22:@10.0.0.1:80",  # a key for a login
+    ],
+)
+def test_a_config_error_does_not_quote_a_proxy_url(url: str) -> None:
+    """A tier written as a dict of weights quoted its URL, password and all
+    (then, a second reviewer: any URL the first pattern did not expect)."""
     with pytest.raises(ConfigError) as info:
-        config(STICKY_PROXY_TIERS=[{"http://u:hunter22@10.0.0.1:80": 1}])
-    assert "hunter22" not in str(info.value) and "***" in str(info.value)
+        config(STICKY_PROXY_TIERS=[{url: 1}])
+    assert "ter22" not in str(info.value) and "***" in str(info.value), str(info.value)
+
+
+def test_an_ordinary_word_is_no_secret() -> None:
+    """A login ``user:`` made "user" a secret: a give-up record's URL
+    ``/user/42`` became ``/***/42``. A key is long and has no placeholder."""
+    for url in ("http://user:@127.0.0.1:1", "http://user-{session}:@127.0.0.1:1"):
+        cfg = config(STICKY_PROXY_LIST=[url])
+        record = give_up_record(
+            Request("https://shop.example/user-reviews/user/42"), [], cfg.redact
+        )
+        assert record["url"] == "https://shop.example/user-reviews/user/42"
 
 
 def test_a_give_up_record_redacts_every_body() -> None:

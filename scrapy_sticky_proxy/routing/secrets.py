@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from urllib.parse import quote, quote_plus, unquote
 
 MIN_PIECE = 4  # a shorter piece of a password beside a longer one is not one
+MIN_KEY = 8  # a login "user:" is a name; "3f9a1c77e0:" is a key
 PLACEHOLDER = re.compile(r"\{(?:session|lifetime|location)\}")
 
 
@@ -23,12 +24,14 @@ def login_secrets(userinfo: str, secret: str, safe: str) -> tuple[str, ...]:
     """The forms of each piece of a proxy URL's password between its
     placeholders (none if *secret*, its first piece or the longest, is
     empty: a provider's default) or, in a login of the form ``key:`` (no
-    password), of the key: as written in the URL, quoted (but *safe*), unquoted."""
+    password), of the key (of MIN_KEY characters at least, without a
+    placeholder): as written in the URL, quoted (but *safe*), unquoted."""
     user, colon, password = userinfo.partition(":")
     if password:
         hidden = pieces(PLACEHOLDER.split(password)) if secret else []
-    else:
-        hidden = pieces(PLACEHOLDER.split(user)) if colon else []
+    else:  # a key, not a name: long, and no session in it
+        key = colon and len(user) >= MIN_KEY and not PLACEHOLDER.search(user)
+        hidden = [user] if key else []
     quoted = (quote(piece, safe=safe) for piece in hidden)
     return secret_forms(*quoted, *map(unquote, hidden))
 
@@ -41,12 +44,16 @@ def secret_forms(*secrets: str | None) -> tuple[str, ...]:
 
 
 def url_passwords_hidden(text: str) -> str:
-    """*text* with the password of every ``scheme://user:password@`` in it
-    replaced by ``***``: a value shown whole may be a proxy URL."""
-    return _USERINFO.sub(r"\1***@", text)
+    """*text* with the credentials of every ``[scheme://]user:password@``
+    in it hidden: a value shown whole may be a proxy URL. The password runs
+    to the last ``@`` before a space (it may hold ``@`` and quotes); a login
+    with no password (``key:@``) may be a key, and goes whole."""
+    return _LOGIN.sub(r"\1***:@", _USERINFO.sub(r"\1:***@", text))
 
 
-_USERINFO = re.compile(r"(://[^\s/@:'\"]*:)[^\s/@'\"]+@")
+_START = r"(?:^|(?<=[\s'\"\[(,{])|(?<=://))"  # where a login may begin
+_USERINFO = re.compile(_START + r"([^\s:/'\"@]*):[^\s]*[^\s:]*@(?=[^\s@]+)")
+_LOGIN = re.compile(_START + r"()[^\s:/'\"@]+:@")
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
