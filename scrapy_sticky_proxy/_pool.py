@@ -92,14 +92,14 @@ class SessionKeyedPool(HTTPConnectionPool):
         setattr(connection, _KEY_ATTR, key)
         # Twisted makes _timeouts a plain dict when it closes the pool.
         url_keyed: dict[Any, None] = getattr(idle, "url_keyed", {})
-        kind = key[-1] if isinstance(key, tuple) else None
+        kind = _tail(key)
         if kind is URL_KEYED:
             url_keyed[connection] = None
         while len(idle) > self.max_idle:
             victim = next(iter(url_keyed or idle))
             if (
                 isinstance(kind, str)
-                and _kind(victim) == kind
+                and _tail(getattr(victim, _KEY_ATTR)) == kind
                 and victim is not connection
             ):
                 # Members come back in turn, the oldest first: a pool with
@@ -138,8 +138,8 @@ class SessionKeyedPool(HTTPConnectionPool):
         return len(self._connections)
 
 
-def _kind(connection: Any) -> object:
-    key = getattr(connection, _KEY_ATTR, None)
+def _tail(key: object) -> object:
+    """The last item of a pool key: :data:`URL_KEYED`, a pool's name, ..."""
     return key[-1] if isinstance(key, tuple) else None
 
 

@@ -52,7 +52,7 @@ def url_passwords_hidden(text: str) -> str:
 
 
 _START = r"(?:^|(?<=[\s'\"\[(,{])|(?<=://))"  # where a login may begin
-_USERINFO = re.compile(_START + r"([^\s:/'\"@]*):[^\s]*[^\s:]*@(?=[^\s@]+)")
+_USERINFO = re.compile(_START + r"([^\s:/'\"@]*):[^\s]*@(?=[^\s@]+)")
 _LOGIN = re.compile(_START + r"()[^\s:/'\"@]+:@")
 
 
