@@ -14,7 +14,7 @@ from ._tunnels import FailFastTunnel
 from .config.connections import DEFAULT_POOL_MAX_IDLE
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Hashable, Iterable
 
     from twisted.internet.interfaces import IStreamClientEndpoint
 
@@ -120,11 +120,17 @@ class SessionKeyedPool(HTTPConnectionPool):
         keys = [
             k for k in self._connections if isinstance(k, tuple) and digest in k[-2:]
         ]
+        self.closed_burned += self.close_idle(keys)
+
+    def close_idle(self, keys: Iterable[Hashable]) -> int:
+        """Close the idle connections of these pool keys; how many."""
+        closed = 0
         for key in keys:
             for connection in list(self._connections.get(key, ())):
                 self._timeouts[connection].cancel()
                 self._removeConnection(key, connection)
-                self.closed_burned += 1
+                closed += 1
+        return closed
 
     def has_idle(self, key: Hashable | None) -> bool:
         return key is not None and bool(self._connections.get(key))

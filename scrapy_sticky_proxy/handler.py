@@ -8,7 +8,7 @@ once per TCP connection sends B out through A's exit. HTTPS targets are not
 affected (CONNECT tunnels are keyed by the Proxy-Authorization value), but one
 tunnel per session can pile up idle sockets.
 
-This handler changes six things and nothing else:
+This handler changes seven things and nothing else:
 
 * the pool key of a proxied request gets a digest of its Proxy-Authorization
   header, so a connection is only reused by the session that opened it;
@@ -28,6 +28,9 @@ This handler changes six things and nothing else:
   of the pool whose connection just went idle, that newest one is closed
   instead: the pool has more members than are kept, and the older ones'
   turns come first;
+* a session with no request left (none queued in memory, on its way or
+  being parsed: :mod:`._live`) has its idle connections closed, instead of
+  keeping them until the cap pushes them out;
 * a burned session's idle connections are closed at the ban
   (``session_burned``): the session never sends again. The sessions of a
   proxy whose credentials do not carry the session id (a static proxy with
@@ -114,6 +117,7 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         if self.turns is not None:
             crawler.signals.connect(self.turns.close, signal=crawl_closing)
         self._router: Any = _UNSET  # StickyProxyMiddleware's, once asked
+        self._live: Any = None  # its LiveSessions
         self._own_logins: dict[str, bool] = {}  # route -> _own_login()
 
     async def close(self) -> None:
@@ -132,7 +136,11 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         meta = request.meta
         own = self._own_login(meta.get(M.ROUTE))
         # One login for every session: its connections are everyone's.
-        kind = _kind(meta.get(M.KEY)) if own else None
+        session_key = meta.get(M.KEY)
+        kind = _kind(session_key) if own else None
+        live = self._live
+        if live is not None:
+            live.sweep()  # closes the idle connections of finished sessions
         turns, key, given = self.turns, None, None
         if turns is not None and own:
             key = _connection_key(request, str(proxy), digest)
@@ -157,6 +165,8 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
                 _restore(meta, "download_timeout", given[0])
             if own and use.pool_key is not None:
                 self._digests[request] = digest
+                if live is not None and isinstance(session_key, str):
+                    live.used(session_key, use.pool_key)
             if key is not None:
                 reused = self._pool.has_idle(use.pool_key)  # type: ignore[attr-defined]
                 turns.give_back(key, reused)  # type: ignore[union-attr]
@@ -184,6 +194,9 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
             except RuntimeError:  # no engine yet: ask again later
                 return True
             self._router = None if owner is None else owner.router
+            if owner is not None:
+                self._live = owner.ledger.live
+                self._live.register(self._pool)
         router = self._router
         if router is None:
             return True

@@ -141,6 +141,7 @@ class StickyProxyMiddleware:
             key = meta[M.KEY] = keyer(request)
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
+        self.ledger.live.hold(request, key)  # until it is gone: see _live.py
         if self._located or M.COUNTRY in meta:
             key = self.countries.key(request, key)  # the key in its country
         if self.pools.slots:  # each pool member its own download slot
@@ -223,8 +224,7 @@ class StickyProxyMiddleware:
         if M.WARMUP in meta:  # judged by the warm-up (_warmup_runs.py)
             meta["dont_retry"] = True  # not by RetryMiddleware, on that exit
             return response
-        if cached:
-            # An older run's ban page: not this session's fault.
+        if cached:  # an older run's ban page: not this session's fault
             self.count.inc("cached_bans")
             if self.cookies is not None:
                 self.cookies.settled(meta)
