@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
     from scrapy import Request
     from scrapy.crawler import Crawler
+    from scrapy.signalmanager import SignalManager
 
 
 class _Ref(weakref.ref[Any]):
@@ -60,16 +61,13 @@ class LiveSessions:
     """Requests alive per session key; the connections of keys that have
     none left are closed in the registered pools."""
 
-    def __init__(self, crawler: Crawler) -> None:
+    def __init__(self) -> None:
         self._alive: dict[str, int] = {}
         self._refs: dict[int, _Ref] = {}  # id(request) -> its weak reference
         self._used: dict[str, set[Hashable]] = {}  # key -> pool keys it used
         self._done: list[str] = []  # keys whose last request went
         self._pools: list[Any] = []  # the download handlers' pools
         self.closed = 0  # idle connections closed
-        crawler.signals.connect(self._scheduled, signal=signals.request_scheduled)
-        # The crawl's last sessions: no download comes after them to sweep.
-        crawler.signals.connect(self.sweep, signal=signals.spider_idle)
 
     def _scheduled(self, request: Request) -> None:
         key = request.meta.get(M.KEY)
@@ -79,7 +77,7 @@ class LiveSessions:
     def hold(self, request: Request, key: str) -> None:
         """Count *request* under *key* until it is gone (once per object)."""
         rid = id(request)
-        if rid in self._refs or key.startswith(POOL_PREFIX):
+        if not self._pools or rid in self._refs or key.startswith(POOL_PREFIX):
             return
         ref = _Ref(request, self._gone)
         ref.key, ref.rid = key, rid
@@ -96,11 +94,18 @@ class LiveSessions:
             self._alive[key] = left
         else:
             self._alive.pop(key, None)
-            if key in self._used:  # (no handler of ours: nothing to close)
+            if key in self._used:  # it has connections to close
                 self._done.append(key)
 
-    def register(self, pool: Any) -> None:
-        """A download handler's pool, whose connections are closed here."""
+    def register(self, pool: Any, crawl_signals: SignalManager) -> None:
+        """A download handler's pool, whose connections are closed here.
+        Requests are counted from then on: with no handler of ours there is
+        nothing to close (ours is made with the downloader, before any
+        request)."""
+        if not self._pools:
+            crawl_signals.connect(self._scheduled, signal=signals.request_scheduled)
+            # The crawl's last sessions: no download comes after them to sweep.
+            crawl_signals.connect(self.sweep, signal=signals.spider_idle)
         self._pools.append(pool)
 
     def used(self, key: str, pool_key: Hashable) -> None:
@@ -126,3 +131,17 @@ class LiveSessions:
 
     def __len__(self) -> int:
         return len(self._alive)
+
+
+_BY_CRAWLER: weakref.WeakKeyDictionary[Crawler, LiveSessions] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def live_sessions(crawler: Crawler) -> LiveSessions:
+    """The crawl's LiveSessions, shared by the middleware (which counts) and
+    the download handlers (which close)."""
+    live = _BY_CRAWLER.get(crawler)
+    if live is None:
+        live = _BY_CRAWLER[crawler] = LiveSessions()
+    return live

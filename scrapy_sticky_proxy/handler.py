@@ -70,6 +70,7 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from . import _meta as M
 from ._connections import SessionTurns, crawl_closing, session_burned
+from ._live import live_sessions
 from ._pool import SESSION, URL_KEYED, SessionKeyedPool, Use
 from ._tunnels import refuse_tls_in_tls
 from .config import for_crawler
@@ -117,7 +118,8 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         if self.turns is not None:
             crawler.signals.connect(self.turns.close, signal=crawl_closing)
         self._router: Any = _UNSET  # StickyProxyMiddleware's, once asked
-        self._live: Any = None  # its LiveSessions
+        self._live = live_sessions(crawler)  # shared with the middleware
+        self._live.register(pool, crawler.signals)
         self._own_logins: dict[str, bool] = {}  # route -> _own_login()
 
     async def close(self) -> None:
@@ -139,8 +141,7 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         session_key = meta.get(M.KEY)
         kind = _kind(session_key) if own else None
         live = self._live
-        if live is not None:
-            live.sweep()  # closes the idle connections of finished sessions
+        live.sweep()  # closes the idle connections of finished sessions
         turns, key, given = self.turns, None, None
         if turns is not None and own:
             key = _connection_key(request, str(proxy), digest)
@@ -165,7 +166,7 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
                 _restore(meta, "download_timeout", given[0])
             if own and use.pool_key is not None:
                 self._digests[request] = digest
-                if live is not None and isinstance(session_key, str):
+                if isinstance(session_key, str):
                     live.used(session_key, use.pool_key)
             if key is not None:
                 reused = self._pool.has_idle(use.pool_key)  # type: ignore[attr-defined]
@@ -194,9 +195,6 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
             except RuntimeError:  # no engine yet: ask again later
                 return True
             self._router = None if owner is None else owner.router
-            if owner is not None:
-                self._live = owner.ledger.live
-                self._live.register(self._pool)
         router = self._router
         if router is None:
             return True

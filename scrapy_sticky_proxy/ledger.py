@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from scrapy.exceptions import IgnoreRequest
 
 from . import _meta as M
-from ._live import LiveSessions
+from ._live import live_sessions
 from ._records import give_up_record, keep_record
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class Ledger:
         self._inc = inc
         # Requests alive per session key: idle connections of sessions
         # with none left are closed.
-        self.live = LiveSessions(crawler)
+        self.live = live_sessions(crawler)
 
     def __len__(self) -> int:
         return len(self._open)

@@ -131,9 +131,9 @@ def _scheduled(crawler: Any, request: Request) -> None:
 
 def test_a_key_is_done_when_its_last_request_is_gone() -> None:
     crawler = get_crawler()
-    live = LiveSessions(crawler)
+    live = LiveSessions()
     pool = _Pool()
-    live.register(pool)
+    live.register(pool, crawler.signals)
     page = Request("http://example.com/1")
     live.hold(page, "k")
     live.hold(page, "k")  # once per object
@@ -151,9 +151,9 @@ def test_a_key_is_done_when_its_last_request_is_gone() -> None:
 
 
 def test_a_key_held_again_before_the_sweep_keeps_its_connection() -> None:
-    live = LiveSessions(get_crawler())
+    live = LiveSessions()
     pool = _Pool()
-    live.register(pool)
+    live.register(pool, get_crawler().signals)
     first = Request("http://example.com/1")
     live.hold(first, "k")
     live.used("k", "pool key")
@@ -166,9 +166,16 @@ def test_a_key_held_again_before_the_sweep_keeps_its_connection() -> None:
 
 def test_pool_members_and_untrusted_keys_are_not_counted() -> None:
     crawler = get_crawler()
-    live = LiveSessions(crawler)
+    live = LiveSessions()
+    live.register(_Pool(), crawler.signals)
     member = Request("http://example.com/1", meta={"sticky_proxy_key": "pool:a#0"})
     odd = Request("http://example.com/2", meta={"sticky_proxy_key": ["not", "a key"]})
     _scheduled(crawler, member)
     _scheduled(crawler, odd)
+    assert len(live) == 0
+
+
+def test_nothing_is_counted_without_a_handler_of_ours() -> None:
+    live = LiveSessions()  # no pool registered: nothing to close
+    live.hold(Request("http://example.com/1"), "k")
     assert len(live) == 0
