@@ -3,8 +3,8 @@
 With one session per item, a session's connection is wanted while the
 item's page and its follow-ups are on their way, and never again once they
 are fetched. Kept idle under ``STICKY_PROXY_POOL_MAX_IDLE`` (256), such
-connections filled the pool: each an open socket at the provider, and a
-graph of objects in the crawler for the CPU's caches to miss.
+connections filled the pool, each an open socket at the provider and in
+the crawler until the cap or Twisted's 4-minute timeout closed it.
 
 :class:`LiveSessions` counts, per session key, the requests of that key that
 are alive: from the moment one is scheduled (``request_scheduled``, for a
@@ -15,22 +15,26 @@ outage, a turn), in the downloader, and as its response's ``request``
 while the callback runs; a callback's follow-ups are scheduled before its
 response is let go. So when a key's count falls to zero, no request of that
 session is queued, on its way or being parsed, and the idle connections
-its requests used are closed (at the download handler's next download,
-not inside the finalizer, which may run in the middle of anything). A
-request that comes later with the key opens a new connection with the same
-session id: the same exit.
+its requests used are closed, at the download handler's next download or
+when the crawl goes idle (not inside the finalizer, which may run in the
+middle of anything). A request that comes later with the key opens a new
+connection with the same session id: the same exit. Requests are counted
+only once a download handler of ours has registered its pool (it is made
+with the downloader, before any request): without one there is nothing to
+close, and nothing to pay.
 
 Counted by object life (a weak reference), not by events, so no outcome of
 a request (a cache hit, an ignored request, a duplicate dropped, an error,
 a copy made by a retry or a redirect, which is a new object counted in
 turn) can be missed, and a count can neither leak nor fall to zero while a
 request of the key lives. What keeps a request alive keeps its
-session's connection (a log handler that stores records with their
-arguments: the idle cap then works as before). A request stored in a disk
-or Redis queue (JOBDIR, scrapy-redis) is not alive there: a session whose
-requests all wait in such a queue loses its idle connection, and opens one
-when they come back. Not counted: session pools' members, whose turns come
-back (``pool:<name>#<i>``).
+session's connection: a reference cycle until the collector's next pass
+(a page's response and its selector hold each other), a log handler that
+stores records with their arguments (the idle cap then works as before).
+A request stored in a disk or Redis queue (JOBDIR, scrapy-redis) is not
+alive there: a session whose requests all wait in such a queue loses its
+idle connection, and opens one when they come back. Not counted: session
+pools' members, whose turns come back (``pool:<name>#<i>``).
 """
 
 from __future__ import annotations
