@@ -170,9 +170,10 @@ def test_pool_members_and_untrusted_keys_are_not_counted() -> None:
     live.register(_Pool(), crawler.signals)
     member = Request("http://example.com/1", meta={"sticky_proxy_key": "pool:a#0"})
     odd = Request("http://example.com/2", meta={"sticky_proxy_key": ["not", "a key"]})
-    _scheduled(crawler, member)
-    _scheduled(crawler, odd)
-    assert len(live) == 0
+    page = Request("http://example.com/3", meta={"sticky_proxy_key": "k"})
+    for request in (member, odd, page):
+        _scheduled(crawler, request)
+    assert len(live) == 1  # the page's key only
 
 
 def test_nothing_is_counted_without_a_handler_of_ours() -> None:
