@@ -88,6 +88,17 @@ CONDITIONS: dict[str, tuple[float, float]] = {
 }
 
 
+def variant_command(
+    name: str, sandbox: Any, items: int, redis_url: str, namespace: str, *more: str
+) -> list[str]:
+    """The crawl command of the VARIANTS row *name*; a Redis row gets the
+    server's URL and a namespace of its own."""
+    variant, extra = VARIANTS[name]
+    if variant == "redis":
+        extra = [*extra, "--redis-url", redis_url, "--namespace", namespace]
+    return crawl_command(variant, sandbox, items, *extra, *more)
+
+
 def run(
     items: int = 500,
     chunk_items: int = 100,
@@ -127,13 +138,10 @@ def run(
             return sandboxes[condition, limit]
 
         def command(condition: str, name: str, size: int) -> list[str]:
-            variant, extra = VARIANTS[name]
-            if variant == "redis":
-                extra = [*extra, "--redis-url", url]
-                extra += ["--namespace", f"bench:e2e:{next(serial)}"]
             sandbox = sandbox_for(condition, name)
+            namespace = f"bench:e2e:{next(serial)}"
             chunks = ["--chunks", str(max(1, size // chunk_items))]
-            return crawl_command(variant, sandbox, size, *extra, *chunks)
+            return variant_command(name, sandbox, size, url, namespace, *chunks)
 
         def crawl(
             condition: str, names: Sequence[str], size: int = items

@@ -42,13 +42,12 @@ from typing import Any
 
 from .common import (
     ROOT,
-    crawl_command,
     env,
     parse_result,
     redis_server,
     sandbox_process,
 )
-from .e2e import BY_HAND, FLOOR, PAGES_PER_CONNECTION, VARIANTS
+from .e2e import BY_HAND, FLOOR, PAGES_PER_CONNECTION, variant_command
 from .e2e_summary import BASELINE
 
 AGAIN = "baseline again"
@@ -104,11 +103,9 @@ def run(
         )
 
         def command(name: str, items: int) -> list[str]:
-            variant, extra = VARIANTS[BASELINE if name == AGAIN else name]
-            if variant == "redis":
-                extra = [*extra, "--redis-url", url, "--namespace", f"bench:ir:{items}"]
             sandbox = floor if name == FLOOR else plain
-            return crawl_command(variant, sandbox, items, *extra)
+            row = BASELINE if name == AGAIN else name
+            return variant_command(row, sandbox, items, url, f"bench:ir:{items}")
 
         tasks = [(name, items) for name in rows for items in (small, big)]
 
