@@ -24,7 +24,9 @@ The warnings the crawl raised (deprecations, say) are in the result.
 The clock runs from the first start request to the last response (Python
 start-up, reactor start, Redis connection and spider close are outside it),
 on ``time.time()`` so that two processes can be put on one time line; CPU
-time (``time.process_time()``, all threads) over the same span.
+time (``time.process_time()``, all threads) over the same span, and the
+part of it spent in Python's cyclic garbage collector (``gc.callbacks``:
+the thread's CPU time between each collection's start and stop).
 
 Also: ``--profile FILE`` profiles the crawl with pyinstrument (a text tree,
 or a session to open with ``pyinstrument --load FILE`` when FILE ends in
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -60,6 +63,22 @@ ROTATING = {
 PARTS_PER_ITEM = 4  # the item page and its three follow-ups
 
 
+class CollectorClock:
+    """The CPU seconds spent in Python's cyclic garbage collector, in all (the
+    collecting thread's CPU time, so that a wait for a core of this shared
+    machine in the middle of a collection is not counted)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._started
+
+
 class Probe:
     """Counts responses and takes the clocks at both ends of the crawl."""
 
@@ -69,6 +88,9 @@ class Probe:
         self.ok = 0
         self.t0 = self.t1 = 0.0
         self.cpu0 = self.cpu1 = 0.0
+        self.collector = CollectorClock()
+        gc.callbacks.append(self.collector)
+        self.gc0 = self.gc1 = 0.0
         self.chunks = chunks
         self.spans: list[dict[str, float]] = []  # one per chunk, with --chunks
         self.hook: Any = None  # called with the response count, e.g. for Redis
@@ -79,6 +101,7 @@ class Probe:
             self.profiler.start()
         self.t0 = time.time()
         self.cpu0 = time.process_time()
+        self.gc0 = self.collector.seconds
 
     def response_received(self, response: Any, request: Any, spider: Any) -> None:
         self.responses += 1
@@ -86,6 +109,7 @@ class Probe:
             self.ok += 1
         self.t1 = time.time()
         self.cpu1 = time.process_time()
+        self.gc1 = self.collector.seconds
         if self.hook is not None:
             self.hook(self.responses)
         if self.chunks and self.responses == (
@@ -96,18 +120,21 @@ class Probe:
                 "t0": self.t0,
                 "t1": self.t1,
                 "cpu_s": self.cpu1 - self.cpu0,
+                "gc_s": self.gc1 - self.gc0,
                 "ok": self.ok - sum(s["ok"] for s in self.spans),
             }
             self.spans.append(span)
             sys.stdout.write(json.dumps(span) + "\n")
             sys.stdout.flush()
 
-    def seconds(self) -> tuple[float, float]:
-        """Wall and CPU seconds measured: the crawl, or the sum of its chunks."""
+    def seconds(self) -> tuple[float, float, float]:
+        """Wall, CPU and collector seconds measured: the crawl, or the sum of
+        its chunks."""
         if not self.spans:
-            return self.t1 - self.t0, self.cpu1 - self.cpu0
+            return self.t1 - self.t0, self.cpu1 - self.cpu0, self.gc1 - self.gc0
         wall = sum(s["t1"] - s["t0"] for s in self.spans)
-        return wall, sum(s["cpu_s"] for s in self.spans)
+        cpu = sum(s["cpu_s"] for s in self.spans)
+        return wall, cpu, sum(s["gc_s"] for s in self.spans)
 
 
 async def next_line() -> bool:
@@ -305,7 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         client.close()
     assert crawler.stats is not None
     stats = crawler.stats.get_stats()
-    seconds, cpu = probe.seconds()
+    seconds, cpu, collector = probe.seconds()
     return {
         "variant": args.variant,
         "pages": probe.ok,
@@ -315,6 +342,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pages_per_s": probe.ok / seconds if seconds > 0 else 0.0,
         "cpu_s": cpu,
         "cpu_ms_per_page": 1000 * cpu / probe.ok if probe.ok else 0.0,
+        "gc_ms_per_page": 1000 * collector / probe.ok if probe.ok else 0.0,
         "t0": probe.t0,
         "t1": probe.t1,
         "chunks": probe.spans,

@@ -48,7 +48,9 @@ def describe(result: dict[str, Any]) -> list[str]:
         'in `meta["proxy"]`, no plugin) back to back, in alternating order '
         f"and in chunks of {result['chunk_items']} items (A B B A ...). "
         "ratio: the median of the per-pair ratios of pages/s; crawler CPU: "
-        "process CPU time over the crawl, per page; new connections: client "
+        "process CPU time over the crawl, per page; of which collector: the "
+        "time Python's cyclic garbage collector ran in it (`gc.callbacks`); "
+        "new connections: client "
         "connections the sandbox gateway accepted during the crawl, per page. "
         f"[95 % interval]: percentile bootstrap over the {result['pairs']} rounds "
         f"(a round: one pair of every variant under each gateway; "
@@ -75,7 +77,7 @@ def table_rows(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
     out = []
     for name, row in rows.items():
         if "pages_per_s" not in row:  # two ratios' difference or quotient
-            out.append([name, "-", fmt(row["ratio"]), "-", "-", "-"])
+            out.append([name, "-", fmt(row["ratio"]), "-", "-", "-", "-"])
             continue
         out.append(
             [
@@ -84,6 +86,7 @@ def table_rows(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
                 fmt(row["ratio"]) if "ratio" in row else "1",
                 fmt(row["cpu_ms_per_page"]),
                 fmt(row["cpu_ratio"]) if "cpu_ratio" in row else "1",
+                fmt(row["gc_ms_per_page"]),
                 fmt(row["connections_per_page"]),
             ]
         )
@@ -104,6 +107,7 @@ def report_e2e(r: Report, result: dict[str, Any]) -> None:
                 "ratio to baseline",
                 "crawler CPU ms/page",
                 "CPU ratio",
+                "of which collector ms/page",
                 "new connections/page",
             ],
             table_rows(rows),

@@ -1,5 +1,6 @@
-"""The end-to-end figures of a run's rounds: every ratio, CPU time and
-connection count with its bootstrap interval over the rounds."""
+"""The end-to-end figures of a run's rounds: every ratio, CPU time (the
+collector's part of it too) and connection count with its bootstrap
+interval over the rounds."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def summarize(
             BASELINE: {
                 "pages_per_s": figure(units, of_baselines("pages_per_s")),
                 "cpu_ms_per_page": figure(units, of_baselines("cpu_ms_per_page")),
+                "gc_ms_per_page": figure(units, of_baselines("gc_ms_per_page")),
                 "connections_per_page": figure(
                     units, of_baselines("connections_per_page")
                 ),
@@ -59,6 +61,7 @@ def summarize(
                     units, of(name, "variant", "cpu_ms_per_page")
                 ),
                 "cpu_ratio": figure(units, ratio(name, "cpu_ms_per_page")),
+                "gc_ms_per_page": figure(units, of(name, "variant", "gc_ms_per_page")),
                 "connections_per_page": figure(
                     units, of(name, "variant", "connections_per_page")
                 ),
