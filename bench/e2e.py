@@ -18,9 +18,13 @@ Every crawl is a fresh ``python -m bench.crawl_once`` process. Design:
 - **figures**: a variant's ratio is the median of its per-pair ratios, with
   a 95 % percentile bootstrap interval over the rounds (2000 resamples,
   ``random.Random(16)``); so are the crawler's CPU per page (process CPU
-  time over the crawl, not wall time), the CPU ratio per pair, and the new
+  time over the crawl, not wall time) and the collector's part of it, the
+  CPU ratio per pair, and the new
   client connections per page that the sandbox gateway accepted (counted
   in the sandbox process, reset before each crawl);
+- **spread**: how noisy the run was, (max - min) / median of single
+  crawls' pages/s and of each variant's per-pair ratios (what the pairing
+  takes out);
 - **how many**: rounds are added, from ``min_pairs``, until every ratio's
   interval has a half-width <= ``halfwidth`` of its value (or
   ``max_pairs``): the run says how many that took and how long it ran;

@@ -93,6 +93,16 @@ def table_rows(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
     return out
 
 
+def spread_line(spreads: dict[str, dict[str, float]]) -> str:
+    def listed(values: dict[str, float]) -> str:
+        return ", ".join(f"{name} {value:.0%}" for name, value in values.items())
+
+    return (
+        "Spread, (max - min) / median over the run: single crawls' pages/s "
+        f"{listed(spreads['crawls'])}; per-pair ratios {listed(spreads['ratios'])}."
+    )
+
+
 def report_e2e(r: Report, result: dict[str, Any]) -> None:
     for line in describe(result):
         r.out(line)
@@ -112,6 +122,10 @@ def report_e2e(r: Report, result: dict[str, Any]) -> None:
             ],
             table_rows(rows),
         )
+        spreads = result.get("spreads", {}).get(condition)
+        if spreads:
+            r.out(spread_line(spreads))
+            r.out()
         targets(r, condition, rows)
     r.target(
         f"e2e ratio intervals' half-width <= {result['halfwidth_target']:.0%}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .common import bootstrap_interval, median
+from .common import bootstrap_interval, median, spread
 
 BASELINE = "baseline"
 FLOOR = "connection floor"
@@ -26,9 +26,11 @@ def summarize(
 ) -> dict[str, Any]:
     """Every figure, with its bootstrap interval over the rounds."""
     tables: dict[str, dict[str, dict[str, Figure]]] = {}
+    spreads: dict[str, dict[str, dict[str, float]]] = {}
     widest = 0.0
     for condition in conditions:
         units = [r[condition] for r in rounds]
+        spreads[condition] = spreads_of(units, variants)
 
         def of(name: str, part: str, field: str) -> Any:
             return lambda us: median([u[name][part][field] for u in us])
@@ -87,7 +89,27 @@ def summarize(
                 )
             }
         tables[condition] = rows
-    return {"tables": tables, "widest_halfwidth": widest}
+    return {"tables": tables, "spreads": spreads, "widest_halfwidth": widest}
+
+
+def spreads_of(
+    units: Sequence[Any], variants: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """(max - min) / median over the run: of single crawls' pages/s (the
+    baseline's from every pair), and of each variant's per-pair ratios,
+    which pairing makes steadier."""
+    pages = [u[name]["baseline"]["pages_per_s"] for u in units for name in variants]
+    crawls = {BASELINE: spread(pages)}
+    ratios = {}
+    for name in variants:
+        crawls[name] = spread([u[name]["variant"]["pages_per_s"] for u in units])
+        ratios[name] = spread(
+            [
+                u[name]["variant"]["pages_per_s"] / u[name]["baseline"]["pages_per_s"]
+                for u in units
+            ]
+        )
+    return {"crawls": crawls, "ratios": ratios}
 
 
 def difference(first: Any, second: Any) -> Any:
