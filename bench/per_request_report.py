@@ -129,6 +129,8 @@ def smoke(r: Report, crawl: dict[str, Any] | None) -> None:
 
 
 def report_targets(r: Report) -> None:
+    if not r.targets:  # sections with no target (instructions, say)
+        return
     r.out("### Targets")
     r.out()
     r.table(
