@@ -3,7 +3,7 @@ the same run, printed as Markdown tables with their ratios and targets.
 
     pip install -e '.[test,bench]'
     python -m bench            # the full run, about 23 minutes on 2 cores
-    python -m bench --quick    # a smoke run, about 1 minute
+    python -m bench --quick    # a smoke run, about 2-3 minutes
     python -m bench --only e2e,per-request --json results.json
 
 Sections: ``e2e`` (pages/s of real crawls as paired ratios to a baseline
@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run of 2-3 minutes"
+    )
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"among {','.join(SECTIONS)}"
     )

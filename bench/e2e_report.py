@@ -85,8 +85,8 @@ def table_rows(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
                 fmt(row["pages_per_s"], 0),
                 fmt(row["ratio"]) if "ratio" in row else "1",
                 fmt(row["cpu_ms_per_page"]),
-                fmt(row["cpu_ratio"]) if "cpu_ratio" in row else "1",
                 fmt(row["gc_ms_per_page"]),
+                fmt(row["cpu_ratio"]) if "cpu_ratio" in row else "1",
                 fmt(row["connections_per_page"]),
             ]
         )
@@ -116,8 +116,8 @@ def report_e2e(r: Report, result: dict[str, Any]) -> None:
                 "pages/s",
                 "ratio to baseline",
                 "crawler CPU ms/page",
-                "CPU ratio",
                 "of which collector ms/page",
+                "CPU ratio",
                 "new connections/page",
             ],
             table_rows(rows),

@@ -95,11 +95,19 @@ def summarize(
 def spreads_of(
     units: Sequence[Any], variants: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """(max - min) / median over the run: of single crawls' pages/s (the
-    baseline's from every pair), and of each variant's per-pair ratios,
-    which pairing makes steadier."""
-    pages = [u[name]["baseline"]["pages_per_s"] for u in units for name in variants]
-    crawls = {BASELINE: spread(pages)}
+    """(max - min) / median over the run: of single crawls' pages/s, and of
+    each variant's per-pair ratios, which pairing makes steadier. Each over
+    one crawl or pair a round (the baseline's: the median over the
+    variants of the spread of the baseline crawls paired with each), so
+    that every figure is a range over as many values."""
+    crawls = {
+        BASELINE: median(
+            [
+                spread([u[name]["baseline"]["pages_per_s"] for u in units])
+                for name in variants
+            ]
+        )
+    }
     ratios = {}
     for name in variants:
         crawls[name] = spread([u[name]["variant"]["pages_per_s"] for u in units])
