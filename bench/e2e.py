@@ -19,9 +19,9 @@ Every crawl is a fresh ``python -m bench.crawl_once`` process. Design:
   a 95 % percentile bootstrap interval over the rounds (2000 resamples,
   ``random.Random(16)``); so are the crawler's CPU per page (process CPU
   time over the crawl, not wall time) and the collector's part of it, the
-  CPU ratio per pair, and the new
-  client connections per page that the sandbox gateway accepted (counted
-  in the sandbox process, reset before each crawl);
+  CPU ratio per pair, and the new client connections per page that the
+  sandbox gateway accepted (counted in the sandbox process, reset before
+  each crawl);
 - **spread**: how noisy the run was, (max - min) / median of single
   crawls' pages/s and of each variant's per-pair ratios (what the pairing
   takes out);
