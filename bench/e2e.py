@@ -113,7 +113,10 @@ def run(
     variants: Sequence[str] = DEFAULT_VARIANTS,
     conditions: Sequence[str] = tuple(CONDITIONS),
     progress: Any = None,
+    settings: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """*settings*: ``NAME=VALUE`` Scrapy settings for every crawl, the
+    baseline's included."""
     unknown = {*variants} - {*VARIANTS} - {BASELINE} | {*conditions} - {*CONDITIONS}
     if unknown:
         raise ValueError(f"not a variant or condition here: {sorted(unknown)}")
@@ -145,7 +148,8 @@ def run(
             sandbox = sandbox_for(condition, name)
             namespace = f"bench:e2e:{next(serial)}"
             chunks = ["--chunks", str(max(1, size // chunk_items))]
-            return variant_command(name, sandbox, size, url, namespace, *chunks)
+            extra = [arg for setting in settings for arg in ("-s", setting)]
+            return variant_command(name, sandbox, size, url, namespace, *chunks, *extra)
 
         def crawl(
             condition: str, names: Sequence[str], size: int = items
@@ -207,6 +211,7 @@ def run(
         "crawls": 2 * len(rounds) * len(variants) * len(conditions),
         "seconds": time.monotonic() - started,
         "latency": {c: CONDITIONS[c] for c in conditions},
+        "settings": list(settings),
         "rounds": rounds,
     }
 
@@ -244,6 +249,14 @@ def main() -> None:
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "-s",
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Scrapy setting for every crawl, the baseline's included",
+    )
     args = parser.parse_args()
     from .e2e_report import print_result
 
@@ -257,6 +270,7 @@ def main() -> None:
         variants=[v.strip() for v in args.variants.split(",") if v.strip()],
         conditions=[c.strip() for c in args.conditions.split(",") if c.strip()],
         progress=print,
+        settings=args.set,
     )
     print_result(result)
     if args.json:

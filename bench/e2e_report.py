@@ -59,9 +59,16 @@ def describe(result: dict[str, Any]) -> list[str]:
         f"half-width was <= {result['halfwidth_target']:.0%} (at most "
         f"{result['max_pairs']}): {result['pairs']} rounds, widest half-width "
         f"{result['widest_halfwidth']:.1%}, {result['crawls']} timed crawls "
-        f"in {minutes:.1f} min.",
+        f"in {minutes:.1f} min." + settings_sentence(result.get("settings", [])),
         "",
     ]
+
+
+def settings_sentence(settings: list[str]) -> str:
+    if not settings:
+        return ""
+    listed = ", ".join(f"`{setting}`" for setting in settings)
+    return f" Every crawl, the baseline's included, with {listed}."
 
 
 def condition_title(condition: str, latency: list[float]) -> str:
