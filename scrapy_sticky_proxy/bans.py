@@ -54,7 +54,9 @@ class BanPolicy:
     means "not a ban".
 
     For full control, subclass it and name the subclass in
-    ``STICKY_PROXY_BAN_POLICY``; it is built with Scrapy's
+    ``STICKY_PROXY_BAN_POLICY`` (its reasons are cleaned before use:
+    passwords redacted, one line, at most 64 characters and 32 different
+    reasons); it is built with Scrapy's
     ``build_from_crawler`` (so through :meth:`from_crawler`). Override
     :meth:`response_ban` and/or :meth:`exception_ban`, and call ``super()``
     to keep the defaults::

@@ -26,9 +26,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import NotConfigured
-from scrapy.utils.misc import build_from_crawler
 
 from . import _meta as M
+from ._policy_guard import ban_policy
 from ._wiring import middleware_names
 from .bans import BanPolicy
 from .config import for_crawler
@@ -95,11 +95,7 @@ class BanCacheGuard:
         config = for_crawler(crawler)
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
-        self.policy: BanPolicy = (
-            build_from_crawler(config.ban_policy_cls, crawler)
-            if config.ban_policy_cls
-            else BanPolicy.from_config(config)
-        )
+        self.policy: BanPolicy = ban_policy(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> BanCacheGuard:

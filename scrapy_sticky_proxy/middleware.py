@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.defer import deferred_from_coro
-from scrapy.utils.misc import build_from_crawler
 
 from . import _meta as M
 from ._copies import Copies
 from ._lifecycle import Lifecycle
 from ._location import Countries, state_key
+from ._policy_guard import ban_policy
 from ._reroll import passed
 from ._session_pools import Pools
 from ._stats import Counter
@@ -75,11 +75,7 @@ class StickyProxyMiddleware:
         self._bypass = Bypass(handlers, count.inc) if handlers else None
         if store is None:
             store = make_store(config, getattr(crawler.spider, "name", "") or "")
-        self.policy: BanPolicy = (
-            build_from_crawler(config.ban_policy_cls, crawler)
-            if config.ban_policy_cls
-            else BanPolicy.from_config(config)
-        )
+        self.policy: BanPolicy = ban_policy(crawler)
         self._waits = Waits()
         self.tiers = Tiers(config, store, self._waits.wake, count)
         self.router = self.tiers.router  # with STICKY_PROXY_TIERS, every tier's
