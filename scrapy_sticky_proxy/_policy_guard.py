@@ -6,34 +6,36 @@ answered as untrusted input: a reason built from a response (its URL, a
 header) must neither grow the stats without bound nor carry a password or
 a line break into them. Its reasons are:
 
-- the configured passwords redacted, every character but printable ASCII
-  (no space) made ``_``, at most 64 characters;
+- the configured passwords redacted (the forms ``routing/secrets.py``
+  knows), then every character but printable ASCII (no space) made ``_``,
+  then cut to 64 characters;
 - at most 32 different ones in a crawl; a new one past that is counted as
   ``policy/other``, with one warning;
-- ``None`` for "no ban"; any other value that is not a ``str`` is judged
-  by its truth (``False``: no ban; ``True``: the reason ``policy/bool``),
-  with one warning.
+- ``None`` for "no ban"; any other value is judged by its truth, with one
+  warning per type: a false one (``False``, ``0``, ``""``) is no ban, a
+  true one that is not a ``str`` the reason ``policy/<its type>``
+  (``policy/bool`` for ``True``).
 
-The policy is built once per crawler, for the middleware and the cache
-guard alike (so its ``from_crawler`` runs once). The default policy's
-reasons are short and few already: it is used as it is.
+The middleware and the HTTP cache guard each build the policy, as they
+always did (a policy that keeps state sees each response once); the
+guard's copy does not warn, as the middleware's warns of the same
+answers. The default policy's reasons are short and few already: it is
+used as it is.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.misc import build_from_crawler
 
 from .bans import BanPolicy
 from .config import for_crawler
+from .routing.secrets import redact
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
@@ -43,33 +45,29 @@ MAX_LENGTH = 64
 MAX_REASONS = 32
 OTHER = "policy/other"
 _UNSAFE = re.compile(r"[^\x21-\x7e]")
-_BY_CRAWLER: weakref.WeakKeyDictionary[Crawler, BanPolicy] = weakref.WeakKeyDictionary()
 
 
-def ban_policy(crawler: Crawler) -> BanPolicy:
-    """The crawl's ban policy: ``STICKY_PROXY_BAN_POLICY``'s, guarded, or
-    the default one of the settings."""
-    policy = _BY_CRAWLER.get(crawler)
-    if policy is None:
-        config = for_crawler(crawler)
-        if config.ban_policy_cls:
-            custom = build_from_crawler(config.ban_policy_cls, crawler)
-            policy = GuardedPolicy(custom, config.redact)
-        else:
-            policy = BanPolicy.from_config(config)
-        _BY_CRAWLER[crawler] = policy
-    return policy
+def ban_policy(crawler: Crawler, quiet: bool = False) -> BanPolicy:
+    """A new ban policy of the crawl: ``STICKY_PROXY_BAN_POLICY``'s,
+    guarded (*quiet*: without warnings), or the default one."""
+    config = for_crawler(crawler)
+    if not config.ban_policy_cls:
+        return BanPolicy.from_config(config)
+    custom = build_from_crawler(config.ban_policy_cls, crawler)
+    return GuardedPolicy(custom, config.secrets, quiet)
 
 
 class GuardedPolicy(BanPolicy):
-    """Stands in for a custom policy: asks it, and cleans what it answers."""
+    """Stands in for a custom policy (``.policy``): asks it, and cleans
+    what it answers."""
 
-    def __init__(self, policy: BanPolicy, redact: Callable[[str], str]):
+    def __init__(self, policy: BanPolicy, secrets: tuple[str, ...], quiet: bool):
         # Not BanPolicy.__init__: the rules are the wrapped policy's.
         self.policy = policy
-        self._redact = redact
+        self._secrets = secrets
         self._reasons: set[str] = set()
-        self._warned: set[str] = set()
+        # What was warned of; None: warn of nothing.
+        self._warned: set[str] | None = None if quiet else set()
 
     def __getattr__(self, name: str) -> Any:
         # The wrapped policy's own attributes (its statuses, or any of yours).
@@ -87,7 +85,7 @@ class GuardedPolicy(BanPolicy):
     def _clean(self, value: Any, method: str) -> str | None:
         if value is None:
             return None
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not value:
             kind = type(value).__name__
             try:
                 banned = bool(value)
@@ -95,17 +93,18 @@ class GuardedPolicy(BanPolicy):
                 banned = False
             self._warn_once(
                 f"type:{kind}",
-                "STICKY_PROXY_BAN_POLICY: %s.%s returned a %s, not a reason (a "
-                "str) or None; it is taken as %s",
+                "STICKY_PROXY_BAN_POLICY: %s.%s returned a value of type %s, "
+                "not a reason (a non-empty str) or None: a false one is taken "
+                "as no ban, a true one as the ban reason policy/%s",
                 type(self.policy).__name__,
                 method,
                 kind,
-                f"the ban reason policy/{kind}" if banned else "no ban",
+                kind,
             )
             if not banned:
                 return None
             value = f"policy/{kind}"
-        reason = _UNSAFE.sub("_", self._redact(value))[:MAX_LENGTH] or "policy"
+        reason = _UNSAFE.sub("_", redact(value, self._secrets))[:MAX_LENGTH]
         if reason in self._reasons:
             return reason
         if len(self._reasons) >= MAX_REASONS:
@@ -123,6 +122,6 @@ class GuardedPolicy(BanPolicy):
         return reason
 
     def _warn_once(self, what: str, message: str, *args: object) -> None:
-        if what not in self._warned:
+        if self._warned is not None and what not in self._warned:
             self._warned.add(what)
             logger.warning(message, *args)

@@ -95,7 +95,8 @@ class BanCacheGuard:
         config = for_crawler(crawler)
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
-        self.policy: BanPolicy = ban_policy(crawler)
+        # Its own copy: a policy that keeps state sees each response once.
+        self.policy: BanPolicy = ban_policy(crawler, quiet=True)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> BanCacheGuard:

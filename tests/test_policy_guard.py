@@ -6,9 +6,10 @@ its truth. Real crawls through the sandbox."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
+import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy import BanPolicy
@@ -48,10 +49,35 @@ class EchoPolicy(BanPolicy):
 
 class TruthPolicy(BanPolicy):
     """Answers False for "no ban" and True for item 3's page, as a user who
-    did not read the docstring would."""
+    did not read the docstring would. Notes every answer it gives."""
+
+    asked: ClassVar[list[tuple[int, str]]] = []
 
     def response_ban(self, response: Response) -> Any:
+        self.asked.append((id(self), response.url))
         return response.url.endswith("/item/3")
+
+
+class EmptyPolicy(BanPolicy):
+    """Answers "" for "no ban"."""
+
+    def response_ban(self, response: Response) -> Any:
+        return "captcha" if response.url.endswith("/item/3") else ""
+
+
+class CutPolicy(EchoPolicy):
+    """A reason whose password runs across the 64th character, after a
+    space: redacted first, then cut, or a piece of it would be left."""
+
+    def response_ban(self, response: Response) -> str | None:
+        return "x" * 50 + f" {self.password} tail"
+
+
+class LostPolicy(EchoPolicy):
+    """A download error's reason with the password and a line break."""
+
+    def exception_ban(self, exception: BaseException) -> str | None:
+        return f"lost {type(exception).__name__}\n{self.password}"
 
 
 @deferred_f_from_coro_f
@@ -95,30 +121,99 @@ async def test_a_policy_s_reasons_are_redacted_one_line_and_bounded(
     assert len(many) == 1 and "STICKY_PROXY_BAN_POLICY" in many[0].getMessage()
 
 
+@pytest.mark.parametrize(
+    ("policy", "reason", "warned_of"),
+    [
+        ("TruthPolicy", "policy/bool", "type bool"),
+        ("EmptyPolicy", "captcha", "type str"),
+    ],
+)
 @deferred_f_from_coro_f
-async def test_a_policy_answering_true_or_false_is_taken_at_its_word(
-    sandbox: Sandbox, caplog: Any
+async def test_a_false_answer_is_no_ban(
+    sandbox: Sandbox, caplog: Any, policy: str, reason: str, warned_of: str
 ) -> None:
     caplog.set_level(logging.WARNING)
     result = await crawl(
         ItemsSpider,
         settings_for(
             sandbox,
-            STICKY_PROXY_BAN_POLICY=f"{__name__}.TruthPolicy",
+            STICKY_PROXY_BAN_POLICY=f"{__name__}.{policy}",
             STICKY_PROXY_MAX_REROLLS=0,
         ),
         base=sandbox.site_url,
         n=6,
     )
     stats = result.stats
-    # False is no ban: every other page and its follow-ups are items.
+    # Every other page and its follow-ups are items (before: none at all).
     assert len(result.items) == 5 * 4
     assert stats["sticky_proxy/bans"] == 1
-    assert stats["sticky_proxy/bans/policy/bool"] == 1
-    assert "sticky_proxy/bans/False" not in stats
-    assert "sticky_proxy/bans/True" not in stats
-    warned = [
-        r.getMessage() for r in caplog.records if "returned a bool" in r.getMessage()
-    ]
+    assert stats[f"sticky_proxy/bans/{reason}"] == 1
+    warned = [r.getMessage() for r in caplog.records if warned_of in r.getMessage()]
     assert len(warned) == 1
     assert "STICKY_PROXY_BAN_POLICY" in warned[0]
+
+
+@deferred_f_from_coro_f
+async def test_with_the_http_cache_each_copy_sees_a_response_once(
+    sandbox: Sandbox, tmp_path: Path, caplog: Any
+) -> None:
+    """The cache guard asks a policy of its own, so a policy that keeps
+    state sees each response once; a page it answers False for is cached."""
+    caplog.set_level(logging.WARNING)
+    TruthPolicy.asked = []
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    settings = settings_for(
+        sandbox,
+        STICKY_PROXY_BAN_POLICY=f"{__name__}.TruthPolicy",
+        STICKY_PROXY_MAX_REROLLS=0,
+        **cache,
+    )
+    first = await crawl(ItemsSpider, settings, base=sandbox.site_url, n=6, follow=False)
+    assert len(first.items) == 5
+    asked = TruthPolicy.asked
+    assert len(asked) == 2 * 6 and len(set(asked)) == len(asked)
+    assert len({who for who, _ in asked}) == 2
+    # One warning, from the middleware's copy.
+    assert len([r for r in caplog.records if "type bool" in r.getMessage()]) == 1
+    second = await crawl(
+        ItemsSpider, settings, base=sandbox.site_url, n=6, follow=False
+    )
+    assert second.stats["httpcache/hit"] == 5  # item 3's ban page was not kept
+
+
+@deferred_f_from_coro_f
+async def test_a_reason_is_redacted_before_it_is_cut(sandbox: Sandbox) -> None:
+    result = await crawl(
+        ItemsSpider,
+        settings_for(
+            sandbox,
+            STICKY_PROXY_BAN_POLICY=f"{__name__}.CutPolicy",
+            STICKY_PROXY_MAX_REROLLS=0,
+        ),
+        base=sandbox.site_url,
+        n=2,
+        follow=False,
+    )
+    bans = [k for k in result.stats if k.startswith("sticky_proxy/bans/")]
+    assert bans == ["sticky_proxy/bans/" + "x" * 50 + "_***_tail"]
+
+
+@deferred_f_from_coro_f
+async def test_a_download_error_s_reason_is_cleaned(sandbox: Sandbox) -> None:
+    # Through a tunnel, the site's reset reaches the crawler as an error.
+    sandbox.site.ban_rule = lambda ip, path: "reset" if "/item/" in path else None
+    result = await crawl(
+        ItemsSpider,
+        settings_for(
+            sandbox,
+            STICKY_PROXY_BAN_POLICY=f"{__name__}.LostPolicy",
+            STICKY_PROXY_MAX_REROLLS=0,
+            RETRY_ENABLED=False,
+        ),
+        base=sandbox.site_https_url,
+        n=2,
+        follow=False,
+    )
+    bans = {k for k in result.stats if k.startswith("sticky_proxy/bans/")}
+    assert bans and all(k.endswith("_***") and "\n" not in k for k in bans), bans
+    assert all(k.startswith("sticky_proxy/bans/lost_") for k in bans), bans
