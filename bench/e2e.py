@@ -120,6 +120,7 @@ def run(
     unknown = {*variants} - {*VARIANTS} - {BASELINE} | {*conditions} - {*CONDITIONS}
     if unknown:
         raise ValueError(f"not a variant or condition here: {sorted(unknown)}")
+    check_settings(settings)
     variants = [name for name in variants if name != BASELINE]  # always run
     started = time.monotonic()
     rounds: list[dict[str, dict[str, dict[str, Any]]]] = []
@@ -216,6 +217,19 @@ def run(
     }
 
 
+# What makes a variant what it is: not to be set for every crawl.
+VARIANT_SETTINGS = ("ADDONS", "DOWNLOAD_HANDLERS", "DOWNLOADER_MIDDLEWARES")
+
+
+def check_settings(settings: Sequence[str]) -> None:
+    for setting in settings:
+        name, equals, _ = setting.partition("=")
+        if not equals or not name:
+            raise ValueError(f"a setting is NAME=VALUE, not {setting!r}")
+        if name in VARIANT_SETTINGS or name.startswith(("STICKY_PROXY_", "ROTATING_")):
+            raise ValueError(f"{name} is what a variant sets: not for every crawl")
+
+
 def run_round(
     crawl: Any, condition: str, variants: Sequence[str], number: int, progress: Any
 ) -> dict[str, dict[str, Any]]:
@@ -258,6 +272,10 @@ def main() -> None:
         help="a Scrapy setting for every crawl, the baseline's included",
     )
     args = parser.parse_args()
+    try:
+        check_settings(args.set)
+    except ValueError as error:
+        parser.error(str(error))
     from .e2e_report import print_result
 
     result = run(
