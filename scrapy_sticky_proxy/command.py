@@ -32,7 +32,7 @@ from . import _meta as M
 from ._status import collect_status, format_status
 from .config import SharedStateConfig
 from .errors import ConfigError
-from .state.redis_layout import printable, redact_url
+from .state.redis_layout import DECODE, printable, redact_url
 
 if TYPE_CHECKING:
     import argparse
@@ -122,7 +122,7 @@ class StickyProxyCommand(ScrapyCommand):
             if opts.start_urls_key == f"{namespace}:gave_up":
                 raise UsageError("--start-urls-key cannot be the give-up list")
             with redis.Redis.from_url(
-                url, decode_responses=True, **shared.redis_params
+                url, **{**shared.redis_params, **DECODE}
             ) as client:
                 client.ping()
                 if args[0] == "requeue":

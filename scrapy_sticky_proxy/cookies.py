@@ -277,12 +277,12 @@ class StickyProxyCookieShare:
     def _connect(self) -> Any:
         import redis.asyncio as aioredis
 
-        from .state.redis_layout import quiet_client
+        from .state.redis_layout import DECODE, quiet_client
 
         config = self.config
-        options = {**quiet_client(), **config.redis_params}
+        options = {**quiet_client(), **config.redis_params, **DECODE}
         assert config.redis_url is not None
-        return aioredis.from_url(config.redis_url, decode_responses=True, **options)
+        return aioredis.from_url(config.redis_url, **options)
 
     async def closed(self) -> None:
         if self._deleting:  # each bounded by SHARE_TIMEOUT

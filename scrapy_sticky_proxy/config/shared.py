@@ -28,7 +28,7 @@ DEFAULT_NAMESPACE = "sticky_proxy"
 # Client options that make sense for our connection; scrapy-redis's own
 # defaults (30 s socket timeout) would hide a lost Redis for too long.
 _REDIS_DEFAULTS = {"socket_timeout": 5, "socket_connect_timeout": 2}
-_REDIS_IGNORED = {"redis_cls", "url", "encoding", "decode_responses"}
+_REDIS_IGNORED = {"redis_cls", "url", "encoding", "decode_responses", "encoding_errors"}
 # Client options whose wrong type redis-py only notices when it connects,
 # reported then as "cannot reach Redis".
 _REDIS_SECONDS = ("socket_timeout", "socket_connect_timeout")

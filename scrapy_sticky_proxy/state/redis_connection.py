@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .redis_layout import (
     BUMP,
+    DECODE,
     GAVE_UP,
     MAX_GENERATION,
     PROXY,
@@ -91,7 +92,7 @@ class RedisConnection:
         import redis.asyncio as aioredis
 
         self.client = aioredis.from_url(
-            self.url, decode_responses=True, **{**quiet_client(), **self.client_kwargs}
+            self.url, **{**quiet_client(), **self.client_kwargs, **DECODE}
         )
         try:
             await self.client.ping()

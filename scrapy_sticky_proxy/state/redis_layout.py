@@ -238,6 +238,16 @@ return current
 )
 
 
+# How every client of ours reads Redis: as text, and a byte that is not
+# UTF-8 (anyone may write one) as a lone surrogate, so that one value can
+# neither fail a whole reply nor a name read by SCAN stop round-tripping;
+# such a value then fails the checks every value gets, and is skipped.
+DECODE: dict[str, Any] = {
+    "decode_responses": True,
+    "encoding_errors": "surrogateescape",
+}
+
+
 def quiet_client() -> dict[str, Any]:
     """Client options that spare every new connection the handshake extras
     (CLIENT SETINFO, maintenance notifications) of recent redis-py
