@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import re
 
     from scrapy.crawler import Crawler
-    from scrapy.http import Response
+    from scrapy.http import Request, Response
 
     from .config import StickyProxyConfig
 
@@ -141,6 +141,39 @@ UNREACHABLE: tuple[type[Exception], ...] = (
         if cls is not None
     ),
 )
+
+
+class ProxyAuth:
+    """Whose a 407 response is: the proxy's (the credentials are wrong, the
+    crawl closes) or the site's (a response like any other).
+
+    A 407 to an https request came through a tunnel the proxy had already
+    accepted, so it is the site's (the proxy's refusal of a CONNECT is an
+    error, :func:`is_tunnel_407`), unless a browser made it (its proxy
+    handshake is its own). Any other 407 is the proxy's while the route has
+    not answered anything else yet (the credential probe), and once it has,
+    only as the STREAK-th 407 in a row through the route: one site's 407
+    among other answers does not close the crawl, credentials revoked
+    mid-crawl still do."""
+
+    STREAK = 3
+
+    def __init__(self) -> None:
+        self._streaks: dict[str, int] = {}  # route -> 407s since another answer
+
+    def refused(self, route: str, request: Request, status: int) -> bool:
+        """Whether this response, come back through *route* (not from a
+        cache), is the proxy refusing the credentials."""
+        if status != 407:
+            self._streaks[route] = 0
+            return False
+        if request.url.startswith("https:") and not request.meta.get("playwright"):
+            return False
+        streak = self._streaks.get(route)
+        if streak is None:  # nothing else came back through it yet
+            return True
+        self._streaks[route] = streak = streak + 1
+        return streak >= self.STREAK
 
 
 def is_tunnel_407(exception: Exception) -> bool:

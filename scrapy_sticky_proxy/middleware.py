@@ -34,7 +34,7 @@ from ._wiring import (
     check_middleware_order,
     check_shared_connections,
 )
-from .bans import UNREACHABLE, BanPolicy, is_tunnel_407
+from .bans import UNREACHABLE, BanPolicy, ProxyAuth, is_tunnel_407
 from .cache import check_guard, restore
 from .config import for_crawler
 from .cookies import SessionJars
@@ -76,6 +76,7 @@ class StickyProxyMiddleware:
         if store is None:
             store = make_store(config, getattr(crawler.spider, "name", "") or "")
         self.policy: BanPolicy = ban_policy(crawler)
+        self.proxy_auth = ProxyAuth()
         self._waits = Waits()
         self.tiers = Tiers(config, store, self._waits.wake, count)
         self.router = self.tiers.router  # with STICKY_PROXY_TIERS, every tier's
@@ -195,9 +196,9 @@ class StickyProxyMiddleware:
         route = meta.get(M.ROUTE)
         if route is None or meta.get(M.DONT):
             return response
-        if response.status == 407:
-            self._auth_failed(route)
         cached = "cached" in response.flags
+        if not cached and self.proxy_auth.refused(route, request, response.status):
+            self._auth_failed(route)
         if cached:
             # From the HTTP cache, not through the route: it proves nothing
             # about the route (an outage goes on, a wrong port is still one).

@@ -227,6 +227,9 @@ class DemoSite:
             return 429, [("Retry-After", "1"), _TEXT], b"too many requests\n"
         if kind == "503":
             return 503, [("Retry-After", "1"), _TEXT], b"unavailable\n"
+        if kind == "407":  # the site itself, not the gateway, asks for them
+            asks = ("Proxy-Authenticate", 'Basic realm="site"')
+            return 407, [asks, _TEXT], b"proxy credentials, says the site\n"
         if kind is not None:
             return 403, [_TEXT], b"forbidden\n"
         if url.path == WARMUP_PATH:  # a cookie bound to the address
