@@ -14,7 +14,7 @@ from scrapy.exceptions import IgnoreRequest
 from . import _meta as M
 from ._reroll import bound, number, restart, stamp
 from .cache import bypass
-from .config.readers import MAX_REROLLS, meta_count
+from .config.readers import MAX_REROLLS, meta_count, whole_number
 from .ledger import reasons
 from .routing.decisions import CLOSING
 
@@ -55,7 +55,7 @@ class Copies:
         start it again."""
         bound(request)  # a follow-up built from response.meta starts afresh
         meta = request.meta
-        rerolls = int(number(meta.get(M.REROLLS), 0))
+        rerolls = int(min(number(meta.get(M.REROLLS), 0), MAX_REROLLS))
         why = [*reasons(request), reason]
         assert self.crawler.stats is not None
         limit = meta_count(
@@ -99,7 +99,11 @@ class Copies:
     def retry(self, request: Request, reason: str, stat: str) -> Request:
         """A copy of *request*, through get_retry_request, stripped of its
         route; stats under ``sticky_proxy/<stat>/``."""
-        retry_times = request.meta.get("retry_times")
+        given = request.meta.get("retry_times")
+        # Untrusted: a count, or none spent (Scrapy's sum would raise).
+        retry_times = None if given is None else whole_number(given, 0, 2**31) or 0
+        if retry_times != given:
+            request = request.replace(meta={**request.meta, "retry_times": retry_times})
         spider = self.crawler.spider
         assert spider is not None
         new = get_retry_request(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _meta as M
+from .routing.secrets import shown
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -32,14 +33,14 @@ def give_up_record(
     record: dict[str, Any] = {
         "url": redact(request.url),
         "method": request.method,
-        "key": redact(str(request.meta.get(M.KEY, ""))),
+        "key": redact(_text(request.meta.get(M.KEY, ""))),
         "reasons": reasons,
         "attempts": len(reasons),
         "time": round(time.time(), 3),
     }
     country = request.meta.get(M.COUNTRY)
     if country:  # replayed without it, the request would go anywhere
-        record["country"] = redact(str(country))
+        record["country"] = redact(_text(country))
     if request.body:
         try:
             record["body"] = redact(request.body.decode("utf-8"))
@@ -70,3 +71,9 @@ def keep_record(store: HealthStore, record: dict[str, Any]) -> bool:
         )
         return False
     return getattr(local, "gave_up_write_errors", 0) == before
+
+
+def _text(value: object) -> str:
+    """A meta value for a record: itself if text, else a short repr (meta is
+    untrusted: a huge int has no str, an object's may raise)."""
+    return value if isinstance(value, str) else shown(value, 200)

@@ -66,6 +66,12 @@ def _origin(value: Any) -> Origin | None:
         and isinstance(value[1], str)
         and isinstance(value[2], bytes)
         and isinstance(value[3], dict)
+        and all(
+            isinstance(name, bytes)
+            and isinstance(values, list)
+            and all(isinstance(v, bytes) for v in values)
+            for name, values in value[3].items()
+        )
     ):
         return (value[0], value[1], value[2], value[3])
     return None
@@ -89,9 +95,11 @@ def bound(request: Request) -> Origin | None:
     if isinstance(trail, (tuple, list)) and len(trail) == 3 and urls is not None:
         at, hops, origin = trail
         origin = _origin(origin)
-        if request.url == at and len(urls) == hops:
+        if type(hops) is not int:  # untrusted: not ours
+            pass
+        elif request.url == at and len(urls) == hops:
             return origin
-        if len(urls) == hops + 1 and urls[-1] == at and isinstance(hops, int):
+        elif len(urls) == hops + 1 and urls[-1] == at:
             meta[M.TRAIL] = (request.url, len(urls), origin)
             return origin
     for name in BOOKKEEPING:
@@ -123,7 +131,10 @@ def restart(request: Request) -> Request:
     if origin is None or (request.url, request.method) == origin[:2]:
         return request
     url, method, body, headers = origin
-    new = request.replace(url=url, method=method, body=body, headers=headers)
+    try:
+        new = request.replace(url=url, method=method, body=body, headers=headers)
+    except (TypeError, ValueError):  # untrusted: not a request to go back to
+        return request
     for name in _REDIRECT_KEYS:
         new.meta.pop(name, None)
     return new

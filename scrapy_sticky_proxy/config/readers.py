@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..routing.secrets import url_passwords_hidden
+from ..routing.secrets import shown
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -173,16 +173,6 @@ def figure(number: float) -> str:
     if isinstance(number, int) or (number.is_integer() and abs(number) <= 10**15):
         return str(int(number))
     return f"{number:g}"
-
-
-def shown(value: object, limit: int = 40, redact: Any = None) -> str:
-    """A short repr of an untrusted value, for messages (a huge int has no
-    repr beyond 4300 digits), URL passwords hidden, *redact* run before the cut."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 10**15:
-        return f"a number of {value.bit_length()} bits"
-    text = url_passwords_hidden(repr(value))
-    text = text if redact is None else redact(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_list(settings: BaseSettings, name: str) -> list[Any]:

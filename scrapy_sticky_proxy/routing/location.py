@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from .secrets import shown
+
 #: Where a preset's location fragments go in the credentials (internal when
 #: the preset places the session id; a ``{session}`` template may hold it).
 LOCATION = "{location}"
@@ -108,12 +110,11 @@ def country_code(value: object) -> str:
     code = value.strip().upper() if isinstance(value, str) else None
     if code in COUNTRY_CODES:
         return code
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     hint = _HINTS.get(code or "")
     raise LocationError(
         INVALID,
-        f"{shown} is not an ISO 3166-1 alpha-2 country code (two letters such as "
-        f"US, DE, BR){f'; for this country write {hint}' if hint else ''}",
+        f"{shown(value)} is not an ISO 3166-1 alpha-2 country code (two letters "
+        f"such as US, DE, BR){f'; for this country write {hint}' if hint else ''}",
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
 MIN_PIECE = 4  # a shorter piece of a password beside a longer one is not one
@@ -41,6 +42,20 @@ def secret_forms(*secrets: str | None) -> tuple[str, ...]:
     for secret in filter(None, secrets):
         forms += (secret, *_escaped(secret), *_encoded(secret))
     return longest_first(forms)
+
+
+def shown(value: object, limit: int = 40, redact: Any = None) -> str:
+    """A short repr of an untrusted value, for messages (a huge int has no
+    repr beyond 4300 digits, a repr may raise), URL passwords hidden,
+    *redact* run before the cut."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**15:
+        return f"a number of {value.bit_length()} bits"
+    try:
+        text = url_passwords_hidden(repr(value))
+    except Exception:  # a repr of the spider's own that fails
+        text = f"a {type(value).__name__}"
+    text = text if redact is None else redact(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def url_passwords_hidden(text: str) -> str:
