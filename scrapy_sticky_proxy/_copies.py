@@ -123,6 +123,9 @@ class Copies:
         strip_route(new)
         if self.cache:
             bypass(new.meta)  # to the network, not to the HTTP cache
+        # The copy names the request from now on: if it is lost waiting in
+        # the scheduler, its record holds the verdicts written to it.
+        self.ledger.routed(new, new.meta)
         return new
 
 

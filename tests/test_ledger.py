@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from scrapy import signals
-from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.defer import deferred_f_from_coro_f, deferred_from_coro
 
-from scrapy_sticky_proxy.sandbox import Sandbox
+from scrapy_sticky_proxy._connections import session_burned
+from scrapy_sticky_proxy.sandbox import Sandbox, ban_all
 
 from .conftest import records
 from .spiders import ItemsSpider, at_counts, hooked
@@ -140,3 +141,44 @@ async def test_copies_waiting_in_the_scheduler_at_close_are_recorded(
         "spider_closing",
         "lost/spider_closed",
     }
+
+
+@deferred_f_from_coro_f
+async def test_a_lost_copy_s_record_holds_every_verdict(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The spider closes right after a ban, its re-roll copy not yet sent:
+    the record is the copy's, with every ban verdict the request met (it
+    was the last request routed, one verdict short)."""
+    sandbox.site.ban_rule = ban_all("403")
+    gave_up = tmp_path / "gave_up.jsonl"
+
+    class Closing(ItemsSpider):
+        @classmethod
+        def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+            spider = super().from_crawler(crawler, *args, **kwargs)
+            burns: list[str] = []
+
+            def burned(request: Any) -> None:
+                burns.append(request.url)
+                if len(burns) == 2:
+                    engine = crawler.engine
+                    if hasattr(engine, "close_spider_async"):
+                        deferred_from_coro(engine.close_spider_async(reason="test"))
+                    else:  # Scrapy < 2.14
+                        engine.close_spider(spider, "test")
+
+            crawler.signals.connect(burned, signal=session_burned, weak=False)
+            return spider
+
+    settings = settings_for(
+        sandbox,
+        STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
+        STICKY_PROXY_MAX_REROLLS=5,
+        CONCURRENT_REQUESTS=1,
+    )
+    result = await crawl_within(20, Closing, settings, base=sandbox.site_url, n=1)
+    assert result.stats["finish_reason"] == "test"
+    [record] = records(gave_up)
+    assert record["reasons"] == ["status/403", "status/403", "lost/spider_closed"]
+    assert record["attempts"] == 3
