@@ -66,6 +66,21 @@ def test_generations_survive_a_round_trip(tmp_path: Path) -> None:
     assert fresh.ban("http://b/2", 2, 9.0) == 3
 
 
+def test_a_score_back_to_zero_leaves_nothing_to_write(tmp_path: Path) -> None:
+    """A key restored at generation 0 with a score, whose score then falls
+    back to 0, has nothing left worth writing (a new user's trial found 40
+    such ``{"generation": 0}`` entries in a resumed crawl's file)."""
+    path = tmp_path / snapshot.FILENAME
+    store = MemoryStore()
+    store.add_score("http://a/1", 0, 1, 1.0)
+    assert saved(store, path) == 1
+    fresh = MemoryStore()
+    assert fresh.restore(loaded(path).keys, 7.0, 0.0) == 1
+    assert fresh.acquire("http://a/1", 8.0) == (0, False)  # claimed
+    fresh.add_score("http://a/1", 0, -1, 9.0)  # a success: back to 0
+    assert saved(fresh, path) == 0
+
+
 def test_error_scores_survive_a_round_trip(tmp_path: Path) -> None:
     """STICKY_PROXY_BAN_TOLERANCE: a session's score comes back with its
     generation (also at generation 0); a burned session's score does not."""

@@ -243,7 +243,8 @@ class MemoryStore(HealthStore):
             scored = scores.pop(digest, None)
             if scored is not None and scored[0] == state["generation"]:
                 state["score"] = scored[1]
-            yield digest, state
+            if state != {"generation": 0}:  # else nothing worth keeping
+                yield digest, state
         for digest, (generation, score) in scores.items():  # at generation 0
             if not generation:
                 yield digest, {"generation": 0, "score": score}
