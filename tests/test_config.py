@@ -131,6 +131,11 @@ NOT_CALLABLE = 42
             "callable",
         ),
         ({"STICKY_PROXY_BACKEND": "mongo"}, "STICKY_PROXY_BACKEND", "mongo"),
+        (  # which entry of the list
+            {"STICKY_PROXY_LIST": ["http://a:1", "http://u:pw@b"]},
+            "STICKY_PROXY_LIST",
+            "entry 1: has no port",
+        ),
         (
             {"STICKY_PROXY_SESSION_MAX_AGE": -5},
             "STICKY_PROXY_SESSION_MAX_AGE",

@@ -190,13 +190,17 @@ def _static_list(value: Any) -> tuple[StaticProxy, ...]:
                 f"entry {index}: weight must be a positive number up to "
                 f"{MAX_WEIGHT}, got {shown(raw_weight)}",
             )
-        template = ProxyTemplate.parse(
-            expand_env(url, name) if isinstance(url, str) else url,
-            generic,
-            None,
-            setting=name,
-            require_session=False,
-        )
+        try:
+            template = ProxyTemplate.parse(
+                expand_env(url, name) if isinstance(url, str) else url,
+                generic,
+                None,
+                setting=name,
+                require_session=False,
+            )
+        except ConfigError as error:  # which of the list's URLs
+            problem = str(error).removeprefix(f"{name}: ")
+            raise ConfigError(name, f"entry {index}: {problem}") from None
         proxy_id = template.hostport
         seen[proxy_id] = seen.get(proxy_id, 0) + 1
         if seen[proxy_id] > 1:
