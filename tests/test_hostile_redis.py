@@ -255,9 +255,15 @@ def seed_hostile_status(client: Any, ns: str) -> None:
 SCRAPY = (sys.executable, "-m", "scrapy", "sticky_proxy")
 
 
-def run_status(cwd: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def run_requeue(cwd: Path, url: str) -> subprocess.CompletedProcess[str]:
+    return run_status(cwd, url, "--start-urls-key", "s:k", command="requeue")
+
+
+def run_status(
+    cwd: Path, url: str, *extra: str, command: str = "status"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*SCRAPY, "status", "--redis-url", url, *extra],
+        [*SCRAPY, command, "--redis-url", url, *extra],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -306,14 +312,7 @@ def test_status_survives_a_wrong_typed_key(
 def test_requeue_prints_hostile_records_safely(redis_db: str, tmp_path: Path) -> None:
     client = sync_client(redis_db)
     client.rpush("sticky_proxy:gave_up", ANSI * 100, json.dumps({"url": 5}))
-    result = subprocess.run(
-        [*SCRAPY, "requeue", "--redis-url", redis_db, "--start-urls-key", "s:k"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_requeue(tmp_path, redis_db)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "\x1b" not in result.stderr and "\r" not in result.stderr
     assert len(result.stderr.splitlines()) == 2

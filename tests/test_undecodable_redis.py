@@ -4,7 +4,6 @@ stops the store, its listener, the status command or a crawl."""
 
 from __future__ import annotations
 
-import subprocess
 from typing import TYPE_CHECKING
 
 import redis
@@ -14,7 +13,7 @@ from scrapy_sticky_proxy.state.redis_layout import key_digest
 
 from .conftest import crawl
 from .spiders import ItemsSpider
-from .test_hostile_redis import SCRAPY, run_status, skipped
+from .test_hostile_redis import run_requeue, run_status, skipped
 from .test_redis_crawl import redis_settings
 from .test_redis_store import NS, opened, within
 
@@ -61,14 +60,7 @@ def test_status_and_requeue_read_past_it(redis_db: str, tmp_path: Path) -> None:
     status = run_status(tmp_path, redis_db)
     assert status.returncode == 0, status.stderr[-2000:]
     assert "Burned keys: 1" in status.stdout
-    requeue = subprocess.run(
-        [*SCRAPY, "requeue", "--redis-url", redis_db, "--start-urls-key", "s:k"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    requeue = run_requeue(tmp_path, redis_db)
     assert requeue.returncode == 0, requeue.stderr[-2000:]
     assert "Traceback" not in requeue.stderr
 
