@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scrapy_sticky_proxy.middleware")
 
 
+_ABSENT = object()  # no retry_times in meta
+
+
 class Copies:
     def __init__(
         self,
@@ -99,10 +102,10 @@ class Copies:
     def retry(self, request: Request, reason: str, stat: str) -> Request:
         """A copy of *request*, through get_retry_request, stripped of its
         route; stats under ``sticky_proxy/<stat>/``."""
-        given = request.meta.get("retry_times")
+        given = request.meta.get("retry_times", _ABSENT)
         # Untrusted: a count, or none spent (Scrapy's sum would raise).
-        retry_times = None if given is None else whole_number(given, 0, 2**31) or 0
-        if retry_times != given:
+        retry_times = None if given is _ABSENT else whole_number(given, 0, 2**31) or 0
+        if given is not _ABSENT and retry_times != given:
             request = request.replace(meta={**request.meta, "retry_times": retry_times})
         spider = self.crawler.spider
         assert spider is not None

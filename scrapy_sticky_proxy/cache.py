@@ -109,7 +109,8 @@ class BanCacheGuard:
             M.ROUTE in meta
             and not meta.get(M.DONT)
             and "cached" not in response.flags
-            and self.policy.response_ban(response) is not None
+            # A 407: the gateway's (a next run would read it as the site's).
+            and (response.status == 407 or self.policy.response_ban(response))
         ):
             bypass(meta)
         return response

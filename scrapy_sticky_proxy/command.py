@@ -66,6 +66,10 @@ def start_url_message(record: Any) -> str:
         if not exact or form.keys() & {"url", "method", "meta"}:  # popped by it
             raise ValueError("the body is not a form scrapy-redis can rebuild")
         message.update(form)
+    try:  # bytes that were no UTF-8 in Redis: no request can carry them
+        json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("it holds bytes that are not UTF-8") from None
     return json.dumps(message)  # ASCII: whatever REDIS_ENCODING the spider uses
 
 

@@ -111,8 +111,9 @@ async def test_odd_values_still_end_as_a_record(
         {M.TRAIL: bad_origin(base)},
         {"retry_times": "1"},
         {"retry_times": json.loads("NaN")},
+        {"retry_times": None},
         # With a trail of its own, or the bookkeeping would be dropped.
-        {M.TRAIL: (f"{base}/item/4", 0, None), M.REROLLS: json.loads("Infinity")},
+        {M.TRAIL: (f"{base}/item/5", 0, None), M.REROLLS: json.loads("Infinity")},
         {M.COUNTRY: 10**5000},
         {M.COUNTRY: -(10**5000)},
         {},
@@ -125,8 +126,8 @@ async def test_odd_values_still_end_as_a_record(
     )
     by_case = {int(r["url"].rsplit("/", 1)[1]): r for r in got}
     # A spent re-roll budget that was infinite: given up at once.
-    assert by_case[4]["reasons"] == ["status/403"]
+    assert by_case[5]["reasons"] == ["status/403"]
     # A country that is no country: given up before it is sent anywhere.
-    assert by_case[5]["reasons"] == by_case[6]["reasons"] == ["country/invalid"]
-    assert by_case[5]["country"] == "a number of 16610 bits"
+    assert by_case[6]["reasons"] == by_case[7]["reasons"] == ["country/invalid"]
+    assert by_case[6]["country"] == "a number of 16610 bits"
     assert "spider_exceptions/count" not in stats

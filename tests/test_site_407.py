@@ -17,6 +17,8 @@ from .spiders import ItemsSpider
 from .test_crawl import settings_for
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from scrapy_sticky_proxy.sandbox import Sandbox
 
 
@@ -94,3 +96,32 @@ async def test_three_407s_in_a_row_over_http_close_the_crawl(
     assert stats["finish_reason"] == "sticky_proxy_auth_failed"
     assert sorted(i["item"] for i in result.items) == [0, 1, 2, 3, 4]
     assert len([h for h in sandbox.site.hits if h.status == 407]) == 3
+
+
+@deferred_f_from_coro_f
+async def test_the_gateway_s_407_is_not_cached(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A run with a wrong password, then one with the right one, over the
+    same HTTP cache: the second fetches every page (before: the cached 407
+    was the site's answer to it, and the page was lost)."""
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    wrong = sandbox.gateway_url.replace(sandbox.password, "wrong-" + sandbox.password)
+    first = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, STICKY_PROXY_URL=wrong, **cache),
+        base=sandbox.site_url,
+        n=4,
+        follow=False,
+    )
+    assert first.stats["finish_reason"] == "sticky_proxy_auth_failed"
+    second = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, **cache),
+        base=sandbox.site_url,
+        n=4,
+        follow=False,
+    )
+    assert second.stats["finish_reason"] == "finished"
+    assert sorted(i["item"] for i in second.items) == [0, 1, 2, 3]
+    assert "httpcache/hit" not in second.stats

@@ -56,13 +56,20 @@ async def test_the_store_opens_and_keeps_listening(redis_db: str) -> None:
 
 
 def test_status_and_requeue_read_past_it(redis_db: str, tmp_path: Path) -> None:
-    seed(redis_db, "sticky_proxy")
+    client = seed(redis_db, "sticky_proxy")
+    good = b'{"url": "http://127.0.0.1:1/item/1", "method": "GET"}'
+    client.rpush(b"sticky_proxy:gave_up", good)
     status = run_status(tmp_path, redis_db)
     assert status.returncode == 0, status.stderr[-2000:]
     assert "Burned keys: 1" in status.stdout
     requeue = run_requeue(tmp_path, redis_db)
     assert requeue.returncode == 0, requeue.stderr[-2000:]
     assert "Traceback" not in requeue.stderr
+    # The good record is replayed; the one no request can carry stays.
+    assert client.lrange(b"s:k", 0, -1) == [
+        b'{"url": "http://127.0.0.1:1/item/1", "method": "GET"}'
+    ]
+    assert client.lrange(b"sticky_proxy:gave_up", 0, -1) == [b'{"url": "' + BAD + b'"}']
 
 
 @deferred_f_from_coro_f

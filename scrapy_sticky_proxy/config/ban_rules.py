@@ -66,8 +66,8 @@ def ban_statuses(settings: BaseSettings) -> frozenset[int]:
         if status == 407:
             raise ConfigError(
                 name,
-                "407 comes from the gateway (bad credentials), not from the "
-                "target; it always stops the crawl and cannot be a ban status",
+                "407 is the gateway refusing the credentials (which stops the "
+                "crawl) or the site's own answer: it cannot be a ban status",
             )
         statuses.add(status)
     return frozenset(statuses)
