@@ -17,7 +17,9 @@ packages of ``SPIDER_MODULES`` (the project's own code). scrapy-redis calls
 which the addon's extension calls with each crawler's configuration. An entry
 naming anything else is never imported: it becomes a ``data:`` request that
 leaves no socket and reaches no callback of the spider, one warning per class
-name, counted in ``counts``.
+name, counted in ``counts``. So does an entry that is no request at all (not
+JSON of this serializer, a field of another type than ``Request.to_dict()``
+writes): before, scrapy-redis's pop raised and the entry was lost.
 """
 
 from __future__ import annotations
@@ -55,6 +57,22 @@ _SCRAPY.update(
 _allowed: set[str] = set()  # STICKY_PROXY_SERIALIZER_CLASSES of every crawler
 _packages: set[str] = set()  # top-level packages of SPIDER_MODULES
 _warned: set[str] = set()
+# What Request.to_dict() writes, with each field's type.
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "url": str,
+    "method": str,
+    "headers": dict,
+    "body": bytes,
+    "cookies": (dict, list),
+    "meta": dict,
+    "encoding": str,
+    "priority": int,
+    "dont_filter": bool,
+    "callback": (str, type(None)),
+    "errback": (str, type(None)),
+    "flags": list,
+    "cb_kwargs": dict,
+}
 #: Queue entries skipped in this process (the extension reports its crawl's).
 counts = {"skipped": 0}
 
@@ -101,16 +119,37 @@ def _request_class(path: object) -> type[Request] | None:
 
 
 def _skip(entry: dict[str, Any]) -> dict[str, Any]:
-    counts["skipped"] += 1
     name = printable(entry["_class"], 100)
+    return _skipped(
+        name,
+        "Skipped a scrapy-redis queue entry whose _class %s is not allowed "
+        "(never imported; allow it in %s)",
+        name,
+        SETTING,
+    )
+
+
+def _shape(obj: Any) -> str | None:
+    """Why *obj* is no dict of ``Request.to_dict()``, or None."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("url"), str):
+        return "it has no URL"
+    for name, kind in _FIELDS.items():
+        if name in obj and not isinstance(obj[name], kind):
+            return f"its {name} is a {type(obj[name]).__name__}"
+    for values in obj.get("headers", {}).values():
+        if not isinstance(values, list) or not all(
+            isinstance(value, (bytes, str)) for value in values
+        ):
+            return "its headers are not lists of bytes"
+    return None
+
+
+def _skipped(name: str, message: str, *args: object) -> dict[str, Any]:
+    """What a skipped entry becomes; one warning per *name*."""
+    counts["skipped"] += 1
     if name not in _warned and len(_warned) < 100:
         _warned.add(name)
-        logger.warning(
-            "Skipped a scrapy-redis queue entry whose _class %s is not allowed "
-            "(never imported; allow it in %s)",
-            name,
-            SETTING,
-        )
+        logger.warning(message, *args)
     meta = {M.DONT: True, "dont_cache": True, "_sticky_proxy_skipped": name}
     return {
         "_class": SkippedRequest,
@@ -151,8 +190,16 @@ def dumps(obj: dict[str, Any]) -> str:
 
 
 def loads(data: str | bytes) -> dict[str, Any]:
-    obj = json.loads(data, object_hook=_hook)
-    if isinstance(obj, dict) and "_class" in obj:
+    try:
+        obj = json.loads(data, object_hook=_hook)
+        why = _shape(obj)
+    except (ValueError, TypeError, RecursionError) as error:  # base64's too
+        why = f"it is no JSON of this serializer ({type(error).__name__})"
+    if why is not None:
+        return _skipped(
+            why, "Skipped a scrapy-redis queue entry that is no request: %s", why
+        )
+    if "_class" in obj:
         cls = _request_class(obj["_class"])
         if cls is None:
             return _skip(obj)

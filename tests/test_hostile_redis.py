@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scrapy import Request
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from scrapy_sticky_proxy import StickyProxyMiddleware, serializer
@@ -364,6 +365,38 @@ def test_the_serializer_imports_no_class_it_was_not_told_to(
         data = serializer.dumps(original.to_dict())
         again = request_from_dict(serializer.loads(data))
         assert type(again) is type(original) and again.url == original.url
+
+
+def test_the_serializer_skips_entries_that_are_no_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever else is in the queue becomes a skipped request, counted and
+    warned about once per kind, instead of an error that loses the pop."""
+    from scrapy.utils.request import request_from_dict
+
+    entries: list[str | bytes] = [
+        "not json",
+        b"\xff\xfe",
+        '{"url": "http://x/1", "body": {"__b64__": 5}}',
+        '{"url": "http://x/2", "body": {"__b64__": "abc"}}',
+        '{"url": "http://x/3", "headers": {"__pairs__": [[1]]}}',
+        "[1, 2]",
+        '{"url": 5}',
+        '{"url": "http://x/4", "meta": [1]}',
+        '{"url": "http://x/5", "headers": {"a": [5]}}',
+        "[" * 100_000,
+    ]
+    before = serializer.counts["skipped"]
+    for entry in entries * 2:
+        request = request_from_dict(serializer.loads(entry))
+        assert request.url.startswith("data:")
+        assert request.meta.get("dont_sticky_proxy") is True
+    assert serializer.counts["skipped"] - before == 2 * len(entries)
+    said = [w for w in warnings(caplog) if "that is no request" in w]
+    assert len(said) == len(set(said)) and 5 <= len(said) <= len(entries)
+    # A request of its own still round-trips.
+    data = serializer.dumps(Request("http://x/ok", meta={"k": [1]}).to_dict())
+    assert request_from_dict(serializer.loads(data)).url == "http://x/ok"
 
 
 def test_the_serializer_allow_list_setting(
