@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 
 from . import _meta as M
+from ._key_guard import checked
 from ._stats import PREFIX as STATS
 from ._stats import stats_wanted
 from ._warmup_requests import robots_txt
@@ -81,7 +82,8 @@ class Pools:
         self.core = SessionPools(policy)
         self.slots = policy.slots
         self.requests = 0  # given a member: counted here, written by flush()
-        self._key_func = config.key_func
+        # The user's function, checked per request (_key_guard.py).
+        self._key_func = checked(config.key_func, config.redact)
         self._robots_apart = config.warmup is not None  # _warmup_requests.py
         self._span = SPANS[policy.span] if policy.span else None
         self._count = count

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scrapy.statscollectors import StatsCollector
 
     from .state.store import HealthStore
+
+logger = logging.getLogger("scrapy_sticky_proxy.middleware")
 
 PREFIX = "sticky_proxy/"
 
@@ -29,6 +34,18 @@ class Counter:
 
     def inc(self, name: str, count: int = 1) -> None:
         self._stats.inc_value(PREFIX + name, count)
+
+    def user_proxied(self, url: str, redact: Callable[[str], str]) -> None:
+        """A request with meta["proxy"] set by the user: counted, said once."""
+        self.user_proxy += 1
+        if self.user_proxy == 1:
+            # Not the proxy itself: the user's URL may hold a password.
+            logger.info(
+                "A request carries its own meta['proxy'] (%s): left alone, "
+                "not routed, no session. Requests like it are counted in "
+                "sticky_proxy/user_proxy and in the close summary",
+                redact(url),
+            )
 
     def flush(self, store: HealthStore) -> None:
         """Write the counters kept locally (here and in *store*)."""

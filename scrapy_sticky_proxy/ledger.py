@@ -16,6 +16,8 @@ Outcomes:
 * a download error no middleware turned into a new request (RetryMiddleware
   spent its tries, a TLS error, a request another component ignored): a
   ``failed`` record, written by :class:`StickyProxyLedger`;
+* the ``STICKY_PROXY_KEY`` function gave no key for a request, which is
+  then never routed (:mod:`._key_guard`): a ``failed`` record;
 * the scheduler dropped a copy as a duplicate: closed, no record (Scrapy
   fetches that URL once, through the other request);
 * still open when the spider closed (a copy waiting in a scheduler that does
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from scrapy.exceptions import IgnoreRequest
 
 from . import _meta as M
+from ._key_guard import KeyFailed
 from ._live import live_sessions
 from ._records import give_up_record, keep_record
 
@@ -184,5 +187,9 @@ class StickyProxyLedger:
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         owner = self._middleware()
-        if owner is not None:
+        if owner is None:
+            return
+        if isinstance(exception, KeyFailed):  # never routed: no key for it
+            owner.ledger.record(request, [exception.reason], "failed")
+        else:
             owner.ledger.failed(request, f"failed/{type(exception).__name__}")

@@ -125,7 +125,7 @@ class StickyProxyMiddleware:
             self._unrouted(meta)
             return None
         if "proxy" in meta and M.ROUTE not in meta:
-            self._user_proxy(request)
+            self.count.user_proxied(request.url, self.config.redact)
             self._unrouted(meta)
             return None
         if self._bypass is not None and self._bypass.goes_direct(request):
@@ -135,7 +135,7 @@ class StickyProxyMiddleware:
         if key is None:  # only None means "no key": 0 and "" are keys
             direct = self._key_func  # None: maybe a pool's member
             keyer = self.pools.key if direct is None or M.POOL in meta else direct
-            key = meta[M.KEY] = keyer(request)
+            key = meta[M.KEY] = keyer(request)  # may raise: _key_guard.py
         elif not isinstance(key, str):
             key = meta[M.KEY] = str(key)
         self.ledger.live.hold(request, key)  # until it is gone: see _live.py
@@ -270,19 +270,13 @@ class StickyProxyMiddleware:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _user_proxy(self, request: Request) -> None:
-        """meta["proxy"] set by the user: counted, said once, left alone."""
-        self.count.user_proxy += 1
-        if self.count.user_proxy == 1:
-            # Not the proxy itself: the user's URL may hold a password.
-            logger.info(
-                "A request carries its own meta['proxy'] (%s): left alone, "
-                "not routed, no session. Requests like it are counted in "
-                "sticky_proxy/user_proxy and in the close summary",
-                self.config.redact(request.url),
-            )
-
     def _unrouted(self, meta: dict[str, Any]) -> None:
+        # A proxy of ours in meta copied from a routed response's (meta=
+        # {**response.meta, "dont_sticky_proxy": True}) has no credentials.
+        route = meta.get(M.ROUTE)
+        router = self.router
+        if router.knows(route) and meta.get("proxy") == router.endpoint(route):
+            del meta["proxy"]
         if self.cookies is not None:
             self.cookies.unrouted(meta)
 

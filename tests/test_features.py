@@ -147,6 +147,44 @@ async def test_meta_switches(sandbox: Sandbox) -> None:
 
 
 @deferred_f_from_coro_f
+async def test_dont_sticky_proxy_on_a_copy_of_a_routed_meta(sandbox: Sandbox) -> None:
+    """A follow-up built from ``{**response.meta, "dont_sticky_proxy": True}``
+    goes straight to the site: before, it kept the gateway URL we had put in
+    meta (without credentials) and got the gateway's 407. A proxy of the
+    user's own in such a meta is still left alone."""
+    from scrapy import Spider
+
+    class CopySpider(Spider):
+        name = "copy"
+
+        async def start(self) -> Any:
+            yield Request(f"{sandbox.site_url}/item/1", callback=self.page)
+
+        def page(self, response: Response) -> Any:
+            base = sandbox.site_url
+            meta = {**response.meta, "dont_sticky_proxy": True}
+            yield response.follow(f"{base}/item/2", meta=meta, callback=self.part)
+            own = {**meta, "proxy": sandbox.gateway_url}  # the user's, with login
+            yield response.follow(f"{base}/item/3", meta=own, callback=self.part)
+            yield {"path": "item/1", "client": self.client(response)}
+
+        def part(self, response: Response) -> Any:
+            path = response.url.split("/", 3)[3]
+            yield {"path": path, "client": self.client(response)}
+
+        @staticmethod
+        def client(response: Response) -> Any:
+            return (response.status, response.css("#client::text").get())
+
+    result = await crawl(CopySpider, settings_for(sandbox, HTTPERROR_ALLOW_ALL=True))
+    by_path = {i["path"]: i["client"] for i in result.items}
+    assert by_path["item/2"] == (200, "127.0.0.1")
+    assert by_path["item/1"][0] == by_path["item/3"][0] == 200
+    assert "127.0.0.1" != by_path["item/3"][1] != by_path["item/1"][1]
+    assert result.stats.get("sticky_proxy/user_proxy") is None
+
+
+@deferred_f_from_coro_f
 async def test_close_summary_is_logged(sandbox: Sandbox, log_text: Any) -> None:
     await crawl(ItemsSpider, settings_for(sandbox), base=sandbox.site_url, n=3)
     assert "Sticky proxy summary (finished): requests=12 " in log_text()

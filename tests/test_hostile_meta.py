@@ -16,7 +16,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy_sticky_proxy import _meta as M
 from scrapy_sticky_proxy.sandbox import ban_all
 
-from .conftest import crawl, records
+from .conftest import assert_absent, crawl, records
 from .test_crawl import settings_for
 
 if TYPE_CHECKING:
@@ -131,3 +131,65 @@ async def test_odd_values_still_end_as_a_record(
     assert by_case[6]["reasons"] == by_case[7]["reasons"] == ["country/invalid"]
     assert by_case[6]["country"] == "a number of 16610 bits"
     assert "spider_exceptions/count" not in stats
+
+
+def odd_key(request: Request) -> Any:
+    """A STICKY_PROXY_KEY function that fails for some requests: it reads
+    what the sample request at start lacks, so start accepts it."""
+    how = request.meta.get("key_how")
+    if how == "raise":
+        raise KeyError("video_id")
+    if how == "leak":  # a message holding the proxy URL, password and all
+        raise ValueError(f"cannot key through {request.meta['gateway']}")
+    if how == "none":
+        return None
+    if how == "int":
+        return 12345
+    return request.url
+
+
+@deferred_f_from_coro_f
+async def test_a_key_function_that_fails_ends_its_requests_as_records(
+    sandbox: Sandbox, tmp_path: Path, log_text: Any
+) -> None:
+    """A key function that raises or answers no str for a request: before,
+    the request ended in an error before the ledger saw it (no record, the
+    crawl "finished"), or in an AttributeError in _live.py for None and
+    int. Now each such request is a failed record, the first of each
+    reason logged once, passwords redacted."""
+    cases = [
+        {"key_how": "raise"},
+        {"key_how": "raise"},
+        {"key_how": "leak", "gateway": sandbox.gateway_url},
+        {"key_how": "none"},
+        {"key_how": "int"},
+        {},
+    ]
+    spider, got, stats = await run(
+        sandbox, tmp_path, cases, STICKY_PROXY_KEY=f"{__name__}.odd_key"
+    )
+    # KeyFailed: an IgnoreRequest (_key_guard.py).
+    assert spider.ended == {**dict.fromkeys(range(5), "KeyFailed"), 5: "response"}
+    by_case = {int(r["url"].rsplit("/", 1)[1]): r for r in got}
+    assert sorted(by_case) == [0, 1, 2, 3, 4]
+    assert {i: r["reasons"] for i, r in by_case.items()} == {
+        0: ["key/KeyError"],
+        1: ["key/KeyError"],
+        2: ["key/ValueError"],
+        3: ["key/NoneType"],
+        4: ["key/int"],
+    }
+    assert {r["outcome"] for r in got} == {"failed"}
+    assert stats["sticky_proxy/failed"] == 5
+    assert stats["sticky_proxy/requests"] == 1
+    # One error per reason, naming the setting, the function and the URL.
+    errors = [
+        line
+        for line in log_text().splitlines()
+        if line.startswith("ERROR") and "STICKY_PROXY_KEY: odd_key" in line
+    ]
+    assert len(errors) == 4, errors
+    assert any("raised KeyError: 'video_id' for " in line for line in errors)
+    assert any("returned NoneType, not a str" in line for line in errors)
+    assert stats["log_count/ERROR"] == 4
+    assert_absent(sandbox.password, log_text() + json.dumps(got))
