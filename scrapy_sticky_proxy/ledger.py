@@ -23,7 +23,9 @@ Outcomes:
 * still open when the spider closed (a copy waiting in a scheduler that does
   not persist): a ``failed`` record with reason ``lost/spider_closed``. With
   ``JOBDIR`` or ``SCHEDULER_PERSIST`` the copies are kept for the next run,
-  so nothing is recorded.
+  so nothing is recorded, and an entry is closed as soon as its request is
+  scheduled (:class:`._lifecycle.Lifecycle`): the queue holds it, and another
+  process may take it.
 """
 
 from __future__ import annotations

@@ -6,16 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from scrapy import signals
 from scrapy.utils.defer import deferred_f_from_coro_f, deferred_from_coro
 
 from scrapy_sticky_proxy._connections import session_burned
+from scrapy_sticky_proxy.ledger import sticky_middleware
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_all
 
 from .conftest import records
 from .spiders import ItemsSpider, at_counts, hooked
 from .test_crawl import settings_for
 from .test_gates import crawl_within
+from .test_jobdir import first_visits
 
 
 def page_urls(sandbox: Sandbox, n: int) -> set[str]:
@@ -182,3 +185,41 @@ async def test_a_lost_copy_s_record_holds_every_verdict(
     [record] = records(gave_up)
     assert record["reasons"] == ["status/403", "status/403", "lost/spider_closed"]
     assert record["attempts"] == 3
+
+
+@pytest.mark.parametrize("queue", ["jobdir", "scrapy-redis"])
+@deferred_f_from_coro_f
+async def test_a_queue_that_persists_owns_what_it_holds(
+    sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest, queue: str
+) -> None:
+    """With JOBDIR or scrapy-redis (SCHEDULER_PERSIST), a scheduled copy is
+    the queue's: the ledger let go of it. Before, it held every re-roll
+    copy waiting in the queue, in memory (a JOBDIR's disk queue then kept
+    them in memory too), and with a queue two crawlers share it never let
+    go of the copies the other one took (1,353 after a run of two)."""
+    sandbox.site.ban_rule = first_visits(*(f"/item/{i}" for i in range(20)))
+    extra: dict[str, Any] = {"JOBDIR": str(tmp_path / "job")}
+    if queue == "scrapy-redis":
+        url = request.getfixturevalue("redis_db")
+        extra = {
+            "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
+            "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
+            "SCHEDULER_SERIALIZER": "scrapy_sticky_proxy.serializer",
+            "SCHEDULER_PERSIST": True,
+            "REDIS_URL": url,
+        }
+    held: list[int] = []
+
+    def response_received(spider: Any) -> None:
+        held.append(len(sticky_middleware(spider.crawler).ledger))
+
+    settings = settings_for(sandbox, CONCURRENT_REQUESTS=2, **extra)
+    spider = hooked(signals.response_received, response_received)
+    result = await crawl_within(
+        60, spider, settings, base=sandbox.site_url, n=20, follow=False
+    )
+    assert delivered(result, sandbox) == page_urls(sandbox, 20)
+    assert result.stats["sticky_proxy/rerolls"] == 20
+    # In flight (2 at once) and the response being judged; before: up to
+    # the 20 re-roll copies waiting behind the first visits.
+    assert max(held) <= 3, held
