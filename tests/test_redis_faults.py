@@ -304,3 +304,34 @@ async def test_a_write_cut_short_leaves_no_pipeline_open(redis_db: str) -> None:
         await asyncio.wait([writer], timeout=2)
         assert writer.cancelled()
         assert holding() == []
+
+
+@deferred_f_from_coro_f
+async def test_a_long_outage_keeps_a_bounded_queue(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While Redis is away, changes queue up to the writer's bound; past it
+    the oldest goes for each new one, counted, with one warning. Before,
+    the queue grew with every ban for as long as the outage lasted. When
+    Redis returns, the local view is written back: no burned session is
+    forgotten."""
+    server = RedisServer(tmp_path).start()
+    try:
+        async with opened(server.url, heartbeat_interval=60) as store:
+            store.writer.max_pending = 50
+            server.kill()
+            await until(lambda: not store.connected)  # the listener saw it
+            for i in range(200):
+                store.ban(f"k{i}", 0, 0.0)
+            assert len(store.writer.pending) == 50
+            assert store.counters()["redis/dropped_changes"] == 150
+            warnings = [r for r in caplog.records if "not taken changes" in r.message]
+            assert len(warnings) == 1
+            server.start()
+            await until(lambda: store.connected, 15)  # the view written back
+            await within(store.flushed(), 15)
+        client = sync_client(server.url)
+        got = [client.get(f"{NS}:g:{key_digest(f'k{i}')}") for i in range(200)]
+        assert got == ["1"] * 200, got
+    finally:
+        server.stop()

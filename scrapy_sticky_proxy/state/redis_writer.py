@@ -15,6 +15,15 @@ on why:
 - any other error (WRONGTYPE from a key someone else wrote): retrying cannot
   help, so the change is dropped with one error naming it.
 
+While Redis is away the queue holds at most :data:`MAX_PENDING` changes
+(about 20 MB); past that, the oldest change not being sent goes for each
+new one, counted in ``redis/dropped_changes`` with one warning per
+outage. Before, it grew with every ban and give-up for as long as the
+outage lasted (3,378 after a few minutes of one crawl), then went to Redis
+in one burst. What is lost is little: the burned sessions of the local
+view are written back when Redis returns, and give-up records are in
+``STICKY_PROXY_GAVE_UP_FILE`` when it is set.
+
 A bump the script refuses (the stored value is not a generation, or the
 bump would pass ``MAX_GENERATION``) is a conflict: Redis keeps what it
 holds, nothing is announced, the local view keeps its own generation, and
@@ -46,6 +55,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BATCH = 1000  # changes per pipeline
+MAX_PENDING = 100_000  # changes queued at most (a long outage)
 
 Change = tuple[str, tuple[Any, ...]]
 
@@ -62,10 +72,27 @@ class Writer:
         self.wake = asyncio.Event()
         self.drained = asyncio.Event()
         self.drained.set()
-        self.dropped = 0  # changes Redis refused for good
+        self.dropped = 0  # changes Redis refused for good, or not kept
+        self.max_pending = MAX_PENDING
+        self._sending = 0  # changes at the queue's head in a pipeline now
+        self._overflowed = False  # in this outage: warned
 
     def send(self, op: str, args: tuple[Any, ...]) -> None:
-        self.pending.append((op, args))
+        pending = self.pending
+        if len(pending) >= self.max_pending and len(pending) > self._sending:
+            del pending[self._sending]  # the oldest that is not being sent
+            self.dropped += 1
+            if not self._overflowed:
+                self._overflowed = True
+                logger.warning(
+                    "Redis at %s has not taken changes for a while: %d are "
+                    "queued, and from now on the oldest goes for each new one "
+                    "(sticky_proxy/redis/dropped_changes); burned sessions are "
+                    "written back from the local view when it returns",
+                    self.store.at,
+                    self.max_pending,
+                )
+        pending.append((op, args))
         self.drained.clear()
         self.wake.set()
 
@@ -94,6 +121,7 @@ class Writer:
                 if failures:
                     logger.info("Redis at %s accepts changes again", store.at)
                 failures = 0
+                self._overflowed = False
                 continue
             failures += 1
             if failures == 1 and not is_lost_connection(error):
@@ -113,6 +141,40 @@ class Writer:
         returned."""
         store = self.store
         batch = list(itertools.islice(self.pending, BATCH))
+        # send() leaves these alone until their replies are read.
+        self._sending = len(batch)
+        try:
+            results = await self._execute(batch)
+        finally:
+            self._sending = 0
+        now = time.monotonic()
+        kept: list[Change] = []
+        error: BaseException | None = None
+        for (op, args), result in zip(batch, results, strict=True):
+            self.pending.popleft()
+            if not isinstance(result, BaseException):
+                if op == "bump":
+                    self._bumped(args[0], result, now)
+                elif op == "score" and redis_scores.refused(result):
+                    where = f"{store.ns}:e:{args[0]}"
+                    store.skips.skip("score", where, "holds no score: left as is")
+            elif is_transient(result):
+                kept.append((op, args))
+                error = error or result
+            else:
+                self.dropped += 1
+                logger.error(
+                    "Redis at %s refuses a change for good, dropped: %s (%s)",
+                    store.at,
+                    self._describe(op, args),
+                    short(result),
+                )
+        self.pending.extendleft(reversed(kept))
+        return error
+
+    async def _execute(self, batch: list[Change]) -> list[Any]:
+        """Send *batch* in one pipeline; a reply (or error) per change."""
+        store = self.store
         ns, scripts = store.ns, store.scripts
         events = f"{ns}:events"
         # A context: redis-py takes a connection to load the scripts before
@@ -133,31 +195,8 @@ class Writer:
                 else:
                     keys, argv = [f"{ns}:gave_up"], [args[0], GAVE_UP_MAX]
                 await scripts[op](keys=keys, args=argv, client=pipe)
-            results = await pipe.execute(raise_on_error=False)
-        now = time.monotonic()
-        kept: list[Change] = []
-        error: BaseException | None = None
-        for (op, args), result in zip(batch, results, strict=True):
-            self.pending.popleft()
-            if not isinstance(result, BaseException):
-                if op == "bump":
-                    self._bumped(args[0], result, now)
-                elif op == "score" and redis_scores.refused(result):
-                    where = f"{ns}:e:{args[0]}"
-                    store.skips.skip("score", where, "holds no score: left as is")
-            elif is_transient(result):
-                kept.append((op, args))
-                error = error or result
-            else:
-                self.dropped += 1
-                logger.error(
-                    "Redis at %s refuses a change for good, dropped: %s (%s)",
-                    store.at,
-                    self._describe(op, args),
-                    short(result),
-                )
-        self.pending.extendleft(reversed(kept))
-        return error
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     def _bumped(self, digest: str, result: Any, now: float) -> None:
         """Adopt what the bump script answered: the key's generation in
