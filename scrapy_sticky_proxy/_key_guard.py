@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NoReturn
 
 from scrapy.exceptions import IgnoreRequest
 
@@ -79,7 +79,7 @@ class CheckedKey:
             self._fail(request, kind, f"returned {kind}, not a str")
         return key
 
-    def _fail(self, request: Request, kind: str, what: str) -> Any:
+    def _fail(self, request: Request, kind: str, what: str) -> NoReturn:
         reason = "key/" + _UNSAFE.sub("_", kind)[:60]
         if reason not in self._logged and len(self._logged) < MAX_LOGGED:
             self._logged.add(reason)
