@@ -62,6 +62,14 @@ _EARLY = 0.001
 #: Twisted's 4-minute timeout).
 session_burned = object()
 
+
+class StaleSession(Exception):
+    """Raised by the download handler instead of sending a request whose
+    session was burned while it waited in its download slot (a delay, a
+    slot's concurrency) or for a turn: the middleware sends it again on the
+    key's new session."""
+
+
 #: Sent once when the engine starts closing the spider: requests waiting for
 #: a turn go at once instead of one at a time behind each other.
 crawl_closing = object()

@@ -8,7 +8,7 @@ once per TCP connection sends B out through A's exit. HTTPS targets are not
 affected (CONNECT tunnels are keyed by the Proxy-Authorization value), but one
 tunnel per session can pile up idle sockets.
 
-This handler changes seven things and nothing else:
+This handler changes eight things and nothing else:
 
 * the pool key of a proxied request gets a digest of its Proxy-Authorization
   header, so a connection is only reused by the session that opened it;
@@ -36,6 +36,13 @@ This handler changes seven things and nothing else:
   proxy whose credentials do not carry the session id (a static proxy with
   one login) all send one header: its connections are everyone's, so they
   take no turns, count as no URL session's and are not closed at a ban;
+* a request whose session was burned here (one of the 4,096 latest) while
+  it waited in its download slot (Scrapy queues it there after the
+  middlewares, for a ``DOWNLOAD_DELAY`` or a slot's concurrency) is not
+  sent through it: :class:`._connections.StaleSession`, which the
+  middleware answers with a copy for the key's new session
+  (``sticky_proxy/stale_sessions``). A session rotated by its age or uses
+  is not burned: its queued requests go on it;
 * a CONNECT tunnel whose connection the proxy closes before answering fails
   at once (:class:`._tunnels.FailFastTunnel`) instead of at DOWNLOAD_TIMEOUT;
 * an https:// request through an https:// proxy, which Scrapy cannot send
@@ -69,7 +76,7 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.utils.httpobj import urlparse_cached
 
 from . import _meta as M
-from ._connections import SessionTurns, crawl_closing, session_burned
+from ._connections import SessionTurns, StaleSession, crawl_closing, session_burned
 from ._live import live_sessions
 from ._pool import SESSION, URL_KEYED, SessionKeyedPool, Use
 from ._tunnels import refuse_tls_in_tls
@@ -86,6 +93,7 @@ if TYPE_CHECKING:
 
 
 _UNSET = object()
+BURNED_KEPT = 4096  # burned sessions remembered, the latest
 _AGENT_TIMEOUT = 10.0  # Scrapy's download timeout when meta has none
 
 
@@ -114,6 +122,8 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         # The digest of each request's session, while the request lives (not
         # its header): a burned session's idle connections are closed.
         self._digests: WeakKeyDictionary[Request, bytes] = WeakKeyDictionary()
+        # The latest burned ones: their requests still queued are not sent.
+        self._burned_digests: dict[bytes, None] = {}
         crawler.signals.connect(self._burned, signal=session_burned)
         if self.turns is not None:
             crawler.signals.connect(self.turns.close, signal=crawl_closing)
@@ -159,6 +169,8 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         use = Use(digest, kind)
         token = SESSION.set(use)
         try:
+            if digest in self._burned_digests:  # burned while it waited
+                raise StaleSession(request.url)
             return await super().download_request(request)
         finally:
             SESSION.reset(token)
@@ -176,6 +188,21 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         digest = self._digests.pop(request, None)
         if digest is not None:
             self._pool.close_session(digest)  # type: ignore[attr-defined]
+            burned = self._burned_digests
+            burned[digest] = None
+            if len(burned) > BURNED_KEPT:
+                del burned[next(iter(burned))]  # the oldest
+
+    def _owner_router(self) -> Any:
+        """StickyProxyMiddleware's router; None without it (asked until
+        the engine exists)."""
+        if self._router is _UNSET:
+            try:
+                owner = sticky_middleware(self._crawler)
+            except RuntimeError:  # no engine yet: ask again later
+                return None
+            self._router = None if owner is None else owner.router
+        return self._router
 
     def _own_login(self, route: object) -> bool:
         """Whether the request's header is one session's own: its route's
@@ -189,12 +216,8 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         own = self._own_logins.get(route) if isinstance(route, str) else None
         if own is not None:
             return own
-        if self._router is _UNSET:
-            try:
-                owner = sticky_middleware(self._crawler)
-            except RuntimeError:  # no engine yet: ask again later
-                return True
-            self._router = None if owner is None else owner.router
+        if self._router is _UNSET and self._owner_router() is None:
+            return True  # no engine yet: ask again later
         router = self._router
         if router is None:
             return True

@@ -17,6 +17,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.defer import deferred_from_coro
 
 from . import _meta as M
+from ._connections import StaleSession
 from ._copies import Copies
 from ._lifecycle import Lifecycle
 from ._location import Countries, state_key
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AUTH_FAILED = "sticky_proxy_auth_failed"
+STALE = "stale_sessions"
 
 
 class StickyProxyMiddleware:
@@ -237,6 +239,9 @@ class StickyProxyMiddleware:
             return None
         if self.cookies is not None:
             self.cookies.settled(meta)
+        if isinstance(exception, StaleSession):  # its session burned meanwhile
+            self.count.inc(STALE)
+            return self.copies.retry(request, "session/stale", STALE)
         if isinstance(exception, IgnoreRequest):
             # Dropped by another component (the HTTP cache, a custom
             # middleware): no answer from the route, and the drop is theirs.

@@ -563,3 +563,37 @@ def test_one_tunnel_is_one_turn_key_however_its_host_is_written() -> None:
         Request("https://shop.example:8443/"), "http://127.0.0.1:1", b"d"
     )
     assert other not in keys
+
+
+@deferred_f_from_coro_f
+async def test_a_request_waiting_in_its_slot_leaves_on_the_new_session(
+    sandbox: Sandbox,
+) -> None:
+    """One session for the site (key "host"), a download delay: every item
+    page is routed at once, then waits its turn in the download slot. The
+    site bans the first exit from its second request on. The third page,
+    routed to the burned session before the ban, goes on the new one.
+    Before, it went out through the burned exit: a second ban and a second
+    re-roll for one banned exit, for as long as the slot's queue lasted."""
+    seen: list[str] = []
+
+    def rule(client_ip: str, path: str) -> str | None:
+        seen.append(client_ip)
+        return "403" if client_ip == seen[0] and len(seen) > 1 else None
+
+    sandbox.site.ban_rule = rule
+    settings = settings_for(
+        sandbox,
+        STICKY_PROXY_KEY="host",
+        # Far longer than a loopback answer takes to be judged.
+        DOWNLOAD_DELAY=0.75,
+        DOWNLOAD_DELAY_JITTER=0,  # (an older Scrapy: ±50 %, still far longer)
+    )
+    result = await crawl(
+        ItemsSpider, settings, base=sandbox.site_url, n=3, follow=False
+    )
+    assert sorted(i["item"] for i in result.items) == [0, 1, 2]
+    assert seen.count(seen[0]) == 2  # the first page and the banned one
+    stats = result.stats
+    assert stats["sticky_proxy/bans"] == stats["sticky_proxy/rerolls"] == 1
+    assert stats["sticky_proxy/stale_sessions"] == 1
