@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from scrapy.downloadermiddlewares.httpcache import HttpCacheMiddleware
 from scrapy.exceptions import IgnoreRequest
 
 from . import _meta as M
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .middleware import StickyProxyMiddleware
     from .routing.router import Router
 
+_UNSET = object()
 FAILED = "failed"  # how a warm-up a request waited for ended (also WARM, ...)
 
 
@@ -64,6 +66,8 @@ class Warmups:
         self.states = WarmStates(policy, mw.config.max_keys)
         self.runs = WarmupRuns(mw, self.states)
         mw.tiers.on_move = self.states.moved  # a new tier: a new chance
+        self._crawler = mw.crawler
+        self._cache: Any = _UNSET if mw.copies.cache else None  # HTTP cache on
 
     def session(self, meta: dict[str, Any], key: str, router: Router) -> Session:
         """The session a request goes through: a warm-up's own, or the key's
@@ -94,6 +98,12 @@ class Warmups:
         if M.WARMUP in meta:  # a warm-up goes through its cold session
             self.runs.mark(meta[M.WARMUP].token, SENT)
             return step
+        if (
+            self._cache is not None
+            and not self.states.warm(session.key, session.generation)
+            and self._from_cache(request)
+        ):
+            return step  # the HTTP cache answers (or drops) it: nothing to warm
         held = False  # the session was acquired: its use is counted
         fresh = True  # *step* was admitted for *session*, and nothing waited
         failed = unjudged = 0
@@ -158,6 +168,29 @@ class Warmups:
         if states.warm(key, generation):
             return WARM
         return FAILED if states.has_failed(key, generation) else UNJUDGED
+
+    def _from_cache(self, request: Request) -> bool:
+        """Whether HttpCacheMiddleware will answer *request* with a fresh
+        page, or drop it (``HTTPCACHE_IGNORE_MISSING``), as its
+        process_request decides: then it never reaches the session, and a
+        warm-up would only cost a request through the gateway (a replay of
+        a cached crawl sent one per session)."""
+        cache = self._cache
+        if cache is _UNSET:
+            cache = self._cache = self._crawler.get_downloader_middleware(
+                HttpCacheMiddleware
+            )
+        if cache is None or request.meta.get("dont_cache"):
+            return False
+        try:
+            if not cache.policy.should_cache_request(request):
+                return False
+            page = cache.storage.retrieve_response(self._crawler.spider, request)
+            if page is None:
+                return bool(cache.ignore_missing)
+            return bool(cache.policy.is_cached_response_fresh(page, request))
+        except Exception:  # the cache's to report, when it reads it again
+            return False
 
     def _repick(self, request: Request, route: str) -> tuple[Router, Session] | None:
         """With STICKY_PROXY_TIERS, when the request's site moved to another

@@ -225,8 +225,9 @@ async def test_warmup_sets_the_cookie_each_session_needs(
     sandbox.site.ban_rule = warmup_required()
     n = 5
     # RetryMiddleware is on (Scrapy's default); the HTTP cache too: the
-    # first run fills it, the second is answered from it, yet its warm-ups
-    # still go to the site (never from the cache, never into it).
+    # first run fills it (its warm-ups never from the cache, never into
+    # it), the second is answered from it and warms nothing up. Before, it
+    # sent a warm-up per session through the gateway all the same.
     settings = warmup_settings(
         sandbox, HTTPCACHE_ENABLED=True, HTTPCACHE_DIR=str(tmp_path / "cache")
     )
@@ -239,6 +240,11 @@ async def test_warmup_sets_the_cookie_each_session_needs(
         stats = result.stats
         assert len(result.items) == 4 * n, run
         assert "sticky_proxy/bans" not in stats
+        if run == "cached":
+            assert hits == []
+            assert stats["httpcache/hit"] == 4 * n
+            assert "sticky_proxy/warmup/requests" not in stats
+            continue
         warmups = Counter(h.client_ip for h in hits if h.path == WARMUP_PATH)
         # One warm-up per session (one per item: the key is the item's URL,
         # shared by its follow-ups), each from its own exit.
@@ -248,14 +254,33 @@ async def test_warmup_sets_the_cookie_each_session_needs(
         assert stats["sticky_proxy/warmup/requests"] == n
         assert "sticky_proxy/warmup/failed" not in stats
         others = [h for h in hits if h.path != WARMUP_PATH]
-        if run == "cached":
-            assert others == []
-            continue
         assert len(others) == 4 * n
         for hit in others:  # the warm-up's cookie, from the exit it was set for
             assert hit.headers.get("cookie") == f"{WARM_COOKIE}={hit.client_ip}"
             first = next(h for h in hits if h.client_ip == hit.client_ip)
             assert first.path == WARMUP_PATH
+
+
+@deferred_f_from_coro_f
+async def test_no_warmup_for_a_page_the_cache_drops(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """HTTPCACHE_IGNORE_MISSING over an empty cache: every page is dropped
+    by the cache (and recorded), none reaches the gateway, and neither does
+    a warm-up for it. Before, each session was warmed up first."""
+    sandbox.site.ban_rule = warmup_required()
+    settings = warmup_settings(
+        sandbox,
+        HTTPCACHE_ENABLED=True,
+        HTTPCACHE_DIR=str(tmp_path / "cache"),
+        HTTPCACHE_IGNORE_MISSING=True,
+    )
+    result = await crawl_within(
+        30, ItemsSpider, settings, base=sandbox.site_url, n=3, follow=False
+    )
+    assert result.items == [] and sandbox.site.hits == []
+    assert result.stats["sticky_proxy/failed"] == 3
+    assert "sticky_proxy/warmup/requests" not in result.stats
 
 
 @pytest.mark.parametrize("queue", ["memory", "jobdir"])
