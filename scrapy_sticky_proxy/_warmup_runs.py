@@ -221,7 +221,13 @@ class WarmupRuns:
             if verdict.why == TOO_LONG:
                 self.count.inc("retry_after_too_long")
             return None
-        self.count.inc("tolerated")
+        # As get_retry_request writes them for the middleware's own retries.
+        for stat in (
+            "tolerated",
+            "tolerated/count",
+            f"tolerated/reason_count/{reason}",
+        ):
+            self.count.inc(stat)
         if response.request is not None:  # a sign its tier is blocked, too
             self.tiers.tolerated(response.request)
         if verdict.why == RETRY_AFTER:

@@ -145,6 +145,9 @@ async def test_a_rate_limited_warmup_is_tolerated_not_retried_at_once(
     assert {h[2] for h in hits} == {first}
     assert "retry/count" not in stats
     assert stats["sticky_proxy/bans/status/429"] == stats["sticky_proxy/tolerated"] == 1
+    # Counted as the middleware's own tolerated retries are (they were not).
+    assert stats["sticky_proxy/tolerated/count"] == 1
+    assert stats["sticky_proxy/tolerated/reason_count/status/429"] == 1
     assert stats["sticky_proxy/warmup/succeeded"] == 1
     assert "sticky_proxy/warmup/failed" not in stats
 
