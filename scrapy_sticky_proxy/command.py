@@ -4,7 +4,8 @@
 its keys, plus ``redis_url`` with the password hidden).
 
 ``requeue`` moves give-up records, oldest first, to a scrapy-redis start-URL
-key as ``{"url", "method", "meta": {"sticky_proxy_key"}}`` plus, for a POST,
+key as ``{"url", "method", "meta": {"sticky_proxy_key", "sticky_proxy_country"}}``
+(the country when the request asked for one) plus, for a POST,
 its form fields: the only body scrapy-redis can rebuild. Records it cannot
 replay faithfully stay. One Lua script per move: an interrupted run loses none.
 
@@ -32,6 +33,7 @@ from . import _meta as M
 from ._status import collect_status, format_status
 from .config import SharedStateConfig
 from .errors import ConfigError
+from .routing.location import LocationError, country_code
 from .state.redis_layout import DECODE, printable, redact_url
 
 if TYPE_CHECKING:
@@ -54,8 +56,16 @@ def start_url_message(record: Any) -> str:
         raise ValueError("not a give-up record")
     method = str(record.get("method") or "GET").upper()
     message: dict[str, Any] = {"url": record["url"], "method": method}
+    meta: dict[str, str] = {}
     if isinstance(record.get("key"), str) and record["key"]:
-        message["meta"] = {M.KEY: record["key"]}
+        meta[M.KEY] = record["key"]
+    if country := record.get("country"):  # from anywhere else, it is no replay
+        try:
+            meta[M.COUNTRY] = country_code(country)
+        except LocationError:
+            raise ValueError("its country is no ISO 3166-1 code") from None
+    if meta:
+        message["meta"] = meta
     if body := record.get("body"):
         # Other fields become formdata, a body for POST only: must round-trip.
         if method != "POST" or record.get("body_encoding") or not isinstance(body, str):
@@ -162,7 +172,7 @@ class StickyProxyCommand(ScrapyCommand):
             for raw in batch[: None if limit is None else limit - moved]:
                 try:
                     message = start_url_message(json.loads(raw))
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # nested too deep
                     why = printable(str(exc), 100)
                     _out(
                         f"kept record #{index}: {why}: {printable(raw, 300)}",

@@ -241,10 +241,13 @@ def test_requeue_keeps_record_when_push_fails(
     assert client.lrange(f"{NS}:gave_up", 0, -1) == [record]
 
 
+@pytest.mark.parametrize("login", [":hunter2", "hunter2"])
 def test_unreachable_redis_hides_password(
-    tmp_path: Path, refused_port: Callable[[], int]
+    tmp_path: Path, refused_port: Callable[[], int], login: str
 ) -> None:
-    url = f"redis://:hunter2@127.0.0.1:{refused_port()}/0"
+    """Also a password written where the user name goes (no colon), a
+    common slip: it was shown as written."""
+    url = f"redis://{login}@127.0.0.1:{refused_port()}/0"
     result = scrapy(tmp_path, "sticky_proxy", "status", "--redis-url", url)
     assert result.returncode == 1
     output = result.stdout + result.stderr
@@ -291,3 +294,31 @@ def test_listed_in_scrapy_help(tmp_path: Path) -> None:
     assert any(
         line.split()[:1] == ["sticky_proxy"] for line in result.stdout.splitlines()
     )
+
+
+def test_requeue_keeps_a_country_and_survives_a_deep_record(
+    client: Any, redis_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record's country goes with its request (before: dropped, so the
+    replay left from any country); one that is no country code is kept. A
+    record nested 100,000 deep is kept and named (before: a RecursionError
+    traceback, on every later run, the records behind it stuck)."""
+    deep = "[" * 100_000 + "]" * 100_000
+    records = [
+        gave_up("https://example.com/de", "k1", country="DE"),
+        deep,
+        gave_up("https://example.com/x", "k2", country="a number of 16610 bits"),
+        gave_up("https://example.com/b", "k3"),
+    ]
+    client.rpush(f"{NS}:gave_up", *records)
+    code, out, err = scrapy_inline(
+        capsys, "requeue", "--start-urls-key", "q", "--redis-url", redis_db
+    )
+    assert code == 0, err
+    assert "Moved 2 record(s)" in out and "2 kept" in out
+    assert "kept record #0: maximum recursion depth" in err
+    assert "kept record #1: its country is no ISO 3166-1 code" in err
+    assert "Traceback" not in err
+    assert client.lrange(f"{NS}:gave_up", 0, -1) == records[1:3]
+    pushed = [replay(m) for m in client.lrange("q", 0, -1)]
+    assert [r.meta.get("sticky_proxy_country") for r in pushed] == ["DE", None]

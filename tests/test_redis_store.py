@@ -137,6 +137,7 @@ def test_redact_url() -> None:
     assert redact_url("redis://:pw@h:1/0") == "redis://:***@h:1/0"
     assert redact_url("redis://u:pw@h:1/0") == "redis://u:***@h:1/0"
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
+    assert redact_url("redis://pw@h:1/0") == "redis://***@h:1/0"
 
 
 @deferred_f_from_coro_f

@@ -276,12 +276,16 @@ def key_digest(key: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A Redis URL without its password, for messages."""
+    """A Redis URL without its password, for messages. A login with no
+    colon (``redis://s3cret@host``) is a user name to redis-py, and most
+    often a password written in the wrong place: hidden too."""
     parts = urlsplit(url)
     if parts.query:  # redis-py also takes ?password=...
         query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
         parts = parts._replace(query=query)
     if parts.password is None:
+        if "@" in parts.netloc:
+            parts = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2])
         return urlunsplit(parts)
     netloc = parts.netloc.rpartition("@")[2]
     user = f"{parts.username}:***@" if parts.username else ":***@"
