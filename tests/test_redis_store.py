@@ -115,7 +115,7 @@ async def test_gave_up_records_and_heartbeat(redis_db: str) -> None:
             '{"url": "http://x/", "reasons": ["status/403"]}'
         ]
         crawlers = client.keys(f"{NS}:crawlers:*")
-        assert len(crawlers) == 1 and crawlers[0].endswith(":demo")
+        assert len(crawlers) == 1 and crawlers[0].rsplit(":", 2)[1] == "demo"
         assert 0 < client.ttl(crawlers[0]) <= 30
     # A crawler that closes removes its heartbeat.
     assert client.keys(f"{NS}:crawlers:*") == []
@@ -166,3 +166,27 @@ async def test_outage_keeps_changes_and_replays_them(tmp_path: Any) -> None:
             assert client.get(f"{NS}:g:{key_digest(key)}") == "1", key
     finally:
         server.stop()
+
+
+@deferred_f_from_coro_f
+async def test_two_crawlers_of_one_spider_in_one_process_each_beat(
+    redis_db: str,
+) -> None:
+    """Two crawlers of one spider in one process (a CrawlerProcess) wrote
+    one heartbeat key: status saw one crawler, and none once the first
+    closed while the second still ran."""
+    import time
+
+    from scrapy_sticky_proxy._status import collect_status
+    from scrapy_sticky_proxy.routing.health import PoolPolicy
+
+    def live() -> int:
+        status = collect_status(sync_client(redis_db), NS, PoolPolicy(), time.time())
+        return len(status["crawlers"])
+
+    async with opened(redis_db, spider="s") as a:
+        async with opened(redis_db, spider="s"):
+            assert live() == 2
+        assert live() == 1
+        assert a.connected
+    assert live() == 0

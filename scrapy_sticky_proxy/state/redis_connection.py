@@ -70,7 +70,10 @@ class RedisConnection:
         self.spider = spider
         self.client_kwargs = client_kwargs or {}
         self.heartbeat_interval = heartbeat_interval
-        self.crawler_id = f"{socket.gethostname()}:{os.getpid()}:{spider}"
+        # Its own heartbeat key: two crawlers of one spider in one process
+        # (a CrawlerProcess) wrote one, and the first to close deleted it.
+        tag = os.urandom(4).hex()
+        self.crawler_id = f"{socket.gethostname()}:{os.getpid()}:{spider}:{tag}"
         self.connected = False
         self.lost_count = 0
         self.closing = False

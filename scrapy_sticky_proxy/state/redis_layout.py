@@ -8,7 +8,7 @@ pickle; session keys are stored as a digest, never as the URL):
 ``ns:e:<digest>``               a session's error score (:mod:`.redis_scores`)
 ``ns:proxies``                  hash: static proxy id -> [failures, retry_at, ever_ok]
 ``ns:gave_up``                  list of give-up records (JSON), capped in length
-``ns:crawlers:<host>:<pid>:<spider>``  heartbeat (JSON), expires on its own
+``ns:crawlers:<host>:<pid>:<spider>:<tag>``  heartbeat (JSON), expires on its own
 ``ns:stats:bumps``              how many generation bumps happened (counter)
 ``ns:events``                   pub/sub: ``g <digest> <gen>``, ``p <id> <json>``,
                                 ``e <digest> <gen> <score>``, ``t <site> <json>``
