@@ -169,8 +169,8 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         use = Use(digest, kind)
         token = SESSION.set(use)
         try:
-            if digest in self._burned_digests:  # burned while it waited
-                raise StaleSession(request.url)
+            if digest in self._burned_digests and M.WARMUP not in meta:
+                raise StaleSession(request.url)  # burned while it waited
             return await super().download_request(request)
         finally:
             SESSION.reset(token)
@@ -193,17 +193,6 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
             if len(burned) > BURNED_KEPT:
                 del burned[next(iter(burned))]  # the oldest
 
-    def _owner_router(self) -> Any:
-        """StickyProxyMiddleware's router; None without it (asked until
-        the engine exists)."""
-        if self._router is _UNSET:
-            try:
-                owner = sticky_middleware(self._crawler)
-            except RuntimeError:  # no engine yet: ask again later
-                return None
-            self._router = None if owner is None else owner.router
-        return self._router
-
     def _own_login(self, route: object) -> bool:
         """Whether the request's header is one session's own: its route's
         credentials carry the session id. Not for a static proxy with one
@@ -216,8 +205,12 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         own = self._own_logins.get(route) if isinstance(route, str) else None
         if own is not None:
             return own
-        if self._router is _UNSET and self._owner_router() is None:
-            return True  # no engine yet: ask again later
+        if self._router is _UNSET:
+            try:
+                owner = sticky_middleware(self._crawler)
+            except RuntimeError:  # no engine yet: ask again later
+                return True
+            self._router = None if owner is None else owner.router
         router = self._router
         if router is None:
             return True
