@@ -222,12 +222,9 @@ class WarmupRuns:
                 self.count.inc("retry_after_too_long")
             return None
         # As get_retry_request writes them for the middleware's own retries.
-        for stat in (
-            "tolerated",
-            "tolerated/count",
-            f"tolerated/reason_count/{reason}",
-        ):
-            self.count.inc(stat)
+        self.count.inc("tolerated")
+        self.count.inc("tolerated/count")
+        self.count.inc(f"tolerated/reason_count/{reason}")
         if response.request is not None:  # a sign its tier is blocked, too
             self.tiers.tolerated(response.request)
         if verdict.why == RETRY_AFTER:
