@@ -41,8 +41,8 @@ This handler changes eight things and nothing else:
   middlewares, for a ``DOWNLOAD_DELAY`` or a slot's concurrency) is not
   sent through it: :class:`._connections.StaleSession`, which the
   middleware answers with a copy for the key's new session
-  (``sticky_proxy/stale_sessions``). A session rotated by its age or uses
-  is not burned: its queued requests go on it;
+  (``sticky_proxy/stale_sessions``), once per request. A session rotated
+  by its age or uses is not burned: its queued requests go on it;
 * a CONNECT tunnel whose connection the proxy closes before answering fails
   at once (:class:`._tunnels.FailFastTunnel`) instead of at DOWNLOAD_TIMEOUT;
 * an https:// request through an https:// proxy, which Scrapy cannot send
@@ -169,7 +169,9 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         use = Use(digest, kind)
         token = SESSION.set(use)
         try:
-            if digest in self._burned_digests and M.WARMUP not in meta:
+            if digest in self._burned_digests and not (
+                M.WARMUP in meta or M.MOVED in meta
+            ):
                 raise StaleSession(request.url)  # burned while it waited
             return await super().download_request(request)
         finally:

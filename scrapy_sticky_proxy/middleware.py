@@ -241,7 +241,11 @@ class StickyProxyMiddleware:
             self.cookies.settled(meta)
         if isinstance(exception, StaleSession):  # its session burned meanwhile
             self.count.inc(STALE)
-            return self.copies.retry(request, "session/stale", STALE)
+            moved = self.copies.retry(request, "session/stale", STALE)
+            # Once: a key whose ban was forgotten (STICKY_PROXY_MAX_KEYS)
+            # gets the burned session again, and went round for ever.
+            moved.meta[M.MOVED] = True
+            return moved
         if isinstance(exception, IgnoreRequest):
             # Dropped by another component (the HTTP cache, a custom
             # middleware): no answer from the route, and the drop is theirs.

@@ -19,6 +19,7 @@ from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 from .conftest import BASE_SETTINGS, crawl
 from .spiders import ItemsSpider, hooked, item_of
 from .test_crawl import exits_by_item, settings_for
+from .test_gates import crawl_within
 
 ITEMS = 100
 
@@ -597,3 +598,48 @@ async def test_a_request_waiting_in_its_slot_leaves_on_the_new_session(
     stats = result.stats
     assert stats["sticky_proxy/bans"] == stats["sticky_proxy/rerolls"] == 1
     assert stats["sticky_proxy/stale_sessions"] == 1
+
+
+class TwoKeys(Spider):
+    """Four pages on each of two session keys, in turn."""
+
+    name = "two_keys"
+
+    def __init__(self, base: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.base = base
+
+    async def start(self) -> AsyncIterator[Any]:
+        for i in range(8):
+            key = f"k{i % 2}"
+            yield Request(f"{self.base}/item/{i}", meta={"sticky_proxy_key": key})
+
+    def parse(self, response: Any) -> Any:
+        yield {"url": response.url}
+
+
+@deferred_f_from_coro_f
+async def test_a_moved_request_is_moved_once(sandbox: Sandbox) -> None:
+    """With STICKY_PROXY_MAX_KEYS = 1 the second key's ban makes the store
+    forget the first's: that key starts again at generation 0, its burned
+    session. A request moved off that session was routed onto it again,
+    moved again, and so on for ever (a CI run hung, growing by 10 MB/s).
+    It is now moved once, then sent as routed."""
+    seen: Counter[str] = Counter()
+
+    def rule(client_ip: str, path: str) -> str | None:
+        seen[client_ip] += 1
+        return "403" if seen[client_ip] > 1 else None
+
+    sandbox.site.ban_rule = rule
+    settings = settings_for(
+        sandbox,
+        STICKY_PROXY_MAX_KEYS=1,
+        DOWNLOAD_DELAY=0.1,
+        DOWNLOAD_DELAY_JITTER=0,
+    )
+    result = await crawl_within(60, TwoKeys, settings, base=sandbox.site_url)
+    stats = result.stats
+    assert stats["finish_reason"] == "finished"
+    assert len(result.items) + stats.get("sticky_proxy/gave_up", 0) == 8
+    assert 1 <= stats["sticky_proxy/stale_sessions"] <= 8, stats
