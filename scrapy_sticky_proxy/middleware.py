@@ -240,10 +240,10 @@ class StickyProxyMiddleware:
         if self.cookies is not None:
             self.cookies.settled(meta)
         if isinstance(exception, StaleSession):  # its session burned meanwhile
+            self.router.inconclusive(route, meta)  # never sent: no answer
             self.count.inc(STALE)
             moved = self.copies.retry(request, "session/stale", STALE)
-            # Once: a key whose ban was forgotten (STICKY_PROXY_MAX_KEYS)
-            # gets the burned session again, and went round for ever.
+            # Once: a key whose ban was forgotten (MAX_KEYS) would go round.
             moved.meta[M.MOVED] = True
             return moved
         if isinstance(exception, IgnoreRequest):
