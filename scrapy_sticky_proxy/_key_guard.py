@@ -21,11 +21,11 @@ return a str for any request.
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, NoReturn
 
 from scrapy.exceptions import IgnoreRequest
 
+from ._policy_guard import reason_text
 from .routing.keys import KEY_POLICIES
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scrapy_sticky_proxy.middleware")
 
 MAX_LOGGED = 32  # distinct reasons logged; the records keep counting
-_UNSAFE = re.compile(r"[^\x21-\x7e]")
 
 
 class KeyFailed(IgnoreRequest):
@@ -80,7 +79,7 @@ class CheckedKey:
         return key
 
     def _fail(self, request: Request, kind: str, what: str) -> NoReturn:
-        reason = "key/" + _UNSAFE.sub("_", kind)[:60]
+        reason = reason_text(f"key/{kind}")
         if reason not in self._logged and len(self._logged) < MAX_LOGGED:
             self._logged.add(reason)
             logger.error(

@@ -47,6 +47,12 @@ OTHER = "policy/other"
 _UNSAFE = re.compile(r"[^\x21-\x7e]")
 
 
+def reason_text(text: str) -> str:
+    """*text* fit to name a stat or a record's reason: every character but
+    printable ASCII (no space) made ``_``, cut to MAX_LENGTH."""
+    return _UNSAFE.sub("_", text)[:MAX_LENGTH]
+
+
 def ban_policy(crawler: Crawler, quiet: bool = False) -> BanPolicy:
     """A new ban policy of the crawl: ``STICKY_PROXY_BAN_POLICY``'s,
     guarded (*quiet*: without warnings), or the default one."""
@@ -104,7 +110,7 @@ class GuardedPolicy(BanPolicy):
             if not banned:
                 return None
             value = f"policy/{kind}"
-        reason = _UNSAFE.sub("_", redact(value, self._secrets))[:MAX_LENGTH]
+        reason = reason_text(redact(value, self._secrets))
         if reason in self._reasons:
             return reason
         if len(self._reasons) >= MAX_REASONS:
