@@ -12,6 +12,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -530,3 +531,29 @@ async def test_a_crawl_and_status_on_a_hostile_namespace(
     status = run_status(tmp_path, redis_db, "--namespace", "t", "--json")
     assert status.returncode == 0, status.stderr[-2000:]
     assert json.loads(status.stdout)["burned_keys"] == 10 - poisoned
+
+
+@pytest.mark.parametrize("benched_days", [None, 29])
+@deferred_f_from_coro_f
+async def test_dead_proxy_health_from_redis_does_not_close_a_crawl(
+    sandbox: Sandbox, redis_db: str, benched_days: int | None
+) -> None:
+    """Health in Redis (left by an earlier crawl, or written by anyone)
+    saying every proxy of the list is dead, and benched for 29 days: this
+    crawl still tries the proxy itself, and it answers."""
+    proxy_id = sandbox.gateway_url.rsplit("@", 1)[1]
+    retry_at = None if benched_days is None else time.time() + benched_days * 86400
+    seeded = json.dumps([12, retry_at, benched_days is None])
+    sync_client(redis_db).hset("t:proxies", proxy_id, seeded)
+    settings = {
+        "STICKY_PROXY_PROVIDER": "sandbox",
+        "STICKY_PROXY_LIST": [sandbox.gateway_url],
+        "STICKY_PROXY_BACKEND": "redis",
+        "STICKY_PROXY_REDIS_URL": redis_db,
+        "STICKY_PROXY_NAMESPACE": "t",
+    }
+    result = await asyncio.wait_for(
+        crawl(ItemsSpider, settings, base=sandbox.site_url, n=5, follow=False), 60
+    )
+    assert result.stats["finish_reason"] == "finished"
+    assert len(result.items) == 5

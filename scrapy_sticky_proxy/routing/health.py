@@ -119,14 +119,28 @@ class ProxyHealth:
         return ProxyState.HEALTHY if self.ever_ok else ProxyState.UNKNOWN
 
     def restore(
-        self, failures: int, retry_at: float | None, ever_ok: bool, policy: PoolPolicy
+        self,
+        failures: int,
+        retry_at: float | None,
+        ever_ok: bool,
+        policy: PoolPolicy,
+        now: float | None = None,
     ) -> None:
-        """Overwrite with state learned elsewhere; ValueError if malformed."""
+        """Overwrite with state learned elsewhere; ValueError if malformed.
+        At most UNHEALTHY, benched no later than *now* + ``backoff_max``."""
         if not _is_count(failures, 0):
             raise ValueError("failures must be an integer >= 0")
         if retry_at is not None and not is_finite(retry_at):
             raise ValueError("retry_at must be a finite number or None")
-        self.failures = failures
+        # Another process's failures bench a proxy, never kill it here: a
+        # crawl closes for "no proxies left" only on failures it saw itself.
+        self.failures = failures = min(failures, policy.dead_after - 1)
         benched = failures >= policy.unhealthy_after
-        self.retry_at = float(retry_at) if benched and retry_at is not None else None
+        if benched and retry_at is not None:
+            retry_at = float(retry_at)
+            self.retry_at = (
+                retry_at if now is None else min(retry_at, now + policy.backoff_max)
+            )
+        else:
+            self.retry_at = None
         self.ever_ok = bool(ever_ok)

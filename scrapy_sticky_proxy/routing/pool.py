@@ -204,15 +204,23 @@ class ProxyPool:
         return all(proxy.failures >= dead_after for proxy in self._proxies)
 
     def restore(
-        self, proxy_id: str, failures: int, retry_at: float | None, ever_ok: bool
+        self,
+        proxy_id: str,
+        failures: int,
+        retry_at: float | None,
+        ever_ok: bool,
+        now: float | None = None,
     ) -> None:
         """Overwrite one proxy's health with state learned elsewhere.
 
-        The inverse of :meth:`export`. ``retry_at`` is on the ``now`` clock, so
+        The inverse of :meth:`export`, except that it never makes a proxy
+        DEAD (another process's failures bench it here: ``failures`` is
+        capped at ``dead_after - 1``) and, given *now*, benches it no later
+        than ``now + backoff_max``. ``retry_at`` is on the ``now`` clock, so
         processes sharing state must use wall-clock time. It is dropped when
         ``failures < unhealthy_after``; a higher count without it is probation.
         """
-        self._get(proxy_id).restore(failures, retry_at, ever_ok, self._policy)
+        self._get(proxy_id).restore(failures, retry_at, ever_ok, self._policy, now)
 
     def export(self, proxy_id: str) -> tuple[int, float | None, bool]:
         """``(failures, retry_at, ever_ok)`` of one proxy; see :meth:`restore`."""

@@ -297,4 +297,4 @@ class Router:  # the values it hands out are in .decisions
     ) -> None:
         """Proxy health another process reported (shared backends)."""
         if self.pool is not None and proxy_id in self.proxies:
-            self.pool.restore(proxy_id, failures, retry_at, ever_ok)
+            self.pool.restore(proxy_id, failures, retry_at, ever_ok, self.wall())
