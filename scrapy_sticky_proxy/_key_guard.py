@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from scrapy.exceptions import IgnoreRequest
 
+from ._meta import KEY
 from ._policy_guard import reason_text
 from .routing.keys import KEY_POLICIES
 
@@ -44,8 +45,8 @@ class KeyFailed(IgnoreRequest):
     """The key function gave no key for a request; *reason* goes in its
     record."""
 
-    def __init__(self, reason: str):
-        super().__init__(f"{reason}: STICKY_PROXY_KEY gave no key")
+    def __init__(self, reason: str, source: str = "STICKY_PROXY_KEY"):
+        super().__init__(f"{reason}: {source} gave no key")
         self.reason = reason
 
 
@@ -56,17 +57,35 @@ def checked(func: KeyFunc | None, redact: Callable[[str], str]) -> KeyFunc | Non
     return CheckedKey(func, redact)
 
 
+def meta_key(redact: Callable[[str], str]) -> CheckedKey:
+    """The ``str()`` of a ``meta["sticky_proxy_key"]`` that is no str,
+    guarded the same way: ``str(10**5000)`` raises, and so may a class's
+    ``__str__``."""
+    return CheckedKey(_str_of_meta_key, redact, 'meta["sticky_proxy_key"]', "str()")
+
+
+def _str_of_meta_key(request: Request) -> str:
+    return str(request.meta[KEY])
+
+
 class CheckedKey:
     """Calls the user's key function; raises :class:`KeyFailed` when it
     raises or answers anything but a str."""
 
-    __slots__ = ("_func", "_logged", "_name", "_redact")
+    __slots__ = ("_func", "_logged", "_name", "_redact", "_source")
 
-    def __init__(self, func: KeyFunc, redact: Callable[[str], str]):
+    def __init__(
+        self,
+        func: KeyFunc,
+        redact: Callable[[str], str],
+        source: str = "STICKY_PROXY_KEY",
+        name: str | None = None,
+    ):
         self._func = func
         self._redact = redact
+        self._source = source
         self._logged: set[str] = set()
-        self._name = getattr(func, "__qualname__", None) or type(func).__name__
+        self._name = name or getattr(func, "__qualname__", None) or type(func).__name__
 
     def __call__(self, request: Request) -> str:
         try:
@@ -83,15 +102,16 @@ class CheckedKey:
         if reason not in self._logged and len(self._logged) < MAX_LOGGED:
             self._logged.add(reason)
             logger.error(
-                "STICKY_PROXY_KEY: %s %s for %s; the request is not sent and "
+                "%s: %s %s for %s; the request is not sent and "
                 "is recorded as failed (%s), as are the next ones this happens "
                 "to (not logged again)",
+                self._source,
                 self._name,
                 self._redact(what),
                 self._redact(request.url),
                 reason,
             )
-        raise KeyFailed(reason)
+        raise KeyFailed(reason, self._source)
 
 
 def _describe(exc: Exception) -> str:

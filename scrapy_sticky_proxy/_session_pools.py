@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 
 from . import _meta as M
-from ._key_guard import checked
+from ._key_guard import checked, meta_key
 from ._stats import PREFIX as STATS
 from ._stats import stats_wanted
 from ._warmup_requests import robots_txt
@@ -84,6 +84,7 @@ class Pools:
         self.requests = 0  # given a member: counted here, written by flush()
         # The user's function, checked per request (_key_guard.py).
         self._key_func = checked(config.key_func, config.redact)
+        self.meta_key = meta_key(config.redact)  # a meta key that is no str
         self._robots_apart = config.warmup is not None  # _warmup_requests.py
         self._span = SPANS[policy.span] if policy.span else None
         self._count = count

@@ -139,7 +139,7 @@ class StickyProxyMiddleware:
             keyer = self.pools.key if direct is None or M.POOL in meta else direct
             key = meta[M.KEY] = keyer(request)  # may raise: _key_guard.py
         elif not isinstance(key, str):
-            key = meta[M.KEY] = str(key)
+            key = meta[M.KEY] = self.pools.meta_key(request)  # may raise
         self.ledger.live.hold(request, key)  # until it is gone: see _live.py
         if self._located or M.COUNTRY in meta:
             key = self.countries.key(request, key)  # the key in its country

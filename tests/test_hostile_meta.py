@@ -193,3 +193,28 @@ async def test_a_key_function_that_fails_ends_its_requests_as_records(
     assert any("returned NoneType, not a str" in line for line in errors)
     assert stats["log_count/ERROR"] == 4
     assert_absent(sandbox.password, log_text() + json.dumps(got))
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+@deferred_f_from_coro_f
+async def test_a_meta_key_without_a_str_ends_as_a_record(
+    sandbox: Sandbox, tmp_path: Path, log_text: Any
+) -> None:
+    """A meta key is used as its str(): before, one whose str() raised (an
+    int past Python's 4,300 digits, a class's __str__) left the middleware
+    as the request's download error, with no record."""
+    cases = [{M.KEY: 10**5000}, {M.KEY: Unprintable()}, {M.KEY: 7}]
+    spider, got, stats = await run(sandbox, tmp_path, cases)
+    assert spider.ended == {0: "KeyFailed", 1: "KeyFailed", 2: "response"}
+    assert {r["url"].rsplit("/", 1)[1]: r["reasons"] for r in got} == {
+        "0": ["key/ValueError"],
+        "1": ["key/RuntimeError"],
+    }
+    assert stats["sticky_proxy/failed"] == 2
+    errors = [line for line in log_text().splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 2, errors
+    assert all('meta["sticky_proxy_key"]: str() raised' in line for line in errors)
