@@ -19,7 +19,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from .routing.health import PoolPolicy
+from .routing.health import PoolPolicy, ProxyState
 from .routing.pool import ProxyPool
 from .state.redis_layout import (
     MAX_VALUE_LEN,
@@ -101,11 +101,14 @@ def collect_status(client: Any, ns: str, policy: PoolPolicy, now: float) -> dict
     for proxy_id, (failures, stored_retry, ever_ok) in sorted(states.items()):
         pool.restore(proxy_id, failures, stored_retry, ever_ok)
         retry_at = pool.export(proxy_id)[1]
+        state = pool.state(proxy_id, now)
+        if failures >= policy.dead_after:  # as the crawler that wrote it saw it
+            state = ProxyState.DEAD  # (a pool restores it as benched: pool.py)
         proxies.append(
             {
                 # host:port, never credentials
                 "id": printable(proxy_id.rpartition("@")[2], 100),
-                "state": pool.state(proxy_id, now).value,
+                "state": state.value,
                 "failures": failures,
                 "retry_at": retry_at,
                 "retry_in": None if retry_at is None else round(retry_at - now, 1),
