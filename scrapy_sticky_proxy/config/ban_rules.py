@@ -41,7 +41,10 @@ def compile_patterns(
     in the error of one that does not compile."""
     compiled = []
     for value in values:
-        raw = value.encode() if isinstance(value, str) else value
+        try:
+            raw = value.encode() if isinstance(value, str) else value
+        except UnicodeEncodeError:  # a lone surrogate
+            raise ConfigError(setting, f"{shown(value)} is not text") from None
         if not isinstance(raw, bytes):
             raise ConfigError(setting, f"expected regex strings, got {value!r}")
         try:
@@ -59,8 +62,10 @@ def ban_statuses(settings: BaseSettings) -> frozenset[int]:
         return frozenset(DEFAULT_BAN_STATUSES)
     statuses = set()
     for value in read_list(settings, name):
+        # Three digits at most: int() refuses a 5,000-digit text.
         text = isinstance(value, str) and value.strip().isdecimal()
-        status = whole_number(int(value) if text else value, 100, 599)
+        number = int(value) if text and len(value.strip()) <= 3 else value
+        status = whole_number(number, 100, 599)
         if status is None:
             raise ConfigError(name, f"{shown(value)} is not an HTTP status (100-599)")
         if status == 407:

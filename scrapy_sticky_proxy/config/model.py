@@ -47,6 +47,7 @@ from .readers import (
     read_int,
     read_list,
     read_str,
+    scrapy_bool,
     shown,
 )
 from .session_pools import session_pool_policy
@@ -247,7 +248,7 @@ class StickyProxyConfig:
                 settings, "STICKY_PROXY_SERIALIZER_CLASSES"
             ),
             cookie_jars=read_bool(settings, "STICKY_PROXY_COOKIES_PER_SESSION", True)
-            and settings.getbool("COOKIES_ENABLED", True),
+            and scrapy_bool(settings, "COOKIES_ENABLED", True),
             max_cookie_jars=read_int(
                 settings,
                 "STICKY_PROXY_MAX_COOKIE_JARS",

@@ -6,7 +6,6 @@ which nothing may show."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -139,7 +138,8 @@ def _weight(value: Any) -> float | None:
             return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if not (math.isfinite(value) and 0 < value <= MAX_WEIGHT):
+    # Compared before any float(): float(10**400) raises; NaN compares False.
+    if not 0 < value <= MAX_WEIGHT:
         return None
     return float(value)
 

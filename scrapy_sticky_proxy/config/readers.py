@@ -70,6 +70,16 @@ def read_bool(settings: BaseSettings, name: str, default: bool) -> bool:
     raise ConfigError(name, f"expected True/False, got {shown(value)}")
 
 
+def scrapy_bool(settings: BaseSettings, name: str, default: bool) -> bool:
+    """One of Scrapy's own flags, read as Scrapy reads it (``2`` is True),
+    with an error naming it instead of Scrapy's ValueError."""
+    try:
+        return settings.getbool(name, default)
+    except ValueError:
+        value = shown(settings.get(name))
+        raise ConfigError(name, f"expected True/False, got {value}") from None
+
+
 WEEK = 7 * 86400
 MAX_REROLLS = 1000  # STICKY_PROXY_MAX_REROLLS and its per-request override
 
@@ -93,7 +103,8 @@ def _number(name: str, value: Any, kind: str) -> float:
         number = float(value) if isinstance(value, str) else value
     except ValueError:
         raise ConfigError(name, f"expected {kind}, got {shown(value)}") from None
-    if not math.isfinite(number):
+    # An int is finite, and compared as it is: float(10**400) overflows.
+    if isinstance(number, float) and not math.isfinite(number):
         raise ConfigError(name, f"must be a finite number, got {shown(value)}")
     return number
 
@@ -133,7 +144,7 @@ def read_float(
         return default
     if isinstance(value, bool):
         raise ConfigError(name, f"expected a number, got {shown(value)}")
-    number = float(_number(name, value, "a number of seconds"))
+    number = _number(name, value, "a number of seconds")  # float() once in range
     if number < 0 or (number == 0 and not allow_zero):
         allowed = "0 or more" if allow_zero else "positive"
         raise ConfigError(name, f"must be {allowed}, got {figure(number)}")
@@ -142,7 +153,7 @@ def read_float(
         raise ConfigError(
             name, f"must be {zero}at least {minimum:g} s, got {figure(number)}"
         )
-    return _in_range(name, number, 0, maximum)
+    return float(_in_range(name, number, 0, maximum))
 
 
 def _is_int(text: str) -> bool:
@@ -238,6 +249,8 @@ def read_append_file(settings: BaseSettings, name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigError(name, f"expected a path, got {type(value).__name__}")
+    if "\x00" in value or not _encodable(value):
+        raise ConfigError(name, f"{shown(value)} is no file name")
     path = value
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -249,6 +262,15 @@ def read_append_file(settings: BaseSettings, name: str) -> str | None:
     except OSError as exc:
         raise ConfigError(name, f"cannot append to {path}: {exc.strerror}") from None
     return path
+
+
+def _encodable(text: str) -> bool:
+    """Whether the file system takes *text* as a name (no lone surrogate)."""
+    try:
+        os.fsencode(text)
+    except UnicodeError:
+        return False
+    return True
 
 
 def meta_count(

@@ -12,14 +12,21 @@ where the command runs does not stop it).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..routing.health import PoolPolicy
-from .readers import expand_env, read_bool, read_float, read_int, read_str, shown
+from .readers import (
+    WEEK,
+    expand_env,
+    read_bool,
+    read_float,
+    read_int,
+    read_str,
+    shown,
+)
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -33,6 +40,8 @@ _REDIS_IGNORED = {"redis_cls", "url", "encoding", "decode_responses", "encoding_
 # reported then as "cannot reach Redis".
 _REDIS_SECONDS = ("socket_timeout", "socket_connect_timeout")
 _REDIS_FLAGS = ("socket_keepalive", "retry_on_timeout", "ssl_check_hostname")
+_REDIS_POOL_OPTIONS = ("max_connections",)  # the pool's, not a connection's
+_SMALLEST_TIMEOUT = 0.001
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,12 @@ class SharedStateConfig:
 
 
 def namespace(settings: BaseSettings) -> str:
-    return read_str(settings, "STICKY_PROXY_NAMESPACE") or DEFAULT_NAMESPACE
+    name = read_str(settings, "STICKY_PROXY_NAMESPACE") or DEFAULT_NAMESPACE
+    try:
+        name.encode()  # every Redis key starts with it
+    except UnicodeEncodeError:
+        raise ConfigError("STICKY_PROXY_NAMESPACE", "is not UTF-8 text") from None
+    return name
 
 
 def redis_url(settings: BaseSettings) -> str:
@@ -111,8 +125,16 @@ def check_redis(url: str, params: dict[str, Any]) -> None:
         password = urlsplit(url).password
         problem = str(exc).replace(password, "***") if password else str(exc)
         raise ConfigError("STICKY_PROXY_REDIS_URL", problem) from None
+    # The URL's own options (?socket_timeout=0), parsed by redis-py.
+    for name, value in pool.connection_kwargs.items():
+        expected = _redis_option_problem(name, value)
+        if expected:
+            raise ConfigError(
+                "STICKY_PROXY_REDIS_URL", f"{name}: expected {expected}, got {value!r}"
+            )
+    options = {k: v for k, v in params.items() if k not in _REDIS_POOL_OPTIONS}
     try:
-        pool.connection_class(**{**quiet_client(), **params})
+        pool.connection_class(**{**quiet_client(), **options})
     except TypeError as exc:
         raise ConfigError("REDIS_PARAMS", str(exc)) from None
 
@@ -121,14 +143,16 @@ def _redis_option_problem(name: str, value: Any) -> str | None:
     """What *value* should be, if it is not a good value of option *name*."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if name in _REDIS_SECONDS or name == "health_check_interval":
+        # None is no timeout: a Redis that stops answering would hang us.
         zero = name == "health_check_interval"
-        good = number and math.isfinite(value) and (value >= 0 if zero else value > 0)
-        return None if value is None or good else "a number of seconds"
+        low = 0 if zero else _SMALLEST_TIMEOUT
+        good = number and low <= value <= WEEK and (value > 0 or zero)
+        return None if good else f"a number of seconds from {low:g} to {WEEK}"
     if name in _REDIS_FLAGS:
         return None if isinstance(value, bool) else "True or False"
     if name == "max_connections":
-        good = isinstance(value, int) and number and value > 0
-        return None if value is None or good else "a whole number above 0"
+        good = isinstance(value, int) and number and 0 < value <= 10**6
+        return None if value is None or good else "a whole number from 1 to 1000000"
     return None
 
 
@@ -155,8 +179,13 @@ def pool_policy(settings: BaseSettings) -> PoolPolicy:
     try:
         return PoolPolicy(**values)  # type: ignore[arg-type]
     except ValueError as exc:
-        name = "BACKOFF_MAX" if "backoff" in str(exc) else "DEAD_AFTER"
-        raise ConfigError(f"STICKY_PROXY_LIST_{name}", str(exc)) from None
+        if "backoff" in str(exc):
+            raise ConfigError("STICKY_PROXY_LIST_BACKOFF_MAX", str(exc)) from None
+        raise ConfigError(
+            "STICKY_PROXY_LIST_DEAD_AFTER",
+            f"must be above STICKY_PROXY_LIST_UNHEALTHY_AFTER, got "
+            f"{values['dead_after']} and {values['unhealthy_after']}",
+        ) from None
 
 
 def share_cookies(settings: BaseSettings, backend: str) -> bool:

@@ -158,7 +158,7 @@ def _ban_rate(settings: BaseSettings) -> float:
         return TierPolicy.ban_rate
     try:
         rate = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # float(10**400) overflows
         rate = math.nan
     if not 0 < rate <= 1:  # NaN included
         raise ConfigError(name, f"a fraction above 0, at most 1; got {shown(value)}")
