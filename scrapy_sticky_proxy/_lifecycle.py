@@ -25,7 +25,6 @@ from .state import snapshot
 from .state.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from scrapy import Request
     from scrapy.crawler import Crawler
 
     from ._stats import Counter
@@ -68,14 +67,14 @@ class Lifecycle:
         connect = crawler.signals.connect
         connect(self.opened, signal=signals.spider_opened)
         connect(self.closed, signal=signals.spider_closed)
-        connect(self.dropped, signal=signals.request_dropped)
+        connect(self.ledger.dropped, signal=signals.request_dropped)
         if persistent(crawler):
             # A scheduled request is the queue's (JOBDIR's disk, Redis): it
             # may wait there past this run, or another process may take it
             # (scrapy-redis). Held here, it stayed in memory, never closed
             # when another process took it (1,353 in a run of two crawlers):
             # let go of it. Open requests are not recorded at close here.
-            connect(self.dropped, signal=signals.request_scheduled)
+            connect(self.ledger.queued, signal=signals.request_scheduled)
         connect(self.flush, signal=stats_wanted)
 
     async def opened(self) -> None:
@@ -97,11 +96,6 @@ class Lifecycle:
         self.flush()
         await self.store.close()
         self.flush()  # what the store's last writes counted
-
-    def dropped(self, request: Request) -> None:
-        # A duplicate the scheduler dropped: Scrapy fetches that URL once.
-        # Or a request a queue that persists now holds (above).
-        self.ledger.close(request.meta)
 
     def flush(self) -> None:
         self.count.flush(self.store)

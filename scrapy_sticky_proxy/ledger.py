@@ -18,8 +18,11 @@ Outcomes:
   ``failed`` record, written by :class:`StickyProxyLedger`;
 * the ``STICKY_PROXY_KEY`` function gave no key for a request, which is
   then never routed (:mod:`._key_guard`): a ``failed`` record;
-* the scheduler dropped a copy as a duplicate: closed, no record (Scrapy
-  fetches that URL once, through the other request);
+* the scheduler dropped a copy as a duplicate (a redirect to a URL already
+  fetched, such as the one captcha page every banned exit is sent to; our
+  own copies are ``dont_filter``): the spider's request behind it gets no
+  response, so a ``failed`` record naming that request, with reason
+  ``dropped/duplicate``;
 * still open when the spider closed (a copy waiting in a scheduler that does
   not persist): a ``failed`` record with reason ``lost/spider_closed``. With
   ``JOBDIR`` or ``SCHEDULER_PERSIST`` the copies are kept for the next run,
@@ -42,6 +45,7 @@ from . import _meta as M
 from ._key_guard import KeyFailed
 from ._live import live_sessions
 from ._records import give_up_record, keep_record
+from ._reroll import restart
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -57,6 +61,7 @@ LEDGER_MIDDLEWARE = "scrapy_sticky_proxy.ledger.StickyProxyLedger"
 # request (redirects 600, retries 550, offsite 50): it sees final outcomes.
 LEDGER_PRIORITY = 10
 LOST = "lost/spider_closed"
+DUPLICATE = "dropped/duplicate"
 
 
 class Ledger:
@@ -72,6 +77,7 @@ class Ledger:
         inc: Callable[[str], None],
     ) -> None:
         self._open: dict[int, Request] = {}
+        self._queued: Request | None = None  # see queued()
         # Counted from a random 63-bit start: two processes' ids meet only if
         # their starts are within a run's requests of each other (about one
         # chance in 10**11 for 100 million requests). An int, not a string
@@ -99,6 +105,20 @@ class Ledger:
         """End the request *meta* belongs to; the request if it was open."""
         lid = meta.get(M.LEDGER)
         return self._open.pop(lid, None) if type(lid) is int else None
+
+    def queued(self, request: Request) -> None:
+        """A queue that persists holds *request* now (``request_scheduled``):
+        it may wait there past this run, or another process may take it.
+        Kept until the scheduler says whether it took it: a duplicate is
+        dropped right after (:meth:`dropped`)."""
+        self._queued = request if self.close(request.meta) is not None else None
+
+    def dropped(self, request: Request) -> None:
+        """The scheduler dropped *request* as a duplicate (``request_dropped``)."""
+        was_open = self.close(request.meta) is not None or request is self._queued
+        self._queued = None
+        if was_open:
+            self.record(restart(request), [*reasons(request), DUPLICATE], "failed")
 
     def failed(self, request: Request, reason: str) -> None:
         """A routed request ended in a download error that no middleware

@@ -223,3 +223,34 @@ async def test_a_queue_that_persists_owns_what_it_holds(
     # In flight (2 at once) and the response being judged; before: up to
     # the 20 re-roll copies waiting behind the first visits.
     assert max(held) <= 3, held
+
+
+def first_visits_to_one_captcha(*paths: str) -> Any:
+    """Sends the first request for each of *paths* to one captcha URL."""
+    first = first_visits(*paths)
+    return lambda client_ip, path: first(client_ip, path) and "redirect-one"
+
+
+@pytest.mark.parametrize("queue", ["memory", "jobdir"])
+@deferred_f_from_coro_f
+async def test_a_redirect_the_dupefilter_drops_is_recorded(
+    sandbox: Sandbox, tmp_path: Path, queue: str
+) -> None:
+    """A site that sends every banned exit to one captcha URL: the first
+    redirect is fetched, judged a ban and re-rolled; Scrapy's dupefilter
+    drops the others before they reach us. Their pages got no response:
+    each is a failed record naming the spider's request. Before: closed
+    with no record, the crawl "finished" three items short."""
+    sandbox.site.ban_rule = first_visits_to_one_captcha("/item/1", "/item/2", "/item/3")
+    gave_up = tmp_path / "gave_up.jsonl"
+    extra = {"JOBDIR": str(tmp_path / "job")} if queue == "jobdir" else {}
+    settings = settings_for(sandbox, STICKY_PROXY_GAVE_UP_FILE=str(gave_up), **extra)
+    result = await crawl_within(
+        30, ItemsSpider, settings, base=sandbox.site_url, n=6, follow=False
+    )
+    got = records(gave_up)
+    assert result.stats["dupefilter/filtered"] == 2
+    assert result.stats["sticky_proxy/failed"] == 2
+    assert [r["reasons"] for r in got] == [["dropped/duplicate"]] * 2
+    assert {r["url"] for r in got} | delivered(result, sandbox) == page_urls(sandbox, 6)
+    assert len(delivered(result, sandbox)) == 4

@@ -218,10 +218,11 @@ class DemoSite:
         if url.path == "/captcha" or kind == "captcha":
             captcha = '<h1>Check</h1>\n<div class="g-recaptcha">Are you a robot?</div>'
             return 200, [_HTML], _page("Just a moment", captcha)
-        if kind == "redirect":
-            # Per page, as sites do: Scrapy's dupefilter drops a second
-            # redirect to one same URL.
+        if kind in ("redirect", "redirect-one"):
+            # Per page, as most sites do; "redirect-one": every page to one
+            # URL, whose second redirect Scrapy's dupefilter drops.
             location = "/captcha?" + urlencode({"from": url.path})
+            location = "/captcha" if kind == "redirect-one" else location
             return 302, [("Location", location), _TEXT], b"moved\n"
         if kind == "429":
             return 429, [("Retry-After", "1"), _TEXT], b"too many requests\n"
