@@ -8,6 +8,14 @@ import os
 import re
 import socket
 import zlib
+
+# Before Scrapy's CookiesMiddleware is imported: its tldextract instance
+# would fetch the Public Suffix List from publicsuffix.org (a DNS query
+# off this machine, then the download) the first time a site sets a
+# cookie. Empty: it uses the copy tldextract ships with. Crawls in
+# subprocesses (the example project, Scrapyd) inherit it.
+os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
+
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path

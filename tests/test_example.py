@@ -31,10 +31,11 @@ def crawl_example(
     *args: str,
     path_first: Path | None = None,
     spider: str = "demo",
+    environ: dict[str, str] | None = None,
     **settings: object,
 ) -> subprocess.CompletedProcess[str]:
     """``scrapy crawl <spider>`` in (a copy of) example_project, as a user runs
-    it."""
+    it (in *environ* if given, else in ours)."""
     command = [sys.executable, "-m", "scrapy", "crawl", spider, *args]
     for name, value in settings.items():
         command += ["-s", f"{name}={value}"]
@@ -46,7 +47,10 @@ def crawl_example(
         return subprocess.run(
             command,
             cwd=copy_of_project(Path(where)),
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
+            env={
+                **(os.environ if environ is None else environ),
+                "PYTHONPATH": os.pathsep.join(path),
+            },
             capture_output=True,
             text=True,
             timeout=120,
@@ -78,8 +82,19 @@ def test_example_pool_with_warmup(tmp_path: Path) -> None:
     cookie /warmup sets for its exit, so no ban means each of the pool's 4
     sessions warmed up once and kept its cookie."""
     items = tmp_path / "items.jsonl"
-    proc = crawl_example("-O", str(items), spider="demo_pool", DEMO_ITEMS=40)
+    # As a user runs it: without the tests' own setting (conftest.py), and
+    # with a cache of tldextract's own, empty.
+    environ = {**os.environ, "TLDEXTRACT_CACHE": str(tmp_path / "tld")}
+    del environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"]
+    proc = crawl_example(
+        "-O", str(items), spider="demo_pool", environ=environ, DEMO_ITEMS=40
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The site's cookie made Scrapy check its domain against the Public
+    # Suffix List: read from tldextract's copy, none fetched (before: from
+    # publicsuffix.org, a DNS query off this machine first).
+    assert (tmp_path / "tld" / "publicsuffix.org-tlds").is_dir()
+    assert not (tmp_path / "tld" / "urls").exists()
     rows = [json.loads(line) for line in items.read_text().splitlines()]
     assert len(rows) == 40 and len({r["exit"] for r in rows}) == 4
     summary = "items=40 distinct_exits=4 warmups=4 bans=0 gave_up=0"

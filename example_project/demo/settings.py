@@ -5,6 +5,14 @@ machine: the gateway and the demo site both listen on 127.0.0.1, and each
 proxy session gets its own exit address in 127.0.0.0/8.
 """
 
+import os
+
+# Scrapy's CookiesMiddleware checks cookie domains against the Public Suffix
+# List, which tldextract downloads from publicsuffix.org the first time a
+# site sets a cookie (demo_pool's does). Empty: the copy tldextract ships
+# with, nothing fetched. A real project can leave this out.
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
 BOT_NAME = "demo"
 SPIDER_MODULES = ["demo.spiders"]
 NEWSPIDER_MODULE = "demo.spiders"
