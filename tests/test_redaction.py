@@ -98,7 +98,7 @@ def test_a_config_error_does_not_quote_a_proxy_url(url: str) -> None:
     (then, a second reviewer: any URL the first pattern did not expect)."""
     with pytest.raises(ConfigError) as info:
         config(STICKY_PROXY_TIERS=[{url: 1}])
-    assert "ter22" not in str(info.value) and "***" in str(info.value), str(info.value)
+    assert "ter22" not in str(info.value) and "<a URL>" in str(info.value)
 
 
 def test_an_ordinary_word_is_no_secret() -> None:
@@ -146,3 +146,34 @@ async def test_a_url_with_the_password_in_the_user_proxy_line_is_redacted(
     await mw.process_request(Request(url, meta={"proxy": "http://127.0.0.1:1"}))
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "left alone" in text and "***" in text, text
+
+
+@pytest.mark.parametrize("password", ["correct horse", "tab\there", "S3cret-pw"])
+def test_a_tier_written_as_url_and_weight_is_refused_without_its_password(
+    password: str,
+) -> None:
+    """{URL: weight}, as STICKY_PROXY_LIST takes it, as a tier: the key was
+    quoted in the error, and a password with a space escaped the hiding."""
+    url = f"http://user:{password}@127.0.0.1:8000"
+    settings = Settings({"STICKY_PROXY_TIERS": [{url: 1}]})
+    with pytest.raises(ConfigError) as info:
+        StickyProxyConfig.from_settings(settings)
+    assert "{'url': URL}" in str(info.value)
+    assert password not in str(info.value) and password not in repr(info.value)
+
+
+def test_repr_of_a_config_shows_no_secret() -> None:
+    """A BanPolicy of the user's is built from the config, and may log it."""
+    config = StickyProxyConfig.from_settings(
+        Settings(
+            {
+                "STICKY_PROXY_URL": URL,
+                "STICKY_PROXY_BACKEND": "redis",
+                "STICKY_PROXY_REDIS_URL": "redis://:redis-pw-1@127.0.0.1:1/0",
+                "REDIS_PARAMS": {"password": "redis-pw-2"},
+            }
+        )
+    )
+    text = repr(config)
+    for secret in (PW, quote(PW, safe=""), "redis-pw-1", "redis-pw-2"):
+        assert secret not in text

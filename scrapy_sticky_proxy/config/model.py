@@ -106,8 +106,9 @@ class StickyProxyConfig:
     ban_exceptions: tuple[type[BaseException], ...] = ()
     ban_policy_cls: type | None = None
     backend: str = "memory"
-    redis_url: str | None = None
-    redis_params: dict[str, Any] = field(default_factory=dict)
+    # Not in repr(): a BanPolicy of the user's gets the config, and may log it.
+    redis_url: str | None = field(default=None, repr=False)
+    redis_params: dict[str, Any] = field(default_factory=dict, repr=False)
     redis_ttl: int = 86400
     namespace: str = DEFAULT_NAMESPACE
     rotation: Rotation = field(default_factory=Rotation)
@@ -120,7 +121,7 @@ class StickyProxyConfig:
     outage_timeout: float = 600.0
     probe_wait: float = 10.0
     unreachable_timeout: float = 30.0
-    secrets: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = field(default=(), repr=False)
     # Read by the download handlers, the wiring check and the serializer.
     pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
     connections_per_session: int = DEFAULT_CONNECTIONS_PER_SESSION

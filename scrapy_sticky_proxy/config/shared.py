@@ -46,8 +46,8 @@ _SMALLEST_TIMEOUT = 0.001
 
 @dataclass(frozen=True)
 class SharedStateConfig:
-    redis_url: str = "redis://localhost:6379"
-    redis_params: dict[str, Any] = field(default_factory=dict)
+    redis_url: str = field(default="redis://localhost:6379", repr=False)
+    redis_params: dict[str, Any] = field(default_factory=dict, repr=False)
     namespace: str = DEFAULT_NAMESPACE
     pool_policy: PoolPolicy = field(default_factory=PoolPolicy)
 

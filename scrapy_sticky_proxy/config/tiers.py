@@ -98,14 +98,22 @@ def read_routes(
     return first.provider, first.gateway, first.static_proxies, tiers
 
 
+def _url_like(text: str) -> bool:
+    return "@" in text or "://" in text
+
+
 def _tier(
     settings: BaseSettings, n: int, entry: object, default: str, lifetime: int | None
 ) -> ProxyTier:
     if isinstance(entry, Mapping) and (unknown := set(entry) - TIER_KEYS):
+        # A proxy URL as a key ({url: weight}, as STICKY_PROXY_LIST takes)
+        # is not quoted: its password may hold what hides it in text.
+        names = sorted("<a URL>" if _url_like(k) else k for k in map(str, unknown))
         raise ConfigError(
             NAME,
-            f"tier {n}: unknown key(s) {shown(sorted(map(str, unknown)))}; "
-            "a tier has 'url' or 'list', and may have 'provider'",
+            f"tier {n}: unknown key(s) {shown(names)}; "
+            "a tier has 'url' or 'list', and may have 'provider' "
+            "({'url': URL}, not {URL: weight})",
         )
     if not isinstance(entry, Mapping) or (("url" in entry) == ("list" in entry)):
         raise ConfigError(NAME, f"tier {n}: a dict with either 'url' or 'list'")
