@@ -537,10 +537,12 @@ def test_embedded_is_a_started_singleton() -> None:
     assert client_ip(body) != "127.0.0.1"
 
 
-def _start_cli(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+def _start_cli(
+    *args: str, stdin: int = subprocess.PIPE
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "scrapy_sticky_proxy.sandbox", *args],
-        stdin=subprocess.PIPE,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
@@ -581,6 +583,24 @@ def test_cli_stops_when_stdin_closes() -> None:
         assert proc.stdin is not None
         proc.stdin.close()
         assert proc.wait(TIMEOUT) == 0
+
+
+def test_cli_in_the_background_serves_on() -> None:
+    """``python -m scrapy_sticky_proxy.sandbox &`` in a script: stdin is
+    /dev/null. Before, it read the end of it and stopped at once (in an
+    interactive shell, reading the terminal, the shell stopped the job)."""
+    proc, urls = _start_cli("--items", "2", stdin=subprocess.DEVNULL)
+    with proc:
+        try:
+            site = urlsplit(urls["site_url"])
+            conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=TIMEOUT)
+            conn.request("GET", "/")  # the site answers whoever asks
+            assert conn.getresponse().status == 200
+            conn.close()
+            assert proc.poll() is None
+        finally:
+            proc.terminate()
+            assert proc.wait(TIMEOUT) == 0
 
 
 def test_refusing_leaves_no_just_accepted_client_hanging() -> None:

@@ -1,8 +1,10 @@
 """Run a sandbox: ``python -m scrapy_sticky_proxy.sandbox``.
 
 Prints one JSON line with the gateway and site URLs, then serves until
-SIGINT/SIGTERM or until stdin closes (``--ignore-stdin`` to serve on when
-stdin is /dev/null, as for a background job).
+SIGINT/SIGTERM, or, when stdin is a pipe (a program that started it),
+until the pipe closes (``--ignore-stdin`` to serve on). A terminal or
+/dev/null on stdin (``&`` in a shell or a script) is not read: a job in
+the background that read its terminal would be stopped by the shell.
 
 A line on stdin is a command, answered with one JSON line on stdout (the
 benchmarks count connections this way): ``stats`` gives
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 from types import FrameType
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
-        if not args.ignore_stdin:
+        if not args.ignore_stdin and _stdin_is_a_pipe():
             threading.Thread(
                 target=_serve_stdin, args=(sandbox, done), daemon=True
             ).start()
@@ -127,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sandbox.stop()
     return 0
+
+
+def _stdin_is_a_pipe() -> bool:
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _serve_stdin(sandbox: Sandbox, done: threading.Event) -> None:
@@ -140,6 +151,7 @@ def _serve_stdin(sandbox: Sandbox, done: threading.Event) -> None:
                 _command(sandbox, line.strip().decode("ascii", "replace"))
     except (AttributeError, OSError, ValueError):
         pass  # no usable stdin counts as closed
+    sys.stderr.write("sandbox: stdin closed, stopping (--ignore-stdin serves on)\n")
     done.set()
 
 
