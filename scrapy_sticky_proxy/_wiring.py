@@ -32,19 +32,20 @@ direct, and is counted in ``sticky_proxy/unproxied`` with one warning.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.conf import build_component_list
-from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
 from .config.readers import dotted_path
 from .errors import ConfigError
+from .inherit import check_enabled
 
 if TYPE_CHECKING:
-    from scrapy import Request
     from scrapy.settings import BaseSettings
+
+    from .config import StickyProxyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,13 @@ _COOKIES = "scrapy.downloadermiddlewares.cookies.CookiesMiddleware"
 _SHARE = "scrapy_sticky_proxy.cookies.StickyProxyCookieShare"
 
 
+def check_wiring(settings: BaseSettings, config: StickyProxyConfig) -> None:
+    """The order below, and the spider middleware STICKY_PROXY_INHERIT_KEY needs."""
+    check_middleware_order(settings, config.cookie_jars, config.share_cookies)
+    if config.inherit_key:
+        check_enabled(settings)
+
+
 def check_middleware_order(
     settings: BaseSettings, cookie_jars: bool = False, share_cookies: bool = False
 ) -> None:
@@ -262,32 +270,3 @@ def _after(names: list[str], first: str, second: str) -> bool:
     return (
         first in names and second in names and names.index(first) > names.index(second)
     )
-
-
-class Bypass:
-    """Requests an allowed handler is known to send straight to the target
-    (scrapy-playwright's ``meta["playwright"]``): they are left alone,
-    counted, never reported as routed."""
-
-    def __init__(self, by_scheme: dict[str, str], count: Callable[[str], None]):
-        self.by_scheme = by_scheme  # scheme -> meta key
-        self._count = count
-        self._warned = False
-
-    def __bool__(self) -> bool:
-        return bool(self.by_scheme)
-
-    def goes_direct(self, request: Request) -> bool:
-        meta_key = self.by_scheme.get(urlparse_cached(request).scheme)
-        if meta_key is None or not request.meta.get(meta_key):
-            return False
-        self._count("unproxied")
-        if not self._warned:
-            self._warned = True
-            logger.warning(
-                "Requests with meta[%r] go straight to the target, not through "
-                "the proxy (the download handler ignores meta['proxy']): they "
-                "are not routed (sticky_proxy/unproxied)",
-                meta_key,
-            )
-        return True

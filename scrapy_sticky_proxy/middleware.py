@@ -17,6 +17,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.defer import deferred_from_coro
 
 from . import _meta as M
+from ._bypass import Bypass
 from ._connections import StaleSession
 from ._copies import Copies
 from ._lifecycle import Lifecycle
@@ -29,12 +30,7 @@ from ._tiers import Tiers
 from ._verdicts import Verdicts
 from ._waits import Waits
 from ._warmup import Warmups
-from ._wiring import (
-    Bypass,
-    check_handlers,
-    check_middleware_order,
-    check_shared_connections,
-)
+from ._wiring import check_handlers, check_shared_connections, check_wiring
 from .bans import UNREACHABLE, BanPolicy, ProxyAuth, is_tunnel_407
 from .cache import check_guard, restore
 from .config import for_crawler
@@ -68,7 +64,7 @@ class StickyProxyMiddleware:
         if not config.enabled:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
         settings = crawler.settings
-        check_middleware_order(settings, config.cookie_jars, config.share_cookies)
+        check_wiring(settings, config)
         self.crawler = crawler
         self.config = config
         self.count = count = Counter(crawler.stats)

@@ -20,6 +20,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from scrapy_sticky_proxy import StickyProxyMiddleware
+from scrapy_sticky_proxy.errors import ConfigError
 from scrapy_sticky_proxy.sandbox import Sandbox
 
 from .conftest import crawl
@@ -256,3 +257,30 @@ def test_a_crawl_closed_for_a_failure_can_exit_non_zero(
     fine = scrapy_crawl(tmp_path, sandbox, password=sandbox.password)
     assert "'finish_reason': 'finished'" in fine.stderr, fine.stderr[-3000:]
     assert fine.returncode == 0
+
+
+# The manual wiring of docs/topics/configuration.md.
+BY_HAND = {
+    "DOWNLOADER_MIDDLEWARES": {
+        "scrapy_sticky_proxy.StickyProxyMiddleware": 690,
+        "scrapy_sticky_proxy.cache.BanCacheGuard": 950,
+        "scrapy_sticky_proxy.ledger.StickyProxyLedger": 10,
+        "scrapy_sticky_proxy.auth.StickyProxyAuth": 999,
+    },
+    "EXTENSIONS": {"scrapy_sticky_proxy.StickyProxyStats": 500},
+    "DOWNLOAD_HANDLERS": {"http": OURS, "https": OURS},
+    "STICKY_PROXY_URL": URL,
+}
+
+
+def test_inherit_key_wired_by_hand_needs_its_spider_middleware() -> None:
+    """Without StickyProxyInheritMiddleware, STICKY_PROXY_INHERIT_KEY did
+    nothing, silently: a page's follow-ups left through other exits."""
+    settings = {**BY_HAND, "STICKY_PROXY_INHERIT_KEY": True}
+    crawler = get_crawler(settings_dict=settings)
+    with pytest.raises(ConfigError, match=r"^STICKY_PROXY_INHERIT_KEY: needs SPIDER_"):
+        StickyProxyMiddleware.from_crawler(crawler)
+    inherit = {"scrapy_sticky_proxy.StickyProxyInheritMiddleware": 600}
+    crawler = get_crawler(settings_dict={**settings, "SPIDER_MIDDLEWARES": inherit})
+    StickyProxyMiddleware.from_crawler(crawler)
+    StickyProxyMiddleware.from_crawler(get_crawler(settings_dict=BY_HAND))

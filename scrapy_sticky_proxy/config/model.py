@@ -34,13 +34,13 @@ from .connections import (
     connections_per_session,
     pool_max_idle,
 )
+from .files import read_append_file
 from .names import check_names
 from .proxies import StaticProxy, check_given, read_country, secrets_of
 from .readers import (
     DOTTED,
     MAX_REROLLS,
     dotted_path,
-    read_append_file,
     read_bool,
     read_dotted_paths,
     read_float,
