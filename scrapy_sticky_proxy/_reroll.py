@@ -7,6 +7,10 @@ redirected to. The spider's request is remembered, without credentials, in
 the trail (``meta[M.TRAIL]``) when a redirect answer passes this middleware:
 Scrapy's redirect middlewares run after it, and their copies keep meta.
 
+A meta refresh that Scrapy's MetaRefreshMiddleware will follow counts as a
+redirect too (:class:`MetaRefresh`): a site may send a banned exit to its
+captcha page that way.
+
 The re-roll bookkeeping (``M.REROLLS``, ``M.REASONS``, ``M.SOFT_RETRIED``,
 ``M.TOLERATED``, ``M.NOT_BEFORE``, ``M.RENEWED``)
 lives in meta too, so it would also reach a request a spider builds with
@@ -23,11 +27,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from scrapy.http import HtmlResponse
+from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.response import get_meta_refresh
+
 from . import _meta as M
 
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.http import Response
+    from scrapy.settings import BaseSettings
 
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 _REDIRECT_KEYS = ("redirect_urls", "redirect_reasons", "redirect_times", "redirect_ttl")
@@ -107,11 +116,41 @@ def bound(request: Request) -> Origin | None:
     return None
 
 
-def passed(request: Request, response: Response) -> None:
+class MetaRefresh:
+    """Whether Scrapy's MetaRefreshMiddleware will follow a response's
+    ``<meta http-equiv="refresh">``: its settings and its checks. Scrapy
+    caches the parse per response, so asking first costs it nothing."""
+
+    def __init__(self, settings: BaseSettings):
+        self.enabled = settings.getbool("METAREFRESH_ENABLED")
+        self._ignore_tags = settings.getlist("METAREFRESH_IGNORE_TAGS")
+        self._maxdelay = settings.getint("METAREFRESH_MAXDELAY")
+
+    def follows(self, request: Request, response: Response) -> bool:
+        if not isinstance(response, HtmlResponse) or request.method == "HEAD":
+            return False
+        if request.meta.get("dont_redirect") or not self.enabled:
+            return False
+        if urlparse_cached(request).scheme not in ("http", "https"):
+            return False
+        # Scrapy parses the first 4,096 characters; looking at as many bytes
+        # costs 1-4 us, a parse 27 (a tag after multi-byte text is missed).
+        body = response.body
+        if body.find(b"efresh", 0, 4096) < 0 and body.find(b"EFRESH", 0, 4096) < 0:
+            return False
+        interval, url = get_meta_refresh(response, ignore_tags=self._ignore_tags)
+        if url is None or interval is None or interval >= self._maxdelay:
+            return False
+        return url.partition(":")[0].lower() in ("http", "https")
+
+
+def passed(request: Request, response: Response, refresh: MetaRefresh) -> None:
     """A response goes on to the spider or to a redirect: move the trail to
     it, and remember the spider's request before a redirect."""
     meta = request.meta
-    redirect = response.status in REDIRECT_STATUSES and b"Location" in response.headers
+    redirect = (
+        response.status in REDIRECT_STATUSES and b"Location" in response.headers
+    ) or refresh.follows(request, response)
     if M.TRAIL not in meta and not redirect:
         return
     origin = bound(request)

@@ -23,7 +23,7 @@ from ._copies import Copies
 from ._lifecycle import Lifecycle
 from ._location import Countries, state_key
 from ._policy_guard import ban_policy
-from ._reroll import passed
+from ._reroll import MetaRefresh, passed
 from ._session_pools import Pools
 from ._stats import Counter
 from ._tiers import Tiers
@@ -79,6 +79,7 @@ class StickyProxyMiddleware:
         self.tiers = Tiers(config, store, self._waits.wake, count)
         self.router = self.tiers.router  # with STICKY_PROXY_TIERS, every tier's
         self.tolerance = Tolerance(config.tolerance, store)
+        self._refresh = MetaRefresh(settings)  # a redirect, to re-rolls
         self.store = store
         self.pool = self.router.pool
         self.ledger = Ledger(crawler, store, config.redact, count.inc)
@@ -213,7 +214,7 @@ class StickyProxyMiddleware:
                     self.tolerance.succeeded(state_key(meta), meta[M.GENERATION])
             if self.cookies is not None:
                 self.cookies.settled(meta)
-            passed(request, response)
+            passed(request, response, self._refresh)
             restore(meta)
             return response
         if M.WARMUP in meta:  # judged by the warm-up (_warmup_runs.py)

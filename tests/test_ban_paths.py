@@ -152,13 +152,16 @@ def first_exits_of(items: tuple[int, ...], kind: str) -> tuple[Any, dict[str, st
     return rule, first
 
 
+@pytest.mark.parametrize("kind", ["redirect", "refresh"])
 @deferred_f_from_coro_f
 async def test_ban_by_redirect_to_a_captcha_page_refetches_the_item(
-    sandbox: Sandbox,
+    sandbox: Sandbox, kind: str
 ) -> None:
-    """A site that bans by redirecting to /captcha: the re-roll fetches the
-    item again, not the captcha page."""
-    banned, _ = first_exits_of((2, 5, 11, 17, 23, 29), "redirect")
+    """A site that bans by redirecting to /captcha, with a 302 or a page's
+    meta refresh: the re-roll fetches the item again, not the captcha page.
+    Before, after a meta refresh, each re-roll fetched the captcha page
+    again, until the item was given up."""
+    banned, _ = first_exits_of((2, 5, 11, 17, 23, 29), kind)
 
     def rule(ip: str, path: str) -> str | None:
         return banned(ip, path) if path.startswith("/item/") else None

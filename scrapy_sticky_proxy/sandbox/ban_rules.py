@@ -3,7 +3,8 @@
 A :data:`BanRule` gets ``(client_ip, path)`` and returns ``None`` (serve)
 or a kind: one of :data:`BAN_KINDS` ("403", "429", or "captcha": a 200
 captcha page), or a fault: "redirect" answers 302 to /captcha?from=PATH
-("redirect-one": to /captcha, the same URL for every page),
+("redirect-one": to /captcha, the same URL for every page; "refresh": a
+200 page whose ``<meta http-equiv="refresh">`` leads there),
 "reset" drops the connection unanswered, "hang" never answers (the client's
 timeout ends it), "503" answers 503 Service Unavailable. "429" carries
 ``Retry-After: 1`` (:data:`RETRY_AFTER`). :class:`RememberBans` wraps a rule

@@ -224,6 +224,10 @@ class DemoSite:
             location = "/captcha?" + urlencode({"from": url.path})
             location = "/captcha" if kind == "redirect-one" else location
             return 302, [("Location", location), _TEXT], b"moved\n"
+        if kind == "refresh":  # a 200 whose meta refresh leads to the captcha
+            target = html.escape("/captcha?" + urlencode({"from": url.path}))
+            refresh = f'<meta http-equiv="refresh" content="0; url={target}">'
+            return 200, [_HTML], _page("One moment", refresh)
         if kind == "429":
             return 429, [("Retry-After", "1"), _TEXT], b"too many requests\n"
         if kind == "503":
