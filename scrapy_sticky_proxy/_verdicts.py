@@ -13,7 +13,7 @@ from ._location import state_key
 from ._reroll import bound, number, stamp
 from .bans import TIMEOUTS
 from .ledger import reasons
-from .routing.answers import target_of
+from .routing.answers import RouteFaults, target_of
 from .routing.tolerance import RETRY_AFTER, TOO_LONG, Tolerance, Verdict, tried_count
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class Verdicts:
         self.count = count
         self.download_timeout = download_timeout
         self.signals = signals
+        self.faults = RouteFaults()
 
     async def hold(self, meta: dict[str, Any], waits: Waits) -> Any:
         """A tolerated retry waits here until its deadline, holding one of
@@ -70,6 +71,14 @@ class Verdicts:
         meta = request.meta
         soft = meta.get(M.SOFT_RETRIED)
         since = None
+        route, router = meta[M.ROUTE], self.router
+        if not isinstance(exception, TIMEOUTS) and self.faults.down(
+            route, meta.get(M.SESSION), router.gate(route).answered_at, router.clock()
+        ):
+            # Sessions in a row fail so, nothing answers: the route is down.
+            stat = router.refused(route, meta)  # held back and probed
+            self.count.inc(stat)
+            return self.copies.retry(request, f"route/{type(exception).__name__}", stat)
         if isinstance(exception, TIMEOUTS):
             timeout = number(meta.get("download_timeout"), self.download_timeout)
             host = target_of(request.url)

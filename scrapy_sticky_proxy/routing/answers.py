@@ -50,6 +50,28 @@ class AnswerLog:
         return when is not None and when >= since
 
 
+class RouteFaults:
+    """Download errors that are no timeout (a reset, a garbled or missing
+    answer) through each route, by session, since the route last answered.
+    A gateway that resets or garbles every request fails each session
+    that tries it: from *sessions* sessions in a row with no answer
+    between, the route is down, and its errors are an outage (held back,
+    probed), not bans that burn every exit in a second or two."""
+
+    def __init__(self, sessions: int = 3):
+        self.sessions = sessions
+        self._failing: dict[str, tuple[float, set[str]]] = {}  # one per route
+
+    def down(self, route: str, session: Any, answered_at: float, now: float) -> bool:
+        since, failed = self._failing.get(route, (now, set()))
+        if answered_at >= since:  # it answered after the first of these
+            since, failed = now, set()
+        if len(failed) < self.sessions:
+            failed.add(session if isinstance(session, str) else "")
+        self._failing[route] = (since, failed)
+        return len(failed) >= self.sessions
+
+
 def wait_start(soft_retried: Any, timeout: float, now: float) -> float:
     """When a request that just timed out started waiting on its session:
     at its first try if this is its same-session retry (which records that

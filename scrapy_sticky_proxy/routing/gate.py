@@ -57,6 +57,7 @@ class GatePolicy:
 
 class RouteGate:
     __slots__ = (
+        "answered_at",
         "backoff",
         "down_since",
         "not_before",
@@ -79,6 +80,7 @@ class RouteGate:
         self.down_since: float | None = None
         self.backoff = 0.0
         self.not_before = 0.0
+        self.answered_at = -1.0  # when a response last came back through it
 
     # -- admission -------------------------------------------------------------
 
@@ -128,6 +130,7 @@ class RouteGate:
         """A response came back through the route: it works. Returns how
         long it had been down, if it was."""
         facts.pop(PROBE, None)
+        self.answered_at = now
         down_for = None if self.down_since is None else now - self.down_since
         self.down_since = None
         self.backoff = 0.0

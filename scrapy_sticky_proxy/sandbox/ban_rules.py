@@ -24,12 +24,37 @@ cookie to the IP that received it do (:func:`foreign_ip_cookie`).
 from __future__ import annotations
 
 import hashlib
+import html
 import time
 from collections.abc import Callable, Iterable
+from urllib.parse import urlencode
 
 BanRule = Callable[[str, str], "str | None"]
 BAN_KINDS = ("403", "429", "captcha")  # the kinds ban_fraction draws from
 RETRY_AFTER = 1.0  # what the site's 429 answers say, in seconds
+
+
+def ban_answer(kind: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The site's answer to a request for *path* banned with *kind* (but
+    "captcha": the captcha page is the site's own, also at /captcha)."""
+    text = ("Content-Type", "text/plain; charset=utf-8")
+    captcha = "/captcha?" + urlencode({"from": path})
+    if kind in ("redirect", "redirect-one"):
+        # Per page, as most sites do; "redirect-one": every page to one
+        # URL, whose second redirect Scrapy's dupefilter drops.
+        location = "/captcha" if kind == "redirect-one" else captcha
+        return 302, [("Location", location), text], b"moved\n"
+    if kind == "refresh":  # a 200 whose meta refresh leads to the captcha
+        refresh = f'<meta http-equiv="refresh" content="0;url={html.escape(captcha)}">'
+        page = f"<!DOCTYPE html>\n<html><head>{refresh}</head><body></body></html>\n"
+        return 200, [("Content-Type", "text/html; charset=utf-8")], page.encode()
+    if kind in ("429", "503"):
+        body = b"too many requests\n" if kind == "429" else b"unavailable\n"
+        return int(kind), [("Retry-After", "1"), text], body
+    if kind == "407":  # the site itself, not the gateway, asks for them
+        asks = ("Proxy-Authenticate", 'Basic realm="site"')
+        return 407, [asks, text], b"proxy credentials, says the site\n"
+    return 403, [text], b"forbidden\n"
 
 
 def _unit_hash(*parts: str) -> float:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ._geo import country_of
 from ._http import (
@@ -32,7 +32,14 @@ from ._http import (
     split_request_line,
     wants_close,
 )
-from .ban_rules import IP_COOKIE, WARM_COOKIE, WARMUP_PATH, BanRule, foreign_ip_cookie
+from .ban_rules import (
+    IP_COOKIE,
+    WARM_COOKIE,
+    WARMUP_PATH,
+    BanRule,
+    ban_answer,
+    foreign_ip_cookie,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -218,25 +225,8 @@ class DemoSite:
         if url.path == "/captcha" or kind == "captcha":
             captcha = '<h1>Check</h1>\n<div class="g-recaptcha">Are you a robot?</div>'
             return 200, [_HTML], _page("Just a moment", captcha)
-        if kind in ("redirect", "redirect-one"):
-            # Per page, as most sites do; "redirect-one": every page to one
-            # URL, whose second redirect Scrapy's dupefilter drops.
-            location = "/captcha?" + urlencode({"from": url.path})
-            location = "/captcha" if kind == "redirect-one" else location
-            return 302, [("Location", location), _TEXT], b"moved\n"
-        if kind == "refresh":  # a 200 whose meta refresh leads to the captcha
-            target = html.escape("/captcha?" + urlencode({"from": url.path}))
-            refresh = f'<meta http-equiv="refresh" content="0; url={target}">'
-            return 200, [_HTML], _page("One moment", refresh)
-        if kind == "429":
-            return 429, [("Retry-After", "1"), _TEXT], b"too many requests\n"
-        if kind == "503":
-            return 503, [("Retry-After", "1"), _TEXT], b"unavailable\n"
-        if kind == "407":  # the site itself, not the gateway, asks for them
-            asks = ("Proxy-Authenticate", 'Basic realm="site"')
-            return 407, [asks, _TEXT], b"proxy credentials, says the site\n"
         if kind is not None:
-            return 403, [_TEXT], b"forbidden\n"
+            return ban_answer(kind, url.path)
         if url.path == WARMUP_PATH:  # a cookie bound to the address
             cookie = ("Set-Cookie", f"{WARM_COOKIE}={client_ip}; Path=/")
             return 200, [_TEXT, cookie], b"warm\n"
