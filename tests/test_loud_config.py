@@ -55,6 +55,11 @@ def assert_names(error: ConfigError, setting: str) -> None:
         ("STICKY_PROXY_MAX_REROLL", "STICKY_PROXY_MAX_REROLLS"),
         ("STICKY_PROXY_PROVDER", "STICKY_PROXY_PROVIDER"),
         ("STICKY_PROXY_REDIS_TLL", "STICKY_PROXY_REDIS_TTL"),
+        # The prefix itself mistyped: these went unnoticed.
+        ("STICKY_PRXY_BAN_PATTERNS", "STICKY_PROXY_BAN_PATTERNS"),
+        ("STICKYPROXY_MAX_REROLLS", "STICKY_PROXY_MAX_REROLLS"),
+        ("sticky_proxy_max_rerolls", "STICKY_PROXY_MAX_REROLLS"),
+        ("Sticky_Proxy_Key", "STICKY_PROXY_KEY"),
     ],
 )
 def test_a_misspelt_setting_stops_the_crawl_with_the_closest_name(
@@ -66,6 +71,11 @@ def test_a_misspelt_setting_stops_the_crawl_with_the_closest_name(
     assert_names(info.value, typo)
     assert f"did you mean {meant}?" in str(info.value)
     assert "STICKY_PROXY_EXTRA_SETTINGS" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["STICKY_PROXIES", "MY_PROXY_URL", "PROXY_LIST"])
+def test_a_setting_of_the_users_own_is_not_taken_for_a_typo(name: str) -> None:
+    config(**{name: 1})
 
 
 def test_every_unknown_name_is_reported_at_once() -> None:

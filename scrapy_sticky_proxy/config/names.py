@@ -109,10 +109,10 @@ def check_names(settings: BaseSettings) -> None:
         name
         for name in settings
         if isinstance(name, str)
-        and name.startswith(PREFIX)
         and name not in KNOWN_SETTINGS
         and name not in extra
         and (settings.getpriority(name) or 0) > above_addons
+        and (name.startswith(PREFIX) or _misspelt_prefix(name))
     )
     if not unknown:
         return
@@ -131,7 +131,21 @@ def check_names(settings: BaseSettings) -> None:
     )
 
 
+def _misspelt_prefix(name: str) -> bool:
+    """``sticky_proxy_key``, ``STICKY_PRXY_BAN_PATTERNS``: one of ours with
+    the prefix itself mistyped (a user's setting, so only very close)."""
+    if name.upper().startswith(PREFIX):
+        return True
+    return bool(difflib.get_close_matches(name, KNOWN_SETTINGS, n=1, cutoff=0.9))
+
+
 def _closest(name: str) -> str | None:
+    if not name.startswith(PREFIX):  # the prefix mistyped
+        upper = name.upper()
+        if upper in KNOWN_SETTINGS:
+            return upper
+        found = difflib.get_close_matches(upper, KNOWN_SETTINGS, n=1, cutoff=0.8)
+        return found[0] if found else None
     # Matched without the prefix, which every candidate shares.
     found = difflib.get_close_matches(name[len(PREFIX) :], _SUFFIXES, n=1)
     return _SUFFIXES[found[0]] if found else None
