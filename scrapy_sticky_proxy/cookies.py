@@ -139,7 +139,9 @@ class SessionJars:
             return
         self.held.pop(jar, None)
         self.crawler.signals.send_catch_log(jar_burned, jar=jar)
-        if jars.pop(jar, None) is not None:
+        # CookiesMiddleware makes a jar for every request: count those
+        # that held a cookie.
+        if len(jars.pop(jar, None) or ()):
             self._count.inc("cookie_jars/dropped/burned")
 
     def flush(self) -> None:

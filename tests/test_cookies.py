@@ -91,6 +91,19 @@ async def test_cookies_never_cross_exits(sandbox: Sandbox, per_session: bool) ->
         assert "sticky_proxy/cookie_jars" not in stats
 
 
+@deferred_f_from_coro_f
+async def test_a_burned_session_without_cookies_drops_no_jar(
+    sandbox: Sandbox,
+) -> None:
+    """The site sets no cookie: CookiesMiddleware still made an empty jar
+    for each session, and each ban counted one dropped."""
+    sandbox.site.ban_rule = first_page_request_banned()
+    settings = settings_for(sandbox, STICKY_PROXY_MAX_REROLLS=3)
+    result = await crawl(ItemsSpider, settings, base=sandbox.site_url, n=4)
+    assert result.stats["sticky_proxy/rerolls"] == 4
+    assert "sticky_proxy/cookie_jars/dropped/burned" not in result.stats
+
+
 class PartsSpider(Spider):
     """Fetches URLs, each with the session key given."""
 
