@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 from scrapy import Request
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.conf import build_component_list
+from scrapy.utils.misc import load_object
 
 from . import _meta as M
 from .config import for_crawler
-from .config.readers import dotted_path
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,19 +26,26 @@ if TYPE_CHECKING:
     from scrapy.http import Response
     from scrapy.settings import BaseSettings
 
-INHERIT = "scrapy_sticky_proxy.inherit.StickyProxyInheritMiddleware"
-
 
 def check_enabled(settings: BaseSettings) -> None:
-    """STICKY_PROXY_INHERIT_KEY on, this middleware in SPIDER_MIDDLEWARES
-    (wired by hand, it was easy to leave out, and nothing was inherited)."""
+    """STICKY_PROXY_INHERIT_KEY on, this middleware (or a subclass) in
+    SPIDER_MIDDLEWARES: wired by hand, it was easy to leave out, and
+    nothing was inherited."""
     order = build_component_list(settings.getwithbase("SPIDER_MIDDLEWARES"))
-    if INHERIT not in {dotted_path(path) for path in order}:
+    if not any(_is_this(path) for path in order):
         raise ConfigError(
             "STICKY_PROXY_INHERIT_KEY",
             "needs SPIDER_MIDDLEWARES = {'scrapy_sticky_proxy."
             "StickyProxyInheritMiddleware': 600} (or the addon)",
         )
+
+
+def _is_this(path: Any) -> bool:
+    try:
+        cls = load_object(path) if isinstance(path, str) else path
+    except (ImportError, AttributeError, ValueError, NameError):
+        return False  # Scrapy reports it when it loads the middlewares
+    return isinstance(cls, type) and issubclass(cls, StickyProxyInheritMiddleware)
 
 
 class StickyProxyInheritMiddleware:

@@ -21,6 +21,7 @@ from scrapy.utils.test import get_crawler
 
 from scrapy_sticky_proxy import StickyProxyMiddleware
 from scrapy_sticky_proxy.errors import ConfigError
+from scrapy_sticky_proxy.inherit import StickyProxyInheritMiddleware as Inherit
 from scrapy_sticky_proxy.sandbox import Sandbox
 
 from .conftest import crawl
@@ -280,7 +281,7 @@ def test_inherit_key_wired_by_hand_needs_its_spider_middleware() -> None:
     crawler = get_crawler(settings_dict=settings)
     with pytest.raises(ConfigError, match=r"^STICKY_PROXY_INHERIT_KEY: needs SPIDER_"):
         StickyProxyMiddleware.from_crawler(crawler)
-    inherit = {"scrapy_sticky_proxy.StickyProxyInheritMiddleware": 600}
-    crawler = get_crawler(settings_dict={**settings, "SPIDER_MIDDLEWARES": inherit})
-    StickyProxyMiddleware.from_crawler(crawler)
+    for path in ("scrapy_sticky_proxy.StickyProxyInheritMiddleware", Inherit):
+        with_it = {**settings, "SPIDER_MIDDLEWARES": {path: 600}}
+        StickyProxyMiddleware.from_crawler(get_crawler(settings_dict=with_it))
     StickyProxyMiddleware.from_crawler(get_crawler(settings_dict=BY_HAND))
