@@ -127,16 +127,17 @@ class MetaRefresh:
         self._maxdelay = settings.getint("METAREFRESH_MAXDELAY")
 
     def follows(self, request: Request, response: Response) -> bool:
-        if not isinstance(response, HtmlResponse) or request.method == "HEAD":
-            return False
-        if request.meta.get("dont_redirect") or not self.enabled:
-            return False
-        if urlparse_cached(request).scheme not in ("http", "https"):
+        # Cheapest first: this runs for every response that passes.
+        if not self.enabled or not isinstance(response, HtmlResponse):
             return False
         # Scrapy parses the first 4,096 characters; looking at as many bytes
-        # costs 1-4 us, a parse 27 (a tag after multi-byte text is missed).
+        # costs 0.3-4 us, a parse 27 (a tag after multi-byte text is missed).
         body = response.body
         if body.find(b"efresh", 0, 4096) < 0 and body.find(b"EFRESH", 0, 4096) < 0:
+            return False
+        if request.method == "HEAD" or request.meta.get("dont_redirect"):
+            return False
+        if urlparse_cached(request).scheme not in ("http", "https"):
             return False
         interval, url = get_meta_refresh(response, ignore_tags=self._ignore_tags)
         if url is None or interval is None or interval >= self._maxdelay:
