@@ -26,5 +26,6 @@ TRAIL = "_sticky_proxy_trail"  # whose bookkeeping this is, and the spider's req
 CACHE_BYPASS = "_sticky_proxy_cache_bypass"  # we set dont_cache; the user's value
 LEDGER = "_sticky_proxy_ledger"  # id of the routed request this one continues
 RENEWED = "_sticky_proxy_renewed"  # the last tier its re-rolls started again on
+ROUTE_WAITS = "_sticky_proxy_route_waits"  # waits for a route failing every session
 MOVED = "_sticky_proxy_moved"  # sent again once: its session was burned as it waited
 WARMUP = "_sticky_proxy_warmup"  # a warm-up request of (state key, generation)

@@ -47,6 +47,7 @@ BOOKKEEPING = (
     M.TOLERATED,
     M.NOT_BEFORE,
     M.RENEWED,
+    M.ROUTE_WAITS,
     M.TRAIL,
 )
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .cookies import SessionJars
 
 TOLERANCE_WAIT = " tolerated"  # where tolerated retries wait: no route's name
+ROUTE_WAITS = 3  # a request's waits for a route failing every session: 3.5 s
+SOFT_WAIT = 0.5  # seconds before the same-session retry of a download error
 
 
 class Verdicts:
@@ -71,14 +73,14 @@ class Verdicts:
         meta = request.meta
         soft = meta.get(M.SOFT_RETRIED)
         since = None
-        route, router = meta[M.ROUTE], self.router
-        if not isinstance(exception, TIMEOUTS) and self.faults.down(
-            route, meta.get(M.SESSION), router.gate(route).answered_at, router.clock()
-        ):
-            # Sessions in a row fail so, nothing answers: the route is down.
-            stat = router.refused(route, meta)  # held back and probed
-            self.count.inc(stat)
-            return self.copies.retry(request, f"route/{type(exception).__name__}", stat)
+        waited = tried_count(meta.get(M.ROUTE_WAITS))
+        if not isinstance(exception, TIMEOUTS) and waited < ROUTE_WAITS:
+            route, router = meta[M.ROUTE], self.router
+            answered_at = router.gate(route).answered_at
+            if self.faults.down(
+                route, meta.get(M.SESSION), answered_at, router.clock()
+            ):
+                return self._route_wait(request, exception, waited)
         if isinstance(exception, TIMEOUTS):
             timeout = number(meta.get("download_timeout"), self.download_timeout)
             host = target_of(request.url)
@@ -91,11 +93,30 @@ class Verdicts:
         if soft:
             return self.ban(request, ban)
         # A reset or a timeout may be the network, or a gateway going down,
-        # rather than a ban: try the same session once more before burning
-        # it. A second failure on it is a ban.
+        # rather than a ban: try the same session once more, a moment later
+        # (a gateway failing every request shows meanwhile: _route_wait),
+        # before burning it. A second failure on it is a ban.
         self.count.inc("soft_retries")
         new = self.copies.retry(request, ban, "soft_retries")
         new.meta[M.SOFT_RETRIED] = True if since is None else since
+        new.meta[M.NOT_BEFORE] = self.tolerance.deadline(SOFT_WAIT)
+        stamp(new)
+        return new
+
+    def _route_wait(
+        self, request: Request, exception: Exception, waited: int
+    ) -> Request:
+        """Sessions in a row fail so with nothing answering between: the
+        route itself may be failing (a gateway resetting or garbling every
+        request), and burning each exit would not help. The same session
+        again after 0.5, 1, then 2 s, no ban; then as any error. Bounded per
+        request, and no gate holds it: a route-wide outage would wait for a
+        probe, and the probe may be a request whose exit is banned."""
+        self.count.inc("route_retries")
+        reason = f"route/{type(exception).__name__}"
+        new = self.copies.retry(request, reason, "route_retries")
+        new.meta[M.ROUTE_WAITS] = waited + 1
+        new.meta[M.NOT_BEFORE] = self.tolerance.deadline(0.5 * 2**waited)
         stamp(new)
         return new
 

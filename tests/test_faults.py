@@ -74,10 +74,14 @@ async def test_gateway_failing_every_request_for_seconds(
     sandbox: Sandbox, mode: str
 ) -> None:
     """The gateway takes connections but answers garbage (echo) or resets
-    them after reading the request (drop), for 2 seconds, over plain http.
+    them after reading the request (drop), for the crawl's first 2 seconds,
+    over plain http (from the start, so that every request meets it; from
+    the 20th item, how many were still in flight depended on the machine's
+    load, and two sessions failing in a row are no proof).
     Sessions fail one after another with nothing answering between: the
-    gateway is down, not every exit banned. Held back and probed as when it
-    refuses connections: nothing lost, no session burned. Before: each
+    gateway may be failing, not every exit banned. Each such request goes
+    again on its session after 0.5, 1, then 2 s: nothing lost, no session
+    burned. Before: each
     error was judged a ban, every re-roll failed at once, and in 1.5 s
     about 200 sessions were burned and 35 of 50 pages given up."""
     fail = getattr(sandbox, f"gateway_{mode}")
@@ -86,7 +90,7 @@ async def test_gateway_failing_every_request_for_seconds(
         fail()
         call_later(2.0, sandbox.gateway_normal)
 
-    Outage = hooked(signals.item_scraped, at_counts({20: outage}))
+    Outage = hooked(signals.spider_opened, outage)
     result = await crawl(
         Outage, settings_for(sandbox), base=sandbox.site_url, n=50, follow=False
     )
@@ -94,7 +98,8 @@ async def test_gateway_failing_every_request_for_seconds(
     stats = result.stats
     assert stats.get("sticky_proxy/bans", 0) == 0
     assert stats.get("sticky_proxy/rerolls", 0) == 0
-    assert stats["sticky_proxy/outage_retries"] >= 1
+    assert stats["sticky_proxy/route_retries"] >= 1
+    assert "sticky_proxy/outage_retries" not in stats  # no gate held them
 
 
 @deferred_f_from_coro_f

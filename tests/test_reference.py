@@ -321,9 +321,6 @@ DYNAMIC: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("middleware.py", "process_exception", "stat"): (
         "returns of routing/router.py refused",
     ),
-    ("_verdicts.py", "download_error", "stat"): (
-        "returns of routing/router.py refused",
-    ),
     # Counter.flush writes what the stores' counters() return.
     ("_stats.py", "flush", "name"): ("counters()",),
 }
