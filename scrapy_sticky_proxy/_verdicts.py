@@ -5,6 +5,7 @@ over), or a re-roll onto a new session with the burned one forgotten."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from . import _meta as M
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from ._tiers import Tiers
     from ._waits import Waits
     from .cookies import SessionJars
+
+logger = logging.getLogger("scrapy_sticky_proxy.middleware")
 
 TOLERANCE_WAIT = " tolerated"  # where tolerated retries wait: no route's name
 ROUTE_WAITS = 3  # a request's waits for a route failing every session: 3.5 s
@@ -52,6 +55,7 @@ class Verdicts:
         self.download_timeout = download_timeout
         self.signals = signals
         self.faults = RouteFaults()
+        self._route_said = False  # the warning above _route_wait's retries
 
     async def hold(self, meta: dict[str, Any], waits: Waits) -> Any:
         """A tolerated retry waits here until its deadline, holding one of
@@ -113,6 +117,16 @@ class Verdicts:
         request, and no gate holds it: a route-wide outage would wait for a
         probe, and the probe may be a request whose exit is banned."""
         self.count.inc("route_retries")
+        if not self._route_said:
+            self._route_said = True
+            logger.warning(
+                "Sessions in a row through the proxy %s fail with no response "
+                "between (%s): requests that fail so go again on their own "
+                "session after a short wait, not judged bans "
+                "(sticky_proxy/route_retries)",
+                request.meta[M.ROUTE],
+                type(exception).__name__,
+            )
         reason = f"route/{type(exception).__name__}"
         new = self.copies.retry(request, reason, "route_retries")
         new.meta[M.ROUTE_WAITS] = waited + 1

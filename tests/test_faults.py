@@ -71,7 +71,7 @@ async def test_gateway_refuses_connections_for_seconds(
 @pytest.mark.parametrize("mode", ["echo", "drop"])
 @deferred_f_from_coro_f
 async def test_gateway_failing_every_request_for_seconds(
-    sandbox: Sandbox, mode: str
+    sandbox: Sandbox, mode: str, log_text: Any
 ) -> None:
     """The gateway takes connections but answers garbage (echo) or resets
     them after reading the request (drop), for the crawl's first 2 seconds,
@@ -100,6 +100,9 @@ async def test_gateway_failing_every_request_for_seconds(
     assert stats.get("sticky_proxy/rerolls", 0) == 0
     assert stats["sticky_proxy/route_retries"] >= 1
     assert "sticky_proxy/outage_retries" not in stats  # no gate held them
+    lines = log_text().splitlines()
+    said = [x for x in lines if x.startswith("WARNING") and "no response" in x]
+    assert len(said) == 1, said  # once a crawl
 
 
 @deferred_f_from_coro_f
