@@ -12,7 +12,7 @@ redirect too (:class:`MetaRefresh`): a site may send a banned exit to its
 captcha page that way.
 
 The re-roll bookkeeping (``M.REROLLS``, ``M.REASONS``, ``M.SOFT_RETRIED``,
-``M.TOLERATED``, ``M.NOT_BEFORE``, ``M.RENEWED``)
+``M.TOLERATED``, ``M.NOT_BEFORE``, ``M.RENEWED``, ``M.ROUTE_WAITS``)
 lives in meta too, so it would also reach a request a spider builds with
 ``response.follow(url, meta=response.meta)``. The trail says which request
 the bookkeeping belongs to: the URL it was last seen on and how many
