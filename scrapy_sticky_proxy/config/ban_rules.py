@@ -62,9 +62,9 @@ def ban_statuses(settings: BaseSettings) -> frozenset[int]:
         return frozenset(DEFAULT_BAN_STATUSES)
     statuses = set()
     for value in read_list(settings, name):
-        # Three digits at most: int() refuses a 5,000-digit text.
+        # Short text only ("0403" too): int() refuses 5,000 digits.
         text = isinstance(value, str) and value.strip().isdecimal()
-        number = int(value) if text and len(value.strip()) <= 3 else value
+        number = int(value) if text and len(value.strip()) <= 10 else value
         status = whole_number(number, 100, 599)
         if status is None:
             raise ConfigError(name, f"{shown(value)} is not an HTTP status (100-599)")

@@ -146,7 +146,7 @@ def _redis_option_problem(name: str, value: Any) -> str | None:
         # None is no timeout: a Redis that stops answering would hang us.
         zero = name == "health_check_interval"
         low = 0 if zero else _SMALLEST_TIMEOUT
-        good = number and low <= value <= WEEK and (value > 0 or zero)
+        good = number and low <= value <= WEEK
         return None if good else f"a number of seconds from {low:g} to {WEEK}"
     if name in _REDIS_FLAGS:
         return None if isinstance(value, bool) else "True or False"

@@ -55,8 +55,9 @@ class RouteFaults:
     answer) through each route, by session, since the route last answered.
     A gateway that resets or garbles every request fails each session
     that tries it: from *sessions* sessions in a row with no answer
-    between, the route is down, and its errors are an outage (held back,
-    probed), not bans that burn every exit in a second or two."""
+    between, the route may be failing, and its errors are waited out on
+    their own sessions (:meth:`.._verdicts.Verdicts._route_wait`), not
+    bans that burn every exit in a second or two."""
 
     def __init__(self, sessions: int = 3):
         self.sessions = sessions
