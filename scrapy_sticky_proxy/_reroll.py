@@ -182,6 +182,12 @@ def restart(request: Request) -> Request:
 
 
 def stamp(request: Request) -> None:
-    """Mark the bookkeeping on *request* (a copy we made) as its own."""
-    urls = _redirects(request.meta) or []
-    request.meta[M.TRAIL] = (request.url, len(urls), snapshot(request))
+    """Mark the bookkeeping on *request* (a copy we made, its trail checked
+    by :func:`bound`) as its own. The spider's request in the trail stays:
+    a same-session retry of a redirect target is still that request's, and
+    a re-roll after it starts from the spider's request, not the target."""
+    meta = request.meta
+    trail = meta.get(M.TRAIL)
+    kept = trail[2] if isinstance(trail, (tuple, list)) and len(trail) == 3 else None
+    urls = _redirects(meta) or []
+    meta[M.TRAIL] = (request.url, len(urls), _origin(kept) or snapshot(request))

@@ -184,6 +184,49 @@ async def test_ban_by_redirect_to_a_captcha_page_refetches_the_item(
     assert sum(hits[f"/item/{i}"] for i in range(30)) == 30 + captchas
 
 
+@pytest.mark.parametrize("then", ["reset", "tolerated"])
+@deferred_f_from_coro_f
+async def test_a_retry_on_the_same_session_after_a_redirect_keeps_its_start(
+    sandbox: Sandbox, then: str
+) -> None:
+    """The first exits of six items are sent to /captcha, where their
+    connection drops (a same-session retry, then a ban) or the captcha page
+    is tolerated once (STICKY_PROXY_BAN_TOLERANCE = 2) before its session
+    burns: either way the re-roll fetches the item again. Before, the
+    retry's copy took the captcha URL as the spider's request, and every
+    re-roll fetched /captcha until the item was given up."""
+    items = {f"/item/{i}" for i in (2, 5, 11, 17, 23, 29)}
+    first: dict[str, str] = {}  # item path -> the exit it first came from
+
+    def rule(ip: str, path: str) -> str | None:
+        if path in items:
+            first.setdefault(path, ip)
+        if ip not in first.values():
+            return None
+        if path.startswith("/item/"):
+            return "redirect"
+        return "reset" if then == "reset" else None  # /captcha: its page
+
+    sandbox.site.ban_rule = rule
+    extra = {"STICKY_PROXY_BAN_TOLERANCE": 2} if then == "tolerated" else {}
+    result = await crawl(
+        ItemsSpider,
+        settings_for(sandbox, **extra),
+        base=sandbox.site_https_url,  # (over http the gateway answers a reset: 502)
+        n=30,
+        follow=False,
+    )
+    assert {i["item"] for i in result.items} == set(range(30))
+    stats = result.stats
+    assert stats.get("sticky_proxy/gave_up", 0) == 0
+    assert stats["sticky_proxy/rerolls"] == 6
+    hits = hits_by_path(sandbox)
+    assert sum(hits[f"/item/{i}"] for i in range(30)) == 36
+    # Only the banned exits (and their retries) reached /captcha: no re-roll.
+    captchas = [h for h in sandbox.site.hits if h.path.startswith("/captcha")]
+    assert {h.client_ip for h in captchas} == set(first.values())
+
+
 @deferred_f_from_coro_f
 async def test_rerolls_do_not_leak_into_requests_built_from_response_meta(
     sandbox: Sandbox, tmp_path: Path
