@@ -73,7 +73,7 @@ class Lifecycle:
             # may wait there past this run, or another process may take it
             # (scrapy-redis). Held here, it stayed in memory, never closed
             # when another process took it (1,353 in a run of two crawlers):
-            # let go of it. Open requests are not recorded at close here.
+            # let go of it. What is still open at the close is lost: recorded.
             connect(self.ledger.queued, signal=signals.request_scheduled)
         connect(self.flush, signal=stats_wanted)
 

@@ -23,11 +23,18 @@ Outcomes:
   own copies are ``dont_filter``): the spider's request behind it gets no
   response, so a ``failed`` record naming that request, with reason
   ``dropped/duplicate``;
-* still open when the spider closed (a copy waiting in a scheduler that does
-  not persist): a ``failed`` record with reason ``lost/spider_closed``. With
-  ``JOBDIR`` or ``SCHEDULER_PERSIST`` the copies are kept for the next run,
-  so nothing is recorded, and an entry is closed as soon as its request is
-  scheduled (:class:`._lifecycle.Lifecycle`): the queue holds it, and another
+* Scrapy's OffsiteMiddleware dropped a copy when it was scheduled (a
+  redirect to another site, with ``allowed_domains``): with ``JOBDIR`` or
+  ``SCHEDULER_PERSIST`` a ``failed`` record at once, with reason
+  ``dropped/offsite``; otherwise it is still open at the close, below;
+* still open when the spider closed: a ``failed`` record with reason
+  ``lost/spider_closed``. A copy that waited in a scheduler that does not
+  persist, or a request a middleware after ours dropped with no error that
+  any middleware sees (RedirectMiddleware past ``REDIRECT_MAX_TIMES``,
+  HttpCompressionMiddleware past ``DOWNLOAD_MAXSIZE``). With ``JOBDIR`` or
+  ``SCHEDULER_PERSIST`` the copies are kept for the next run, so an entry
+  is closed as soon as its request is scheduled
+  (:class:`._lifecycle.Lifecycle`): the queue holds it, and another
   process may take it.
 """
 
@@ -39,6 +46,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from scrapy.downloadermiddlewares.offsite import OffsiteMiddleware
 from scrapy.exceptions import IgnoreRequest
 
 from . import _meta as M
@@ -62,6 +70,8 @@ LEDGER_MIDDLEWARE = "scrapy_sticky_proxy.ledger.StickyProxyLedger"
 LEDGER_PRIORITY = 10
 LOST = "lost/spider_closed"
 DUPLICATE = "dropped/duplicate"
+OFFSITE = "dropped/offsite"
+_UNSET: Any = object()
 
 
 class Ledger:
@@ -78,6 +88,7 @@ class Ledger:
     ) -> None:
         self._open: dict[int, Request] = {}
         self._queued: Request | None = None  # see queued()
+        self._offsite: Any = _UNSET  # see _offsite_drops()
         # Counted from a random 63-bit start: two processes' ids meet only if
         # their starts are within a run's requests of each other (about one
         # chance in 10**11 for 100 million requests). An int, not a string
@@ -110,8 +121,16 @@ class Ledger:
         """A queue that persists holds *request* now (``request_scheduled``):
         it may wait there past this run, or another process may take it.
         Kept until the scheduler says whether it took it: a duplicate is
-        dropped right after (:meth:`dropped`)."""
-        self._queued = request if self.close(request.meta) is not None else None
+        dropped right after (:meth:`dropped`). Not a copy Scrapy's
+        OffsiteMiddleware drops in the same signal (a redirect to another
+        site's captcha page): that one is recorded."""
+        self._queued = None
+        if self.close(request.meta) is None:
+            return
+        if self._offsite_drops(request):
+            self.record(restart(request), [*reasons(request), OFFSITE], "failed")
+        else:
+            self._queued = request
 
     def dropped(self, request: Request) -> None:
         """The scheduler dropped *request* as a duplicate (``request_dropped``)."""
@@ -131,12 +150,29 @@ class Ledger:
         raise IgnoreRequest(f"sticky proxy gave up: {', '.join(why)}")
 
     def spider_closed(self) -> None:
-        """Record what is still open, unless the scheduler keeps it."""
-        if not persistent(self._crawler):
-            requests = list(self._open.values())
-            self._open.clear()
-            for request in requests:
-                self.record(request, [*reasons(request), LOST], "failed")
+        """Record what is still open. A queue that persists let go of what
+        it holds (:meth:`queued`), and nothing is in flight by now: what is
+        left, a middleware after ours dropped with no error any middleware
+        sees (RedirectMiddleware past REDIRECT_MAX_TIMES, HttpCompression-
+        Middleware past DOWNLOAD_MAXSIZE), or, in a queue that does not
+        persist, a copy that waited there."""
+        requests = list(self._open.values())
+        self._open.clear()
+        for request in requests:
+            self.record(restart(request), [*reasons(request), LOST], "failed")
+
+    def _offsite_drops(self, request: Request) -> bool:
+        """Whether Scrapy's OffsiteMiddleware (or the user's subclass) drops
+        *request* when it is scheduled: its own test, asked once more."""
+        if self._offsite is _UNSET:
+            self._offsite = self._crawler.get_downloader_middleware(OffsiteMiddleware)
+        offsite = self._offsite
+        if offsite is None or request.dont_filter or request.meta.get("allow_offsite"):
+            return False
+        try:
+            return not offsite.should_follow(request, self._crawler.spider)
+        except Exception:  # the user's override: not ours to judge
+            return False
 
     def record(self, request: Request, why: list[str], outcome: str) -> None:
         """Record a routed request that will not reach the spider (a warm-up

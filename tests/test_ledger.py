@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scrapy import signals
+from scrapy import Request, signals
 from scrapy.utils.defer import deferred_f_from_coro_f, deferred_from_coro
 
 from scrapy_sticky_proxy._connections import session_burned
@@ -254,3 +254,75 @@ async def test_a_redirect_the_dupefilter_drops_is_recorded(
     assert [r["reasons"] for r in got] == [["dropped/duplicate"]] * 2
     assert {r["url"] for r in got} | delivered(result, sandbox) == page_urls(sandbox, 6)
     assert len(delivered(result, sandbox)) == 4
+
+
+@pytest.mark.parametrize("queue", ["memory", "jobdir"])
+@deferred_f_from_coro_f
+async def test_a_request_dropped_past_the_redirect_limit_is_recorded(
+    sandbox: Sandbox, tmp_path: Path, queue: str
+) -> None:
+    """Three item pages always answer with a redirect, and the crawl allows
+    none (REDIRECT_MAX_TIMES = 0): RedirectMiddleware drops each on its way
+    back with an IgnoreRequest that no middleware sees. Each is a failed
+    record naming the page. Before, with JOBDIR, no record at all (and
+    without, a record only because the close found it open)."""
+    dropped = {"/item/1", "/item/2", "/item/3"}
+    sandbox.site.ban_rule = lambda ip, path: "redirect" if path in dropped else None
+    gave_up = tmp_path / "gave_up.jsonl"
+    extra = {"JOBDIR": str(tmp_path / "job")} if queue == "jobdir" else {}
+    settings = settings_for(
+        sandbox,
+        REDIRECT_MAX_TIMES=0,
+        STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
+        **extra,
+    )
+    result = await crawl_within(
+        30, ItemsSpider, settings, base=sandbox.site_url, n=6, follow=False
+    )
+    got = records(gave_up)
+    assert sorted(r["url"] for r in got) == sorted(
+        sandbox.site_url + p for p in dropped
+    )
+    assert [r["reasons"] for r in got] == [["lost/spider_closed"]] * 3
+    assert result.stats["sticky_proxy/failed"] == 3
+    assert len(delivered(result, sandbox)) == 3
+
+
+class OnSiteSpider(ItemsSpider):
+    """Follows redirects to its own host only (``allowed_domains``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.allowed_domains = ["127.0.0.1"]
+
+    async def start(self) -> Any:
+        for i in range(self.n):
+            cross = "?x=1" if i < 2 else ""  # /r/i?x=1 -> localhost/item/i
+            yield Request(f"{self.base}/r/{i}{cross}", callback=self.parse_item)
+
+
+@pytest.mark.parametrize("queue", ["memory", "jobdir"])
+@deferred_f_from_coro_f
+async def test_a_redirect_offsite_middleware_drops_is_recorded(
+    sandbox: Sandbox, tmp_path: Path, queue: str
+) -> None:
+    """Two of five pages redirect to another host, which the spider's
+    allowed_domains leave out: Scrapy's OffsiteMiddleware drops the copies
+    as they are scheduled. Each is a failed record naming the spider's
+    request: at once with JOBDIR (dropped/offsite), at the close without.
+    Before, with JOBDIR, no record."""
+    gave_up = tmp_path / "gave_up.jsonl"
+    extra = {"JOBDIR": str(tmp_path / "job")} if queue == "jobdir" else {}
+    settings = settings_for(sandbox, STICKY_PROXY_GAVE_UP_FILE=str(gave_up), **extra)
+    result = await crawl_within(
+        30, OnSiteSpider, settings, base=sandbox.site_url, n=5, follow=False
+    )
+    got = records(gave_up)
+    reason = "dropped/offsite" if queue == "jobdir" else "lost/spider_closed"
+    assert sorted(r["url"] for r in got) == [
+        f"{sandbox.site_url}/r/{i}?x=1" for i in range(2)
+    ]
+    assert [r["reasons"] for r in got] == [[reason]] * 2
+    assert result.stats["offsite/filtered"] == 2
+    assert result.stats["sticky_proxy/failed"] == 2
+    assert len(result.items) == 3
