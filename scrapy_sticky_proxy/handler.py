@@ -169,9 +169,10 @@ class StickyProxyDownloadHandler(HTTP11DownloadHandler):
         use = Use(digest, kind)
         token = SESSION.set(use)
         try:
-            if digest in self._burned_digests and not (
-                M.WARMUP in meta or M.MOVED in meta
-            ):
+            # Moved once (its own send only: not a retry's, not a follow-up's
+            # built from response.meta): sent as routed.
+            moved = meta.pop(M.MOVED, None)
+            if digest in self._burned_digests and not (M.WARMUP in meta or moved):
                 raise StaleSession(request.url)  # burned while it waited
             return await super().download_request(request)
         finally:

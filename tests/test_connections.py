@@ -600,6 +600,35 @@ async def test_a_request_waiting_in_its_slot_leaves_on_the_new_session(
     assert stats["sticky_proxy/stale_sessions"] == 1
 
 
+@deferred_f_from_coro_f
+async def test_a_moved_request_s_mark_ends_with_its_send(sandbox: Sandbox) -> None:
+    """The crawl above: the page moved off the burned session is sent past
+    the burned-session check once, as routed. The mark that lets it past is
+    gone once it is sent. Before, it stayed in meta, and with it in every
+    re-roll of that request and every follow-up built with
+    meta=response.meta: all of them went out through burned sessions."""
+    seen: list[str] = []
+
+    def rule(client_ip: str, path: str) -> str | None:
+        seen.append(client_ip)
+        return "403" if client_ip == seen[0] and len(seen) > 1 else None
+
+    marks: list[object] = []
+
+    def response_received(response: Any) -> None:
+        marks.append(response.meta.get("_sticky_proxy_moved"))
+
+    sandbox.site.ban_rule = rule
+    settings = settings_for(
+        sandbox, STICKY_PROXY_KEY="host", DOWNLOAD_DELAY=0.75, DOWNLOAD_DELAY_JITTER=0
+    )
+    spider = hooked(signals.response_received, response_received)
+    result = await crawl(spider, settings, base=sandbox.site_url, n=3, follow=False)
+    assert result.stats["sticky_proxy/stale_sessions"] == 1
+    assert len(marks) == 3  # the three pages (the ban went no further)
+    assert not any(marks), marks
+
+
 class TwoKeys(Spider):
     """Four pages on each of two session keys, in turn."""
 
