@@ -17,6 +17,8 @@ from scrapy import signals
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from scrapy_sticky_proxy._verdicts import ROUTE_WAITS
+from scrapy_sticky_proxy.routing.tolerance import OWN_WAIT_MAX
 from scrapy_sticky_proxy.sandbox import Sandbox, ban_fraction
 from scrapy_sticky_proxy.state.memory import MemoryStore
 from scrapy_sticky_proxy.state.store import Rotation
@@ -68,10 +70,12 @@ async def test_gateway_refuses_connections_for_seconds(
     assert_no_leak(sandbox.password, result, text, sandbox)
 
 
-@pytest.mark.parametrize("mode", ["echo", "drop"])
+@pytest.mark.parametrize(
+    ("mode", "wait_max"), [("echo", None), ("drop", None), ("drop", 0.1)]
+)
 @deferred_f_from_coro_f
 async def test_gateway_failing_every_request_for_seconds(
-    sandbox: Sandbox, mode: str, log_text: Any
+    sandbox: Sandbox, mode: str, wait_max: float | None, log_text: Any
 ) -> None:
     """The gateway takes connections but answers garbage (echo) or resets
     them after reading the request (drop), for the crawl's first 2 seconds,
@@ -83,7 +87,10 @@ async def test_gateway_failing_every_request_for_seconds(
     again on its session after 0.5, 1, then 2 s: nothing lost, no session
     burned. Before: each
     error was judged a ban, every re-roll failed at once, and in 1.5 s
-    about 200 sessions were burned and 35 of 50 pages given up."""
+    about 200 sessions were burned and 35 of 50 pages given up.
+    STICKY_PROXY_RETRY_AFTER_MAX = 0.1 (wait_max) caps tolerated retries,
+    not these waits: before, it cut them to 0.1 s, and sessions burned."""
+    assert 0.5 * 2 ** (ROUTE_WAITS - 1) == OWN_WAIT_MAX
     fail = getattr(sandbox, f"gateway_{mode}")
 
     def outage() -> None:
@@ -91,8 +98,13 @@ async def test_gateway_failing_every_request_for_seconds(
         call_later(2.0, sandbox.gateway_normal)
 
     Outage = hooked(signals.spider_opened, outage)
+    extra = {} if wait_max is None else {"STICKY_PROXY_RETRY_AFTER_MAX": wait_max}
     result = await crawl(
-        Outage, settings_for(sandbox), base=sandbox.site_url, n=50, follow=False
+        Outage,
+        settings_for(sandbox, **extra),
+        base=sandbox.site_url,
+        n=50,
+        follow=False,
     )
     assert nothing_lost(result, 50, parts=0) == 0
     stats = result.stats

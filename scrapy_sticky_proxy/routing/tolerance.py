@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 MAX_TOLERANCE = 100  # STICKY_PROXY_BAN_TOLERANCE
 MAX_RETRY_AFTER_TEXT = 64  # a longer Retry-After value is not one
+# The longest wait of the plugin's own before a retry (a route wait, the
+# third: _verdicts.ROUTE_WAITS): STICKY_PROXY_RETRY_AFTER_MAX caps the others.
+OWN_WAIT_MAX = 2.0
 
 # Why a verdict burns or is tolerated (Verdict.why).
 OFF = "off"  # tolerance 1: every verdict burns
@@ -115,14 +118,17 @@ class Tolerance:
 
     def remaining(self, deadline: object) -> float:
         """How long a retry with *deadline* (meta: untrusted) still waits:
-        from 0 to the policy's ``wait_max``; 0 for anything not a time."""
+        from 0 to the policy's ``wait_max`` (or to OWN_WAIT_MAX, the plugin's
+        own waits, which a small STICKY_PROXY_RETRY_AFTER_MAX must not cut);
+        0 for anything not a time."""
         if (
             isinstance(deadline, bool)
             or not isinstance(deadline, (int, float))
             or not math.isfinite(deadline)
         ):
             return 0.0
-        return min(max(deadline - self.wall(), 0.0), self.policy.wait_max)
+        longest = max(self.policy.wait_max, OWN_WAIT_MAX)
+        return min(max(deadline - self.wall(), 0.0), longest)
 
 
 def tried_count(value: object) -> int:
