@@ -374,6 +374,20 @@ def test_restore_never_makes_a_proxy_dead(
     assert pool.all_dead(0.0)
 
 
+def test_its_own_dead_verdict_heard_back_stands() -> None:
+    """With Redis, a process hears its own reports: its own dead proxy came
+    back, capped as another's report is, and alive again (the crawl then
+    waited a backoff more before closing for no proxies left). A report
+    that the proxy answers still revives it."""
+    pool = make_pool([PROXIES[0]])
+    now = kill(pool, PROXIES[0], 0.0)
+    assert pool.all_dead(now)
+    pool.restore(PROXIES[0], *pool.export(PROXIES[0]), now=now)
+    assert pool.all_dead(now)
+    pool.restore(PROXIES[0], 0, None, True, now=now)
+    assert not pool.all_dead(now)
+
+
 def test_restore_benches_no_longer_than_backoff_max() -> None:
     pool = make_pool()
     pool.restore(PROXIES[0], 3, 10_000.0, True, now=100.0)

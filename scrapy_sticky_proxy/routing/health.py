@@ -134,6 +134,10 @@ class ProxyHealth:
             raise ValueError("retry_at must be a finite number or None")
         # Another process's failures bench a proxy, never kill it here: a
         # crawl closes for "no proxies left" only on failures it saw itself.
+        # A dead one stays dead on a report that it is: with Redis, a
+        # process hears its own reports too.
+        if failures >= policy.dead_after <= self.failures:
+            return
         self.failures = failures = min(failures, policy.dead_after - 1)
         benched = failures >= policy.unhealthy_after
         if benched and retry_at is not None:
