@@ -90,12 +90,14 @@ class Lifecycle:
         self.router.stop()
         if self._watch.running:
             self._watch.stop()
-        self.ledger.spider_closed()
-        if self.state_file is not None:
-            self._save(self.state_file)
-        self.flush()
-        await self.store.close()
-        self.flush()  # what the store's last writes counted
+        try:
+            self.ledger.spider_closed()
+        finally:  # the state is saved and the store closed whatever happened
+            if self.state_file is not None:
+                self._save(self.state_file)
+            self.flush()
+            await self.store.close()
+            self.flush()  # what the store's last writes counted
 
     def flush(self) -> None:
         self.count.flush(self.store)

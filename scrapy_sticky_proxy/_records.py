@@ -32,9 +32,9 @@ def give_up_record(
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
         "url": redact(request.url),
-        "method": request.method,
+        "method": redact(request.method),
         "key": redact(_text(request.meta.get(M.KEY, ""))),
-        "reasons": reasons,
+        "reasons": [redact(r) for r in reasons],
         "attempts": len(reasons),
         "time": round(time.time(), 3),
     }

@@ -71,6 +71,7 @@ LEDGER_PRIORITY = 10
 LOST = "lost/spider_closed"
 DUPLICATE = "dropped/duplicate"
 OFFSITE = "dropped/offsite"
+MAX_REASONS = 4096  # kept of a request's reasons (meta): above MAX_REROLLS + 1
 _UNSET: Any = object()
 
 
@@ -147,7 +148,7 @@ class Ledger:
 
     def give_up(self, request: Request, why: list[str]) -> NoReturn:
         self.record(request, why, "gave_up")
-        raise IgnoreRequest(f"sticky proxy gave up: {', '.join(why)}")
+        raise IgnoreRequest(self._redact(f"sticky proxy gave up: {', '.join(why)}"))
 
     def spider_closed(self) -> None:
         """Record what is still open. A queue that persists let go of what
@@ -159,7 +160,13 @@ class Ledger:
         requests = list(self._open.values())
         self._open.clear()
         for request in requests:
-            self.record(restart(request), [*reasons(request), LOST], "failed")
+            try:
+                self.record(restart(request), [*reasons(request), LOST], "failed")
+            except Exception as exc:  # one request's meta: not the others'
+                logger.error(
+                    "Could not record a request lost at the close (%s)",
+                    type(exc).__name__,
+                )
 
     def _offsite_drops(self, request: Request) -> bool:
         """Whether Scrapy's OffsiteMiddleware (or the user's subclass) drops
@@ -191,7 +198,7 @@ class Ledger:
                 "verb": "Gave up on" if outcome == "gave_up" else "Failed:",
                 "url": record["url"],
                 "attempts": len(why),
-                "reasons": ", ".join(why),
+                "reasons": ", ".join(record["reasons"]),
             },
             extra={"spider": spider},
         )
@@ -200,9 +207,12 @@ class Ledger:
 
 
 def reasons(request: Request) -> list[str]:
-    """Why earlier tries of *request* failed (meta: untrusted)."""
+    """Why earlier tries of *request* failed (meta: untrusted: its text
+    only, the latest MAX_REASONS)."""
     value = request.meta.get(M.REASONS)
-    return [str(r) for r in value] if isinstance(value, list) else []
+    if not isinstance(value, list):
+        return []
+    return [r for r in value[-MAX_REASONS:] if isinstance(r, str)]
 
 
 def persistent(crawler: Crawler) -> bool:

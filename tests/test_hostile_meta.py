@@ -218,3 +218,62 @@ async def test_a_meta_key_without_a_str_ends_as_a_record(
     errors = [line for line in log_text().splitlines() if line.startswith("ERROR")]
     assert len(errors) == 2, errors
     assert all('meta["sticky_proxy_key"]: str() raised' in line for line in errors)
+
+
+def hostile_reasons(base: str, i: int, password: str) -> dict[str, Any]:
+    """Reasons no copy of ours writes: numbers past a float, a __str__ that
+    raises, the password (with a trail of its own, or they would be dropped
+    as another request's bookkeeping)."""
+    reasons = [10**5000, Unprintable(), f"x {password} y", "status/429"]
+    return {M.TRAIL: (f"{base}/item/{i}", 0, None), M.REASONS: reasons}
+
+
+@deferred_f_from_coro_f
+async def test_hostile_reasons_and_waits_still_end_as_records(
+    sandbox: Sandbox, tmp_path: Path, log_text: Any
+) -> None:
+    """Every page banned, each request re-rolled once, then recorded: with
+    earlier reasons in meta that are no text, or hold the password, and a
+    deadline past a float. Before: the reasons raised on the way to the
+    record (RuntimeError in the errback, no record), the password was
+    written as it was, and the deadline raised OverflowError before the
+    request was routed (no record)."""
+    sandbox.site.ban_rule = ban_all("403")
+    base, password = sandbox.site_url, sandbox.password
+    cases = [
+        hostile_reasons(base, 0, password),
+        {M.NOT_BEFORE: 10**400},
+        {M.NOT_BEFORE: -(10**400)},
+    ]
+    spider, got, _ = await run(sandbox, tmp_path, cases)
+    assert spider.ended == dict.fromkeys(range(3), "IgnoreRequest")
+    by_case = {int(r["url"].rsplit("/", 1)[1]): r["reasons"] for r in got}
+    assert by_case == {
+        0: ["x *** y", "status/429", "status/403", "status/403"],
+        1: ["status/403", "status/403"],
+        2: ["status/403", "status/403"],
+    }
+    assert_absent(password, log_text() + json.dumps(got))
+
+
+@deferred_f_from_coro_f
+async def test_hostile_reasons_of_requests_lost_at_the_close(
+    sandbox: Sandbox, tmp_path: Path, log_text: Any
+) -> None:
+    """Requests RedirectMiddleware drops past REDIRECT_MAX_TIMES are found
+    open at the close and recorded there, one with hostile reasons among
+    them. Before: its reasons raised in the close, which then recorded none
+    of them, and the store was never closed."""
+    sandbox.site.ban_rule = lambda ip, path: "redirect"
+    base, password = sandbox.site_url, sandbox.password
+    cases = [{}, hostile_reasons(base, 1, password), {}]
+    spider, got, stats = await run(sandbox, tmp_path, cases, REDIRECT_MAX_TIMES=0)
+    assert spider.ended == dict.fromkeys(range(3), "IgnoreRequest")
+    by_case = {int(r["url"].rsplit("/", 1)[1]): r["reasons"] for r in got}
+    assert by_case == {
+        0: ["lost/spider_closed"],
+        1: ["x *** y", "status/429", "lost/spider_closed"],
+        2: ["lost/spider_closed"],
+    }
+    assert stats["sticky_proxy/failed"] == 3
+    assert_absent(password, log_text() + json.dumps(got))

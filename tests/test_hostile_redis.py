@@ -37,6 +37,7 @@ from .test_redis_store import NS, opened, sync_client, within
 HUGE = "1" + "0" * 25  # the pub/sub value of the issue
 MAX_GENERATION = 2**31 - 1  # the documented cap
 ANSI = "\x1b[31mred\x1b[0m\nfake line\r"
+BIG_INT = "1" + "0" * 400  # JSON's integer, past a float: OverflowError once
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -122,6 +123,7 @@ async def test_hostile_messages_are_skipped_and_the_listener_keeps_listening(
         "p p1 [1e400, 0, true]",
         "p p1 [0, NaN, true]",
         "p p1 [0, 1e300, true]",
+        f"p p1 [3, {BIG_INT}, true]",
         'p p1 {"a": 1}',
         "p p1 [-5, null, true]",
         "who knows" + "x" * 10_000,
@@ -158,16 +160,18 @@ async def test_bad_proxy_health_in_the_hash_does_not_stop_the_store(
             "p1": "[1e400, 0, true]",
             "p2": "[3, NaN, false]",
             "p3": "[2, null, true]",
+            "p4": f"[3, {BIG_INT}, true]",
         },
     )
-    pool = ProxyPool(["p1", "p2", "p3"])
+    pool = ProxyPool(["p1", "p2", "p3", "p4"])
     store = RedisStore(redis_db, NS)
     store.on_proxy_update = pool.restore
     await within(store.open())
     try:
         assert pool.export("p3") == (2, None, True)
         assert pool.export("p1") == (0, None, False)
-        assert skipped(store) == {"redis/skipped": 2, "redis/skipped/proxy": 2}
+        assert pool.export("p4") == (0, None, False)
+        assert skipped(store) == {"redis/skipped": 3, "redis/skipped/proxy": 3}
     finally:
         await store.close()
 
@@ -249,6 +253,7 @@ def seed_hostile_status(client: Any, ns: str) -> None:
             "10.0.0.2:80": "[3, NaN, true]",
             ANSI: "[0, null, true]",
             "10.0.0.3:80": "[1, null, true]",
+            "10.0.0.4:80": f"[3, {BIG_INT}, true]",
         },
     )
     client.rpush(f"{ns}:gave_up", "not json", json.dumps({"url": ANSI}))

@@ -200,6 +200,7 @@ HOSTILE_FILES = {
     "other_scope": json.dumps(document(scope=snapshot.scope_of("x"))).encode(),
     "saved_nan": json.dumps(document(saved=float("nan"))).encode(),
     "saved_text": json.dumps(document(saved="900")).encode(),
+    "saved_past_a_float": json.dumps(document(saved=10**400)).encode(),
     "keys_a_list": json.dumps(document(keys=[["d", 1]])).encode(),
     # Past the room of 10 keys and of the tiers of 1,000 sites (300 kB).
     "too_large": json.dumps(document(pad="x" * 400_000)).encode(),
@@ -230,6 +231,7 @@ def test_bad_entries_are_skipped_and_the_rest_kept(tmp_path: Path) -> None:
         "6" * 24: {"generation": "3"},
         "7" * 24: {"generation": 1, "uses": -1},
         "8" * 24: {"generation": 1, "age": float("inf")},
+        "a" * 24: {"generation": 1, "age": 10**400},
     }
     path.write_text(json.dumps(document(keys={**bad, **good, "9" * 24: None})))
     file = loaded(path)

@@ -15,9 +15,10 @@ Pure logic: time is the ``now`` argument (seconds), jitter an injected Random.
 from __future__ import annotations
 
 import enum
-import math
 import random
 from dataclasses import dataclass
+
+from .._numbers import finite
 
 # Caps 2 ** (f - unhealthy_after) so a huge restored count cannot overflow.
 _MAX_DOUBLINGS = 64
@@ -38,10 +39,6 @@ class ProxyState(enum.Enum):
     DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
     DEAD = "dead"
-
-
-def is_finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _is_count(value: object, minimum: int) -> bool:
@@ -65,11 +62,11 @@ class PoolPolicy:
             raise ValueError("dead_after must be an integer > unhealthy_after")
         for name in ("backoff_base", "backoff_max"):
             seconds = getattr(self, name)
-            if not is_finite(seconds) or seconds <= 0:
+            if not finite(seconds) or seconds <= 0:
                 raise ValueError(f"{name} must be a positive finite number")
         if self.backoff_max < self.backoff_base:
             raise ValueError("backoff_max must not be less than backoff_base")
-        if not is_finite(self.jitter) or not 0 <= self.jitter < 1:
+        if not finite(self.jitter) or not 0 <= self.jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
 
 
@@ -130,7 +127,7 @@ class ProxyHealth:
         At most UNHEALTHY, benched no later than *now* + ``backoff_max``."""
         if not _is_count(failures, 0):
             raise ValueError("failures must be an integer >= 0")
-        if retry_at is not None and not is_finite(retry_at):
+        if retry_at is not None and not finite(retry_at):
             raise ValueError("retry_at must be a finite number or None")
         # Another process's failures bench a proxy, never kill it here: a
         # crawl closes for "no proxies left" only on failures it saw itself.

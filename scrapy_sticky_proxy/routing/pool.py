@@ -22,7 +22,8 @@ import math
 import random
 from collections.abc import Collection, Sequence
 
-from .health import PoolPolicy, ProxyHealth, ProxyState, is_finite
+from .._numbers import finite
+from .health import PoolPolicy, ProxyHealth, ProxyState
 
 # u = (top 52 bits + 0.5) / 2**52 is exact in a double and strictly inside (0, 1).
 _U_SHIFT = 64 - 52
@@ -78,7 +79,7 @@ class ProxyPool:
                 raise ValueError(f"proxy #{index}: id must be a non-empty string")
             if proxy_id in self._by_id:
                 raise ValueError(f"proxy #{index}: duplicate id")
-            if not is_finite(weight) or weight <= 0:
+            if not finite(weight) or weight <= 0:
                 raise ValueError(f"proxy #{index}: weight must be positive and finite")
             self._by_id[proxy_id] = proxy = _Proxy(proxy_id, float(weight))
             self._proxies.append(proxy)

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .._numbers import finite
+
 if TYPE_CHECKING:
     from ..state.store import HealthStore
 
@@ -121,11 +123,7 @@ class Tolerance:
         from 0 to the policy's ``wait_max`` (or to OWN_WAIT_MAX, the plugin's
         own waits, which a small STICKY_PROXY_RETRY_AFTER_MAX must not cut);
         0 for anything not a time."""
-        if (
-            isinstance(deadline, bool)
-            or not isinstance(deadline, (int, float))
-            or not math.isfinite(deadline)
-        ):
+        if not finite(deadline):
             return 0.0
         longest = max(self.policy.wait_max, OWN_WAIT_MAX)
         return min(max(deadline - self.wall(), 0.0), longest)

@@ -29,11 +29,12 @@ import hashlib
 import importlib.util
 import json
 import logging
-import math
 import re
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from .._numbers import finite
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def parse_proxy_state(
     if type(failures) is not int or not 0 <= failures <= MAX_FAILURES:
         return None
     if retry_at is not None:
-        if type(retry_at) not in (int, float) or not math.isfinite(retry_at):
+        if not finite(retry_at):
             return None
         if not 0 <= retry_at <= now + RETRY_AHEAD_MAX:
             return None

@@ -88,7 +88,11 @@ class Reader:
                 logger.info("Redis pub/sub at %s is listening again", store.at)
                 failures = 0
             if message is not None and message.get("type") == "message":
-                self.on_message(message["data"])
+                try:
+                    self.on_message(message["data"])
+                except Exception as exc:  # a value no check foresaw: not fatal
+                    where = f"{store.ns}:events"
+                    store.skips.skip("event", where, f"failed ({type(exc).__name__})")
                 await store.notify()
 
     async def load(self) -> None:

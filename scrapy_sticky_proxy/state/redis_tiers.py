@@ -17,10 +17,10 @@ never applied nor raised.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._numbers import finite
 from ..routing.tiers import MAX_TIERS
 from .redis_layout import is_lost_connection, short
 
@@ -74,7 +74,7 @@ def checked(parsed: object, now: float) -> tuple[int, float] | None:
     tier, since = parsed
     if type(tier) is not int or not 1 <= tier <= MAX_TIERS:
         return None
-    if type(since) not in (int, float) or not math.isfinite(since):
+    if not finite(since):
         return None
     if not 0 <= since <= now + SINCE_AHEAD_MAX:
         return None

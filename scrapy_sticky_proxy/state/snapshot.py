@@ -30,13 +30,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._numbers import finite
 from .redis_layout import MAX_GENERATION
 from .redis_tiers import checked, is_site
 from .store import MAX_SCORE
@@ -60,7 +60,7 @@ def _count(maximum: int) -> Callable[[Any], bool]:
 
 
 def _number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+    return finite(value)
 
 
 def _seconds(value: Any) -> bool:
