@@ -24,6 +24,7 @@ TOLERATED = "_sticky_proxy_tolerated"  # ban verdicts this session spared this r
 NOT_BEFORE = "_sticky_proxy_not_before"  # a tolerated retry waits until (Unix time)
 TRAIL = "_sticky_proxy_trail"  # whose bookkeeping this is, and the spider's request
 CACHE_BYPASS = "_sticky_proxy_cache_bypass"  # we set dont_cache; the user's value
+CACHE_HOP = "_sticky_proxy_cache_hop"  # a copy's redirect, stored: its next hop is not
 LEDGER = "_sticky_proxy_ledger"  # id of the routed request this one continues
 RENEWED = "_sticky_proxy_renewed"  # the last tier its re-rolls started again on
 ROUTE_WAITS = "_sticky_proxy_route_waits"  # waits for a route failing every session

@@ -32,9 +32,11 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.response import get_meta_refresh
 
 from . import _meta as M
+from ._numbers import finite
 
 if TYPE_CHECKING:
     from scrapy import Request
+    from scrapy.crawler import Crawler
     from scrapy.http import Response
     from scrapy.settings import BaseSettings
 
@@ -51,8 +53,11 @@ BOOKKEEPING = (
     M.TRAIL,
 )
 
-# (url, method, body, headers): the spider's request, without credentials.
-Origin = tuple[str, str, bytes, dict[bytes, list[bytes]]]
+# (url, method, body, headers, cookies): the spider's request, without
+# credentials. Its ``cookies=`` too: Scrapy's redirect copies have none, and
+# a re-roll's new session has an empty jar.
+Cookies = dict[str, Any] | list[dict[str, Any]]
+Origin = tuple[str, str, bytes, dict[bytes, list[bytes]], Cookies]
 
 
 def number(value: Any, default: float) -> float:
@@ -67,11 +72,32 @@ def _redirects(meta: dict[str, Any]) -> list[Any] | None:
     return urls if isinstance(urls, list) else None
 
 
+def _cookie_value(value: object) -> bool:
+    return isinstance(value, (str, bool)) or finite(value)
+
+
+def _cookies(value: Any) -> Cookies | None:
+    """A request's ``cookies=`` from meta (untrusted): what Scrapy takes."""
+    if isinstance(value, dict):
+        ok = all(isinstance(k, str) and _cookie_value(v) for k, v in value.items())
+        return value if ok else None
+    if isinstance(value, list) and all(
+        isinstance(c, dict)
+        and all(isinstance(k, str) and _cookie_value(v) for k, v in c.items())
+        for c in value
+    ):
+        return value
+    return None
+
+
 def _origin(value: Any) -> Origin | None:
-    # A list after a JSON round trip (scrapy-redis with our serializer).
+    # A list after a JSON round trip (scrapy-redis with our serializer); an
+    # older version's has no cookies.
+    if not isinstance(value, (tuple, list)) or len(value) not in (4, 5):
+        return None
+    cookies = _cookies(value[4]) if len(value) == 5 else {}
     if (
-        isinstance(value, (tuple, list))
-        and len(value) == 4
+        cookies is not None
         and isinstance(value[0], str)
         and isinstance(value[1], str)
         and isinstance(value[2], bytes)
@@ -83,7 +109,7 @@ def _origin(value: Any) -> Origin | None:
             for name, values in value[3].items()
         )
     ):
-        return (value[0], value[1], value[2], value[3])
+        return (value[0], value[1], value[2], value[3], cookies)
     return None
 
 
@@ -93,7 +119,8 @@ def snapshot(request: Request) -> Origin:
         for key, values in request.headers.items()
         if key.lower() != b"proxy-authorization"
     }
-    return (request.url, request.method, request.body, headers)
+    cookies: Any = request.cookies or {}  # a dict or a list of dicts
+    return (request.url, request.method, request.body, headers, cookies)
 
 
 def bound(request: Request) -> Origin | None:
@@ -146,20 +173,46 @@ class MetaRefresh:
         return url.partition(":")[0].lower() in ("http", "https")
 
 
-def passed(request: Request, response: Response, refresh: MetaRefresh) -> None:
+class Redirects:
+    """Whether Scrapy's redirect middlewares will follow a response (a 3xx
+    or a meta refresh): their settings and their checks."""
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+        self.enabled = crawler.settings.getbool("REDIRECT_ENABLED")
+        self.refresh = MetaRefresh(crawler.settings)
+
+    def follow(self, request: Request, response: Response) -> bool:
+        status = response.status
+        if status not in REDIRECT_STATUSES or b"Location" not in response.headers:
+            return self.refresh.follows(request, response)
+        meta = request.meta
+        if not self.enabled or meta.get("dont_redirect"):
+            return False
+        if meta.get("handle_httpstatus_all"):
+            return False
+        mine = meta.get("handle_httpstatus_list", ())
+        spiders = getattr(self.crawler.spider, "handle_httpstatus_list", ())
+        try:
+            return status not in mine and status not in spiders
+        except TypeError:  # meta: untrusted; Scrapy's own check fails too
+            return False
+
+
+def passed(request: Request, response: Response, redirects: Redirects) -> bool:
     """A response goes on to the spider or to a redirect: move the trail to
-    it, and remember the spider's request before a redirect."""
+    it, and remember the spider's request before a redirect. True for a
+    redirect (its copy keeps the request's meta)."""
     meta = request.meta
-    redirect = (
-        response.status in REDIRECT_STATUSES and b"Location" in response.headers
-    ) or refresh.follows(request, response)
+    redirect = redirects.follow(request, response)
     if M.TRAIL not in meta and not redirect:
-        return
+        return False
     origin = bound(request)
     urls = _redirects(meta) or []
     if redirect and origin is None:
         origin = snapshot(request)
     meta[M.TRAIL] = (request.url, len(urls), origin)
+    return redirect
 
 
 def restart(request: Request) -> Request:
@@ -171,9 +224,11 @@ def restart(request: Request) -> Request:
     origin = _origin(trail[2])
     if origin is None or (request.url, request.method) == origin[:2]:
         return request
-    url, method, body, headers = origin
+    url, method, body, headers, cookies = origin
     try:
-        new = request.replace(url=url, method=method, body=body, headers=headers)
+        new = request.replace(
+            url=url, method=method, body=body, headers=headers, cookies=cookies
+        )
     except (TypeError, ValueError):  # untrusted: not a request to go back to
         return request
     for name in _REDIRECT_KEYS:

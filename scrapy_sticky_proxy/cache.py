@@ -9,9 +9,13 @@ itself until the budget ran out. So:
   cache does: a response the ban policy calls a ban gets ``dont_cache`` so
   the cache does not store it;
 * every copy the middleware makes (re-roll, same-session retry) carries
-  ``dont_cache``, so the cache does not answer it; the guard takes the flag
-  off again when the copy's response comes back, so a good page is stored
-  (replacing any ban page an older run left there);
+  ``dont_cache``, so the cache does not answer it, nor the redirects it
+  leads to (a re-roll restarts from the spider's request: its first hop
+  may be a 302 to the page whose stored answer was the ban's redirect);
+  the guard takes the flag off again when the copy's response comes back,
+  so a good page is stored (replacing any ban page an older run left
+  there), and, for a redirect, StickyProxyMiddleware sets it again after
+  the cache stored it, for the redirect's copy;
 * a ban page served *from* the cache (stored by an older run) is not the
   current session's fault: it is fetched again through the network on the
   same session, and counted as ``sticky_proxy/cached_bans``.
@@ -29,6 +33,7 @@ from scrapy.exceptions import NotConfigured
 
 from . import _meta as M
 from ._policy_guard import ban_policy
+from ._reroll import Redirects
 from ._wiring import middleware_names
 from .bans import BanPolicy
 from .config import for_crawler
@@ -97,6 +102,7 @@ class BanCacheGuard:
             raise NotConfigured("STICKY_PROXY_ENABLED is False")
         # Its own copy: a policy that keeps state sees each response once.
         self.policy: BanPolicy = ban_policy(crawler, quiet=True)
+        self._redirects = Redirects(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> BanCacheGuard:
@@ -104,7 +110,10 @@ class BanCacheGuard:
 
     def process_response(self, request: Request, response: Response) -> Response:
         meta = request.meta
+        copy = M.CACHE_BYPASS in meta
         restore(meta)
+        if copy and self._redirects.follow(request, response):
+            meta[M.CACHE_HOP] = True  # StickyProxyMiddleware keeps the next away
         if (
             M.ROUTE in meta
             and not meta.get(M.DONT)

@@ -23,7 +23,7 @@ from ._copies import Copies
 from ._lifecycle import Lifecycle
 from ._location import Countries, state_key
 from ._policy_guard import ban_policy
-from ._reroll import MetaRefresh, passed
+from ._reroll import Redirects, passed
 from ._session_pools import Pools
 from ._stats import Counter
 from ._tiers import Tiers
@@ -32,7 +32,7 @@ from ._waits import Waits
 from ._warmup import Warmups
 from ._wiring import check_handlers, check_shared_connections, check_wiring
 from .bans import UNREACHABLE, BanPolicy, ProxyAuth, is_tunnel_407
-from .cache import check_guard, restore
+from .cache import bypass, check_guard, restore
 from .config import for_crawler
 from .cookies import SessionJars
 from .ledger import Ledger, persistent, reasons
@@ -79,7 +79,7 @@ class StickyProxyMiddleware:
         self.tiers = Tiers(config, store, self._waits.wake, count)
         self.router = self.tiers.router  # with STICKY_PROXY_TIERS, every tier's
         self.tolerance = Tolerance(config.tolerance, store)
-        self._refresh = MetaRefresh(settings)  # a redirect, to re-rolls
+        self._redirects = Redirects(crawler)  # to re-rolls and the cache
         self.store = store
         self.pool = self.router.pool
         self.ledger = Ledger(crawler, store, config.redact, count.inc)
@@ -214,8 +214,10 @@ class StickyProxyMiddleware:
                     self.tolerance.succeeded(state_key(meta), meta[M.GENERATION])
             if self.cookies is not None:
                 self.cookies.settled(meta)
-            passed(request, response, self._refresh)
-            restore(meta)
+            if not passed(request, response, self._redirects):
+                restore(meta)
+            elif meta.pop(M.CACHE_HOP, None):  # stored; its next hop is not
+                bypass(meta)
             return response
         if M.WARMUP in meta:  # judged by the warm-up (_warmup_runs.py)
             meta["dont_retry"] = True  # not by RetryMiddleware, on that exit

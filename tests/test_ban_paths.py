@@ -320,6 +320,67 @@ async def test_http_cache_keeps_ban_pages_out_and_rerolls_reach_the_network(
     assert sandbox.site.hits == []
 
 
+class CookiesSpider(PathsSpider):
+    """/r/i, each with a cookie of its own given as ``cookies=``."""
+
+    async def start(self) -> AsyncIterator[Any]:
+        for path in self.paths:
+            cookie = {"c": path.rsplit("/", 1)[1]}
+            yield Request(self.base + path, cookies=cookie, callback=self.parse)
+
+
+@deferred_f_from_coro_f
+async def test_a_reroll_after_a_redirect_sends_the_requests_cookies(
+    sandbox: Sandbox,
+) -> None:
+    """The first exit of five items is banned at /item/i, reached through
+    /r/i: each re-roll restarts from /r/i on a new session, whose cookie
+    jar is empty, and must send the request's own cookies again. Before,
+    the re-roll was rebuilt from Scrapy's redirect copy, which has none."""
+    sandbox.site.ban_rule, _ = first_exits_of((2, 5, 11, 17, 19), "403")
+    result = await crawl(
+        CookiesSpider,
+        settings_for(sandbox),
+        base=sandbox.site_url,
+        paths=[f"/r/{i}" for i in range(20)],
+    )
+    assert result.stats["sticky_proxy/rerolls"] == 5
+    assert len(result.items) == 20
+    # (Its path is /r: the cookie does not go with the redirect to /item/i.)
+    starts = [h for h in sandbox.site.hits if h.path.startswith("/r/")]
+    assert len(starts) == 20 + 5
+    for hit in starts:
+        assert hit.headers.get("cookie") == f"c={hit.path.rsplit('/', 1)[1]}", hit
+
+
+@pytest.mark.parametrize("kind", ["redirect", "refresh"])
+@deferred_f_from_coro_f
+async def test_http_cache_keeps_a_rerolls_redirects_on_the_network(
+    sandbox: Sandbox, tmp_path: Path, kind: str
+) -> None:
+    """The spider asks for /r/i, which redirects to /item/i; the first exit
+    of five items is sent from there to /captcha (a 302, or a meta
+    refresh). That answer is no ban in itself, so the cache stores it. The
+    re-roll starts again from /r/i: its redirect to /item/i must reach the
+    network too. Before, the cache answered it with the stored way to the
+    captcha, on every re-roll, until the item was given up."""
+    sandbox.site.ban_rule, first = first_exits_of((2, 5, 11, 17, 19), kind)
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    result = await crawl(
+        PathsSpider,
+        settings_for(sandbox, **cache),
+        base=sandbox.site_url,
+        paths=[f"/r/{i}" for i in range(20)],
+    )
+    stats = result.stats
+    assert stats.get("sticky_proxy/gave_up", 0) == 0
+    assert stats["sticky_proxy/rerolls"] == 5
+    assert {i["url"] for i in result.items} == {
+        f"{sandbox.site_url}/item/{i}" for i in range(20)
+    }
+    assert len(set(first.values())) == 5
+
+
 @deferred_f_from_coro_f
 async def test_ban_page_cached_by_an_older_run_is_fetched_again(
     sandbox: Sandbox, tmp_path: Path

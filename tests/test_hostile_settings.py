@@ -80,6 +80,12 @@ REDIS = {"STICKY_PROXY_BACKEND": "redis"}
         ),
         ({"STICKY_PROXY_NAMESPACE": "ns\ud800"}, "STICKY_PROXY_NAMESPACE"),
         ({"COOKIES_ENABLED": "maybe"}, "COOKIES_ENABLED"),
+        # Read by the ledger and the cache guard: Scrapy's ValueError named
+        # neither (found by an audit).
+        ({"HTTPCACHE_ENABLED": "maybe"}, "HTTPCACHE_ENABLED"),
+        ({"SCHEDULER_PERSIST": "maybe"}, "SCHEDULER_PERSIST"),
+        ({"METAREFRESH_ENABLED": "maybe"}, "METAREFRESH_ENABLED"),
+        ({"REDIRECT_ENABLED": "maybe"}, "REDIRECT_ENABLED"),
     ],
     ids=lambda value: repr(value)[:60],
 )

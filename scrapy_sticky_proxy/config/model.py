@@ -40,6 +40,7 @@ from .proxies import StaticProxy, check_given, read_country, secrets_of
 from .readers import (
     DOTTED,
     MAX_REROLLS,
+    check_scrapy_flags,
     dotted_path,
     read_bool,
     read_dotted_paths,
@@ -47,7 +48,6 @@ from .readers import (
     read_int,
     read_list,
     read_str,
-    scrapy_bool,
     shown,
 )
 from .session_pools import session_pool_policy
@@ -144,6 +144,7 @@ class StickyProxyConfig:
         STICKY_PROXY_LIST is an error (False for components that route no
         request, such as the download handlers)."""
         check_names(settings)  # first: a misspelt name explains what follows
+        check_scrapy_flags(settings)
         enabled = read_bool(settings, "STICKY_PROXY_ENABLED", True)
         provider, gateway, static, tiers = read_routes(
             settings, enabled, require=require_proxy
@@ -249,7 +250,7 @@ class StickyProxyConfig:
                 settings, "STICKY_PROXY_SERIALIZER_CLASSES"
             ),
             cookie_jars=read_bool(settings, "STICKY_PROXY_COOKIES_PER_SESSION", True)
-            and scrapy_bool(settings, "COOKIES_ENABLED", True),
+            and settings.getbool("COOKIES_ENABLED", True),  # checked above
             max_cookie_jars=read_int(
                 settings,
                 "STICKY_PROXY_MAX_COOKIE_JARS",

@@ -80,6 +80,22 @@ def scrapy_bool(settings: BaseSettings, name: str, default: bool) -> bool:
         raise ConfigError(name, f"expected True/False, got {value}") from None
 
 
+# Scrapy's own flags the plugin reads, and their defaults: a bad value
+# stops the crawl naming it (Scrapy's ValueError names none).
+SCRAPY_FLAGS = {
+    "COOKIES_ENABLED": True,
+    "HTTPCACHE_ENABLED": False,
+    "METAREFRESH_ENABLED": True,
+    "REDIRECT_ENABLED": True,
+    "SCHEDULER_PERSIST": False,
+}
+
+
+def check_scrapy_flags(settings: BaseSettings) -> None:
+    for name, default in SCRAPY_FLAGS.items():
+        scrapy_bool(settings, name, default)
+
+
 WEEK = 7 * 86400
 MAX_REROLLS = 1000  # STICKY_PROXY_MAX_REROLLS and its per-request override
 
