@@ -143,8 +143,8 @@ class Ledger:
     def failed(self, request: Request, reason: str) -> None:
         """A routed request ended in a download error that no middleware
         turned into a new request."""
-        if self.close(request.meta) is not None:
-            self.record(request, [*reasons(request), reason], "failed")
+        if self.close(request.meta) is not None:  # named as the spider made it
+            self.record(restart(request), [*reasons(request), reason], "failed")
 
     def give_up(self, request: Request, why: list[str]) -> NoReturn:
         self.record(request, why, "gave_up")

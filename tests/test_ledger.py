@@ -58,6 +58,39 @@ async def test_a_slow_target_left_to_retry_middleware_is_recorded(
     assert result.stats.get("sticky_proxy/bans", 0) == 0
 
 
+class RedirectedSpider(ItemsSpider):
+    """Asks for /r/i, which redirects to /item/i."""
+
+    async def start(self) -> Any:
+        for i in range(self.n):
+            yield Request(f"{self.base}/r/{i}", callback=self.parse_item)
+
+
+@deferred_f_from_coro_f
+async def test_a_failed_request_after_a_redirect_is_named_as_the_spider_made_it(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A record names the spider's request, as a give-up does: /r/i, not
+    the /item/i it was redirected to (the request to replay). Before, a
+    failed download after a redirect named the redirect's target."""
+    sandbox.site.ban_rule = lambda ip, path: (
+        "hang" if path.startswith("/item/") else None
+    )
+    gave_up = tmp_path / "gave_up.jsonl"
+    settings = settings_for(
+        sandbox,
+        DOWNLOAD_TIMEOUT=1,
+        RETRY_TIMES=0,
+        STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
+    )
+    await crawl_within(30, RedirectedSpider, settings, base=sandbox.site_url, n=3)
+    got = records(gave_up)
+    assert sorted(r["url"] for r in got) == [
+        f"{sandbox.site_url}/r/{i}" for i in range(3)
+    ]
+    assert {r["reasons"][-1] for r in got} == {"failed/DownloadTimeoutError"}
+
+
 @deferred_f_from_coro_f
 async def test_a_gateway_resetting_at_accept_for_good_is_recorded(
     sandbox: Sandbox, tmp_path: Path
