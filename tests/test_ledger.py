@@ -33,6 +33,18 @@ def delivered(result: Any, sandbox: Sandbox) -> set[str]:
     }
 
 
+def with_queue(
+    sandbox: Sandbox, tmp_path: Path, queue: str, **more: Any
+) -> tuple[dict[str, Any], Path]:
+    """Settings with a gave-up file, and JOBDIR for the "jobdir" queue."""
+    gave_up = tmp_path / "gave_up.jsonl"
+    extra = {"JOBDIR": str(tmp_path / "job")} if queue == "jobdir" else {}
+    extra.update(more)
+    return settings_for(
+        sandbox, STICKY_PROXY_GAVE_UP_FILE=str(gave_up), **extra
+    ), gave_up
+
+
 @deferred_f_from_coro_f
 async def test_a_slow_target_left_to_retry_middleware_is_recorded(
     sandbox: Sandbox, tmp_path: Path
@@ -59,11 +71,15 @@ async def test_a_slow_target_left_to_retry_middleware_is_recorded(
 
 
 class RedirectedSpider(ItemsSpider):
-    """Asks for /r/i, which redirects to /item/i."""
+    """Asks for /r/i, which redirects to /item/i (the first ``cross`` of
+    them on the other host: 127.0.0.1 <-> localhost)."""
+
+    cross = 0
 
     async def start(self) -> Any:
         for i in range(self.n):
-            yield Request(f"{self.base}/r/{i}", callback=self.parse_item)
+            other = "?x=1" if i < self.cross else ""
+            yield Request(f"{self.base}/r/{i}{other}", callback=self.parse_item)
 
 
 @deferred_f_from_coro_f
@@ -76,12 +92,8 @@ async def test_a_failed_request_after_a_redirect_is_named_as_the_spider_made_it(
     sandbox.site.ban_rule = lambda ip, path: (
         "hang" if path.startswith("/item/") else None
     )
-    gave_up = tmp_path / "gave_up.jsonl"
-    settings = settings_for(
-        sandbox,
-        DOWNLOAD_TIMEOUT=1,
-        RETRY_TIMES=0,
-        STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
+    settings, gave_up = with_queue(
+        sandbox, tmp_path, "memory", DOWNLOAD_TIMEOUT=1, RETRY_TIMES=0
     )
     await crawl_within(30, RedirectedSpider, settings, base=sandbox.site_url, n=3)
     got = records(gave_up)
@@ -275,9 +287,7 @@ async def test_a_redirect_the_dupefilter_drops_is_recorded(
     each is a failed record naming the spider's request. Before: closed
     with no record, the crawl "finished" three items short."""
     sandbox.site.ban_rule = first_visits_to_one_captcha("/item/1", "/item/2", "/item/3")
-    gave_up = tmp_path / "gave_up.jsonl"
-    extra = {"JOBDIR": str(tmp_path / "job")} if queue == "jobdir" else {}
-    settings = settings_for(sandbox, STICKY_PROXY_GAVE_UP_FILE=str(gave_up), **extra)
+    settings, gave_up = with_queue(sandbox, tmp_path, queue)
     result = await crawl_within(
         30, ItemsSpider, settings, base=sandbox.site_url, n=6, follow=False
     )
@@ -301,14 +311,7 @@ async def test_a_request_dropped_past_the_redirect_limit_is_recorded(
     without, a record only because the close found it open)."""
     dropped = {"/item/1", "/item/2", "/item/3"}
     sandbox.site.ban_rule = lambda ip, path: "redirect" if path in dropped else None
-    gave_up = tmp_path / "gave_up.jsonl"
-    extra = {"JOBDIR": str(tmp_path / "job")} if queue == "jobdir" else {}
-    settings = settings_for(
-        sandbox,
-        REDIRECT_MAX_TIMES=0,
-        STICKY_PROXY_GAVE_UP_FILE=str(gave_up),
-        **extra,
-    )
+    settings, gave_up = with_queue(sandbox, tmp_path, queue, REDIRECT_MAX_TIMES=0)
     result = await crawl_within(
         30, ItemsSpider, settings, base=sandbox.site_url, n=6, follow=False
     )
@@ -321,17 +324,15 @@ async def test_a_request_dropped_past_the_redirect_limit_is_recorded(
     assert len(delivered(result, sandbox)) == 3
 
 
-class OnSiteSpider(ItemsSpider):
-    """Follows redirects to its own host only (``allowed_domains``)."""
+class OnSiteSpider(RedirectedSpider):
+    """Follows redirects to its own host only (``allowed_domains``); two of
+    its pages redirect to localhost."""
+
+    cross = 2
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.allowed_domains = ["127.0.0.1"]
-
-    async def start(self) -> Any:
-        for i in range(self.n):
-            cross = "?x=1" if i < 2 else ""  # /r/i?x=1 -> localhost/item/i
-            yield Request(f"{self.base}/r/{i}{cross}", callback=self.parse_item)
 
 
 @pytest.mark.parametrize("queue", ["memory", "jobdir"])
@@ -344,9 +345,7 @@ async def test_a_redirect_offsite_middleware_drops_is_recorded(
     as they are scheduled. Each is a failed record naming the spider's
     request: at once with JOBDIR (dropped/offsite), at the close without.
     Before, with JOBDIR, no record."""
-    gave_up = tmp_path / "gave_up.jsonl"
-    extra = {"JOBDIR": str(tmp_path / "job")} if queue == "jobdir" else {}
-    settings = settings_for(sandbox, STICKY_PROXY_GAVE_UP_FILE=str(gave_up), **extra)
+    settings, gave_up = with_queue(sandbox, tmp_path, queue)
     result = await crawl_within(
         30, OnSiteSpider, settings, base=sandbox.site_url, n=5, follow=False
     )
