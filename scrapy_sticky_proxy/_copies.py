@@ -124,6 +124,7 @@ class Copies:
         else:
             new.meta["retry_times"] = retry_times
         strip_route(new)
+        new.meta.pop(M.CACHE_HOP, None)  # the guard's, about this response only
         if self.cache:
             bypass(new.meta)  # to the network, not to the HTTP cache
         # The copy names the request from now on: if it is lost waiting in

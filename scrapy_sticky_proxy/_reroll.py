@@ -73,21 +73,23 @@ def _redirects(meta: dict[str, Any]) -> list[Any] | None:
 
 
 def _cookie_value(value: object) -> bool:
-    return isinstance(value, (str, bool)) or finite(value)
+    return value is None or isinstance(value, (str, bytes, bool)) or finite(value)
 
 
-def _cookies(value: Any) -> Cookies | None:
-    """A request's ``cookies=`` from meta (untrusted): what Scrapy takes."""
-    if isinstance(value, dict):
-        ok = all(isinstance(k, str) and _cookie_value(v) for k, v in value.items())
-        return value if ok else None
+def _cookies(value: Any) -> Cookies:
+    """A request's ``cookies=`` from meta (untrusted): what Scrapy takes, or
+    none (the rest of the request is still the spider's)."""
+    if isinstance(value, dict) and all(
+        isinstance(k, (str, bytes)) and _cookie_value(v) for k, v in value.items()
+    ):
+        return value
     if isinstance(value, list) and all(
         isinstance(c, dict)
         and all(isinstance(k, str) and _cookie_value(v) for k, v in c.items())
         for c in value
     ):
         return value
-    return None
+    return {}
 
 
 def _origin(value: Any) -> Origin | None:
@@ -97,8 +99,7 @@ def _origin(value: Any) -> Origin | None:
         return None
     cookies = _cookies(value[4]) if len(value) == 5 else {}
     if (
-        cookies is not None
-        and isinstance(value[0], str)
+        isinstance(value[0], str)
         and isinstance(value[1], str)
         and isinstance(value[2], bytes)
         and isinstance(value[3], dict)
@@ -189,6 +190,9 @@ class Redirects:
         meta = request.meta
         if not self.enabled or meta.get("dont_redirect"):
             return False
+        scheme, colon, _ = (response.headers.get(b"Location") or b"").partition(b":")
+        if colon and b"/" not in scheme and scheme.lower() not in (b"http", b"https"):
+            return False  # Scrapy hands it to the spider
         if meta.get("handle_httpstatus_all"):
             return False
         mine = meta.get("handle_httpstatus_list", ())
@@ -216,12 +220,20 @@ def passed(request: Request, response: Response, redirects: Redirects) -> bool:
 
 
 def restart(request: Request) -> Request:
-    """The request a re-roll starts from: the spider's own, if *request* is
-    a redirect of it (its bookkeeping checked by :func:`bound` first)."""
+    """The request a re-roll starts from, and a record names: the spider's
+    own, if *request* is it or a redirect of it (its trail's; a request a
+    spider built from ``response.meta`` is its own, not that one)."""
     trail = request.meta.get(M.TRAIL)
-    if not isinstance(trail, (tuple, list)) or len(trail) != 3:
+    urls = _redirects(request.meta)
+    if not isinstance(trail, (tuple, list)) or len(trail) != 3 or urls is None:
         return request
-    origin = _origin(trail[2])
+    at, hops, kept = trail
+    if type(hops) is not int or not (
+        (request.url == at and len(urls) == hops)
+        or (len(urls) == hops + 1 and urls[-1] == at)
+    ):
+        return request
+    origin = _origin(kept)
     if origin is None or (request.url, request.method) == origin[:2]:
         return request
     url, method, body, headers, cookies = origin

@@ -129,7 +129,7 @@ class Ledger:
         if self.close(request.meta) is None:
             return
         if self._offsite_drops(request):
-            self.record(restart(request), [*reasons(request), OFFSITE], "failed")
+            self.record(request, [*reasons(request), OFFSITE], "failed")
         else:
             self._queued = request
 
@@ -138,13 +138,13 @@ class Ledger:
         was_open = self.close(request.meta) is not None or request is self._queued
         self._queued = None
         if was_open:
-            self.record(restart(request), [*reasons(request), DUPLICATE], "failed")
+            self.record(request, [*reasons(request), DUPLICATE], "failed")
 
     def failed(self, request: Request, reason: str) -> None:
         """A routed request ended in a download error that no middleware
         turned into a new request."""
-        if self.close(request.meta) is not None:  # named as the spider made it
-            self.record(restart(request), [*reasons(request), reason], "failed")
+        if self.close(request.meta) is not None:
+            self.record(request, [*reasons(request), reason], "failed")
 
     def give_up(self, request: Request, why: list[str]) -> NoReturn:
         self.record(request, why, "gave_up")
@@ -161,7 +161,7 @@ class Ledger:
         self._open.clear()
         for request in requests:
             try:
-                self.record(restart(request), [*reasons(request), LOST], "failed")
+                self.record(request, [*reasons(request), LOST], "failed")
             except Exception as exc:  # one request's meta: not the others'
                 logger.error(
                     "Could not record a request lost at the close (%s)",
@@ -183,8 +183,10 @@ class Ledger:
 
     def record(self, request: Request, why: list[str], outcome: str) -> None:
         """Record a routed request that will not reach the spider (a warm-up
-        request is no spider's: its outcome is the warm-up's)."""
+        request is no spider's: its outcome is the warm-up's), named as the
+        spider made it (a redirect's target is not the request to replay)."""
         self.close(request.meta)
+        request = restart(request)
         if M.WARMUP in request.meta:
             return
         spider = self._crawler.spider

@@ -214,9 +214,10 @@ class StickyProxyMiddleware:
                     self.tolerance.succeeded(state_key(meta), meta[M.GENERATION])
             if self.cookies is not None:
                 self.cookies.settled(meta)
+            hop = meta.pop(M.CACHE_HOP, None)  # stored; its next hop is not
             if not passed(request, response, self._redirects):
                 restore(meta)
-            elif meta.pop(M.CACHE_HOP, None):  # stored; its next hop is not
+            elif hop:
                 bypass(meta)
             return response
         if M.WARMUP in meta:  # judged by the warm-up (_warmup_runs.py)

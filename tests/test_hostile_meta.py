@@ -117,15 +117,21 @@ async def test_odd_values_still_end_as_a_record(
         {M.COUNTRY: 10**5000},
         {M.COUNTRY: -(10**5000)},
         {},
-        # An origin whose cookies no Request takes (a str() that raises).
+        # Origins whose cookies no Request takes: the re-roll goes without.
         {
             M.TRAIL: (
                 f"{base}/item/9",
                 0,
-                (f"{base}/x", "GET", b"", {}, {"c": 10**5000}),
+                (f"{base}/r/9", "GET", b"", {}, {"c": 10**5000}),
             )
         },
-        {M.TRAIL: (f"{base}/item/10", 0, (f"{base}/x", "GET", b"", {}, [{"n": []}]))},
+        {
+            M.TRAIL: (
+                f"{base}/item/10",
+                0,
+                (f"{base}/r/10", "GET", b"", {}, [{"n": []}]),
+            )
+        },
     ]
     spider, got, stats = await run(sandbox, tmp_path, cases)
     # The recorded give-ups end in the errback as IgnoreRequest.

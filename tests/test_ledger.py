@@ -92,8 +92,15 @@ async def test_a_failed_request_after_a_redirect_is_named_as_the_spider_made_it(
     sandbox.site.ban_rule = lambda ip, path: (
         "hang" if path.startswith("/item/") else None
     )
+    # One at a time: no answer of the site while a page hangs, or the
+    # timeout could be blamed on the exit (a ban, not left to RetryMiddleware).
     settings, gave_up = with_queue(
-        sandbox, tmp_path, "memory", DOWNLOAD_TIMEOUT=1, RETRY_TIMES=0
+        sandbox,
+        tmp_path,
+        "memory",
+        DOWNLOAD_TIMEOUT=1,
+        RETRY_TIMES=0,
+        CONCURRENT_REQUESTS=1,
     )
     await crawl_within(30, RedirectedSpider, settings, base=sandbox.site_url, n=3)
     got = records(gave_up)
@@ -101,6 +108,35 @@ async def test_a_failed_request_after_a_redirect_is_named_as_the_spider_made_it(
         f"{sandbox.site_url}/r/{i}" for i in range(3)
     ]
     assert {r["reasons"][-1] for r in got} == {"failed/DownloadTimeoutError"}
+
+
+class FollowsWithMeta(RedirectedSpider):
+    """Each page (reached through /r/i) is followed to its detail page with
+    ``meta=response.meta``, the redirect's trail included, and a
+    ``download_maxsize`` it is past."""
+
+    def parse_item(self, response: Any) -> Any:
+        yield from super().parse_item(response)
+        meta = {**response.meta, "download_maxsize": 10}  # fails: no ban
+        yield response.follow(response.url + "/detail", self.parse_part, meta=meta)
+
+
+@deferred_f_from_coro_f
+async def test_a_failed_follow_up_built_from_response_meta_is_named_as_itself(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A follow-up built from a redirected response's meta carries that
+    redirect's trail, which is not its own. It fails (past its
+    download_maxsize: no ban), and its record names it. Before, the record
+    named the page the spider asked for first (/r/i), which was delivered."""
+    settings, gave_up = with_queue(sandbox, tmp_path, "memory")
+    await crawl_within(
+        30, FollowsWithMeta, settings, base=sandbox.site_url, n=2, follow=False
+    )
+    got = records(gave_up)
+    assert sorted(r["url"] for r in got) == [
+        f"{sandbox.site_url}/item/{i}/detail" for i in range(2)
+    ]
 
 
 @deferred_f_from_coro_f
