@@ -292,3 +292,19 @@ async def test_hostile_reasons_of_requests_lost_at_the_close(
     }
     assert stats["sticky_proxy/failed"] == 3
     assert_absent(password, log_text() + json.dumps(got))
+
+
+def test_an_origin_keeps_the_cookies_scrapy_takes() -> None:
+    """Scrapy's cookies= may hold bytes, and None in a cookie's fields:
+    kept. Others are dropped, the rest of the spider's request kept."""
+    from scrapy_sticky_proxy._reroll import _origin
+
+    for cookies in (
+        {"sid": b"abc"},
+        {b"sid": "abc"},
+        [{"name": "a", "value": "b", "domain": None}],
+    ):
+        assert _origin(("u", "GET", b"", {}, cookies)) == ("u", "GET", b"", {}, cookies)
+    for cookies in ({"c": 10**5000}, [{"n": []}], "c=1", {1: "x"}):
+        assert _origin(("u", "GET", b"", {}, cookies)) == ("u", "GET", b"", {}, {})
+    assert _origin(("u", "GET", b"", {})) == ("u", "GET", b"", {}, {})  # an older run's
