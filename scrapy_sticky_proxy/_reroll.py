@@ -76,17 +76,18 @@ def _cookie_value(value: object) -> bool:
     return value is None or isinstance(value, (str, bytes, bool)) or finite(value)
 
 
+def _cookie_dict(value: Any, keys: type | tuple[type, ...]) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, keys) and _cookie_value(v) for k, v in value.items()
+    )
+
+
 def _cookies(value: Any) -> Cookies:
-    """A request's ``cookies=`` from meta (untrusted): what Scrapy takes, or
-    none (the rest of the request is still the spider's)."""
-    if isinstance(value, dict) and all(
-        isinstance(k, (str, bytes)) and _cookie_value(v) for k, v in value.items()
-    ):
-        return value
-    if isinstance(value, list) and all(
-        isinstance(c, dict)
-        and all(isinstance(k, str) and _cookie_value(v) for k, v in c.items())
-        for c in value
+    """A request's ``cookies=`` from meta (untrusted): what Scrapy takes (a
+    dict, or a list of dicts with str fields), or none (the rest of the
+    request is still the spider's)."""
+    if _cookie_dict(value, (str, bytes)) or (
+        isinstance(value, list) and all(_cookie_dict(c, str) for c in value)
     ):
         return value
     return {}
@@ -124,25 +125,37 @@ def snapshot(request: Request) -> Origin:
     return (request.url, request.method, request.body, headers, cookies)
 
 
+def _own_trail(request: Request) -> tuple[Origin | None, bool] | None:
+    """The spider's request in *request*'s trail (if known), and whether
+    *request* is a redirect copy one past it, when the trail is *request*'s
+    own; None for another request's."""
+    trail = request.meta.get(M.TRAIL)
+    urls = _redirects(request.meta)
+    if not isinstance(trail, (tuple, list)) or len(trail) != 3 or urls is None:
+        return None
+    at, hops, origin = trail
+    if type(hops) is not int:  # untrusted: not ours
+        return None
+    if request.url == at and len(urls) == hops:
+        return _origin(origin), False
+    if len(urls) == hops + 1 and urls[-1] == at:
+        return _origin(origin), True
+    return None
+
+
 def bound(request: Request) -> Origin | None:
     """Check that the bookkeeping in *request*'s meta is its own; drop it
     otherwise. Returns the spider's request it belongs to, if known."""
     meta = request.meta
-    trail = meta.get(M.TRAIL)
-    urls = _redirects(meta)
-    if isinstance(trail, (tuple, list)) and len(trail) == 3 and urls is not None:
-        at, hops, origin = trail
-        origin = _origin(origin)
-        if type(hops) is not int:  # untrusted: not ours
-            pass
-        elif request.url == at and len(urls) == hops:
-            return origin
-        elif len(urls) == hops + 1 and urls[-1] == at:
-            meta[M.TRAIL] = (request.url, len(urls), origin)
-            return origin
-    for name in BOOKKEEPING:
-        meta.pop(name, None)
-    return None
+    own = _own_trail(request)
+    if own is None:
+        for name in BOOKKEEPING:
+            meta.pop(name, None)
+        return None
+    origin, redirected = own
+    if redirected:  # the trail moves on to the copy
+        meta[M.TRAIL] = (request.url, len(_redirects(meta) or []), origin)
+    return origin
 
 
 class MetaRefresh:
@@ -223,17 +236,8 @@ def restart(request: Request) -> Request:
     """The request a re-roll starts from, and a record names: the spider's
     own, if *request* is it or a redirect of it (its trail's; a request a
     spider built from ``response.meta`` is its own, not that one)."""
-    trail = request.meta.get(M.TRAIL)
-    urls = _redirects(request.meta)
-    if not isinstance(trail, (tuple, list)) or len(trail) != 3 or urls is None:
-        return request
-    at, hops, kept = trail
-    if type(hops) is not int or not (
-        (request.url == at and len(urls) == hops)
-        or (len(urls) == hops + 1 and urls[-1] == at)
-    ):
-        return request
-    origin = _origin(kept)
+    own = _own_trail(request)
+    origin = None if own is None else own[0]
     if origin is None or (request.url, request.method) == origin[:2]:
         return request
     url, method, body, headers, cookies = origin
